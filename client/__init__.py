@@ -1,0 +1,71 @@
+"""The stateserver client that stream operators embed.
+
+    from client import StateClient
+    with StateClient("127.0.0.1:7700") as state:
+        state.create_namespace("wordcount", max_key_groups=128)
+        with state.open_writer("wordcount", key_groups="0-127", epoch=1) as writer:
+            counts = writer.aggregating_state("counts", merge_operator="sum_int64")
+            counts.merge("apple", 3)
+            assert counts.get("apple") == 3   # reads see the writer's own buffered writes
+"""
+from client._client import StateClient
+from client._errors import (
+    AlreadyExistsError,
+    DataCorruptionError,
+    FencedError,
+    InternalError,
+    InvalidArgumentError,
+    KeyGroupOutOfRangeError,
+    NotFoundError,
+    ShardNotOpenError,
+    StateServerError,
+    UnavailableError,
+    WrongNodeError,
+)
+from client._serializers import (
+    BYTES,
+    INT64,
+    JSON,
+    STR,
+    BytesSerializer,
+    Int64Serializer,
+    JsonSerializer,
+    Serializer,
+    StrSerializer,
+)
+from client._states import AggregatingState, ListState, MapState, ValueState
+from client._writer import Writer
+from stateserver.keygroups import KeyGroupRange, key_group_for, range_for_operator, ranges_for_parallelism
+
+__all__ = [
+    "AggregatingState",
+    "AlreadyExistsError",
+    "BYTES",
+    "BytesSerializer",
+    "DataCorruptionError",
+    "FencedError",
+    "INT64",
+    "Int64Serializer",
+    "InternalError",
+    "InvalidArgumentError",
+    "JSON",
+    "JsonSerializer",
+    "KeyGroupOutOfRangeError",
+    "KeyGroupRange",
+    "ListState",
+    "MapState",
+    "NotFoundError",
+    "STR",
+    "Serializer",
+    "ShardNotOpenError",
+    "StateClient",
+    "StateServerError",
+    "StrSerializer",
+    "UnavailableError",
+    "ValueState",
+    "WrongNodeError",
+    "Writer",
+    "key_group_for",
+    "range_for_operator",
+    "ranges_for_parallelism",
+]

@@ -1,0 +1,158 @@
+"""A shard's write buffer and the overlay that lets a writer read its own buffered writes.
+
+Sans-I/O: the sync and asyncio clients both use it. Operations are kept in order and
+packed into one WriteBatchRequest; the overlay records, per (state, key), what the
+buffered operations do, so a read can be answered by combining the node's answer
+with what is still buffered (as the node would combine them after the flush).
+"""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from stateserver import merge_operators, wire
+from stateserver.operations import WriteOp
+from stateserver.v1 import state_pb2 as pb
+
+@dataclasses.dataclass(slots=True)
+class ValueOverlay:
+    value: bytes | None  # None: deleted
+
+
+@dataclasses.dataclass(slots=True)
+class AggregateOverlay:
+    base_known: bool  # cleared in the buffer, so the node's value does not count
+    operands: list[bytes]
+
+
+@dataclasses.dataclass(slots=True)
+class ListOverlay:
+    cleared: bool
+    appended: list[bytes]
+
+
+@dataclasses.dataclass(slots=True)
+class MapOverlay:
+    cleared: bool
+    entries: dict[bytes, bytes | None]  # None: removed
+
+
+Overlay = ValueOverlay | AggregateOverlay | ListOverlay | MapOverlay
+
+
+class WriteBuffer:
+    def __init__(self) -> None:
+        self.clear()
+
+    def clear(self) -> None:
+        self.ops = bytearray()
+        self.state_names: list[str] = []
+        self._state_index: dict[str, int] = {}
+        self.state_indexes: list[int] = []
+        self.keys: list[bytes] = []
+        self.values: list[bytes] = []
+        self.map_keys: list[bytes] = []
+        self.has_map_keys = False
+        self.byte_size = 0
+        self.overlay: dict[tuple[str, bytes], Overlay] = {}
+
+    def __len__(self) -> int:
+        return len(self.ops)
+
+    def add(self, op: WriteOp, state: str, key: bytes, value: bytes = b"", map_key: bytes = b"") -> None:
+        index = self._state_index.get(state)
+        if index is None:
+            index = self._state_index[state] = len(self.state_names)
+            self.state_names.append(state)
+        self.ops.append(op)
+        self.state_indexes.append(index)
+        self.keys.append(key)
+        self.values.append(value)
+        self.map_keys.append(map_key)
+        self.has_map_keys = self.has_map_keys or bool(map_key)
+        self.byte_size += len(key) + len(value) + len(map_key) + 6
+        self._record(op, state, key, value, map_key)
+
+    def _record(self, op: WriteOp, state: str, key: bytes, value: bytes, map_key: bytes) -> None:
+        slot = (state, key)
+        current = self.overlay.get(slot)
+        # A DELETE or CLEAR seen before the handle's kind is known leaves ValueOverlay(None).
+        cleared = isinstance(current, ValueOverlay) and current.value is None
+        if op is WriteOp.PUT:
+            self.overlay[slot] = ValueOverlay(value)
+        elif op is WriteOp.MERGE:
+            if isinstance(current, AggregateOverlay):
+                current.operands.append(value)
+            else:
+                self.overlay[slot] = AggregateOverlay(cleared, [value])
+        elif op is WriteOp.LIST_APPEND:
+            if isinstance(current, ListOverlay):
+                current.appended.append(value)
+            else:
+                self.overlay[slot] = ListOverlay(cleared, [value])
+        elif op in (WriteOp.MAP_PUT, WriteOp.MAP_REMOVE):
+            if not isinstance(current, MapOverlay):
+                current = self.overlay[slot] = MapOverlay(cleared, {})
+            current.entries[map_key] = value if op is WriteOp.MAP_PUT else None
+        else:  # DELETE, CLEAR: the key's state starts empty from here on
+            self.overlay[slot] = _cleared(current, op)
+
+    def to_request(self, shard: pb.ShardRef) -> pb.WriteBatchRequest:
+        keys, key_lengths = wire.pack(self.keys)
+        values, value_lengths = wire.pack(self.values)
+        request = pb.WriteBatchRequest(
+            shard=shard, states=self.state_names, ops=bytes(self.ops), keys=keys, key_lengths=key_lengths,
+            values=values, value_lengths=value_lengths,
+        )
+        if len(self.state_names) > 1:
+            request.state_indexes.extend(self.state_indexes)
+        if self.has_map_keys:
+            map_keys, map_key_lengths = wire.pack(self.map_keys)
+            request.map_keys = map_keys
+            request.map_key_lengths.extend(map_key_lengths)
+        return request
+
+
+def _cleared(current: Overlay | None, op: WriteOp) -> Overlay:
+    if isinstance(current, AggregateOverlay):
+        return AggregateOverlay(True, [])
+    if isinstance(current, ListOverlay):
+        return ListOverlay(True, [])
+    if isinstance(current, MapOverlay):
+        return MapOverlay(True, {})
+    return ValueOverlay(None)
+
+
+# -- combining the node's answer with the overlay ------------------------------------------
+
+
+def resolve_value(overlay: Overlay | None, fetch: Callable[[], bytes | None], merge_operator: str = "") -> bytes | None:
+    """A value or aggregate as it will be once the buffer is flushed."""
+    if isinstance(overlay, ValueOverlay):
+        return overlay.value
+    if isinstance(overlay, AggregateOverlay):
+        base = None if overlay.base_known else fetch()
+        if not overlay.operands:
+            return base
+        return merge_operators.get_merge_operator(merge_operator)(base, overlay.operands)
+    return fetch()
+
+
+def resolve_list(overlay: Overlay | None, fetch: Callable[[], Sequence[bytes]]) -> list[bytes]:
+    if isinstance(overlay, ListOverlay):
+        base = [] if overlay.cleared else list(fetch())
+        return base + overlay.appended
+    if isinstance(overlay, ValueOverlay):  # cleared
+        return []
+    return list(fetch())
+
+
+def resolve_map_entry(overlay: Overlay | None, map_key: bytes, fetch: Callable[[], bytes | None]) -> bytes | None:
+    if isinstance(overlay, MapOverlay):
+        if map_key in overlay.entries:
+            return overlay.entries[map_key]
+        if overlay.cleared:
+            return None
+    elif isinstance(overlay, ValueOverlay):  # cleared
+        return None
+    return fetch()

@@ -1,0 +1,54 @@
+"""One gRPC channel per node address; every call made here translates gRPC errors."""
+from __future__ import annotations
+
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+from client._errors import translate_rpc_error
+from stateserver.v1 import state_pb2_grpc
+
+Reply = TypeVar("Reply")
+
+
+def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", max_message_bytes),
+        ("grpc.max_send_message_length", max_message_bytes),
+        ("grpc.keepalive_time_ms", 30_000),
+    ]
+
+
+class PendingCall(Generic[Reply]):
+    """A call in flight; ``result()`` waits and translates a failure."""
+
+    def __init__(self, future: grpc.Future, address: str) -> None:
+        self._future = future
+        self._address = address
+
+    def result(self) -> Reply:
+        try:
+            return self._future.result()  # type: ignore[no-any-return]
+        except grpc.RpcError as exc:
+            raise translate_rpc_error(exc, address=self._address) from exc
+
+
+class NodeConnection:
+    def __init__(self, address: str, *, max_message_bytes: int, timeout: float) -> None:
+        self.address = address
+        self.timeout = timeout
+        self.channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+        self.stub = state_pb2_grpc.StateServiceStub(self.channel)
+
+    def call(self, method: str, request: Any, *, timeout: float | None = None) -> Any:
+        try:
+            return getattr(self.stub, method)(request, timeout=timeout or self.timeout)
+        except grpc.RpcError as exc:
+            raise translate_rpc_error(exc, address=self.address) from exc
+
+    def start(self, method: str, request: Any, *, timeout: float | None = None) -> PendingCall[Any]:
+        future = getattr(self.stub, method).future(request, timeout=timeout or self.timeout)
+        return PendingCall(future, self.address)
+
+    def close(self) -> None:
+        self.channel.close()

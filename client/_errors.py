@@ -1,0 +1,102 @@
+"""The client's exceptions; gRPC errors are translated here and nowhere else.
+
+    StateServerError                      base; ``retriable`` and ``refresh_routing`` say what to do
+    ├── InvalidArgumentError              the request is malformed; fix it, do not retry
+    │   └── KeyGroupOutOfRangeError       a key does not belong to the shard it was sent to
+    ├── NotFoundError                     unknown namespace, state, shard or checkpoint
+    ├── AlreadyExistsError                exists with other parameters
+    ├── FencedError                       a newer writer owns the shard; stop this writer
+    ├── ShardNotOpenError                 the node does not have the shard open; reopen it
+    ├── WrongNodeError                    another node owns the shard; refresh routing, retry
+    ├── DataCorruptionError               stored data failed a check
+    ├── UnavailableError                  node down, overloaded or shutting down; retry
+    └── InternalError                     a bug on the node
+"""
+from __future__ import annotations
+
+import grpc
+
+REASON_METADATA_KEY = "stateserver-reason"
+
+
+class StateServerError(Exception):
+    retriable = False
+    refresh_routing = False
+
+    def __init__(self, message: str, *, code: grpc.StatusCode | None = None, reason: str = "") -> None:
+        super().__init__(message)
+        self.code = code
+        self.reason = reason
+
+
+class InvalidArgumentError(StateServerError):
+    pass
+
+
+class KeyGroupOutOfRangeError(InvalidArgumentError):
+    pass
+
+
+class NotFoundError(StateServerError):
+    pass
+
+
+class AlreadyExistsError(StateServerError):
+    pass
+
+
+class FencedError(StateServerError):
+    pass
+
+
+class ShardNotOpenError(StateServerError):
+    pass
+
+
+class WrongNodeError(StateServerError):
+    retriable = True
+    refresh_routing = True
+
+
+class DataCorruptionError(StateServerError):
+    pass
+
+
+class UnavailableError(StateServerError):
+    retriable = True
+
+
+class InternalError(StateServerError):
+    pass
+
+
+_BY_REASON: dict[str, type[StateServerError]] = {
+    "fenced": FencedError,
+    "shard-not-open": ShardNotOpenError,
+    "wrong-node": WrongNodeError,
+    "key-group-out-of-range": KeyGroupOutOfRangeError,
+}
+_BY_CODE: dict[grpc.StatusCode, type[StateServerError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
+    grpc.StatusCode.OUT_OF_RANGE: KeyGroupOutOfRangeError,
+    grpc.StatusCode.NOT_FOUND: NotFoundError,
+    grpc.StatusCode.ALREADY_EXISTS: AlreadyExistsError,
+    grpc.StatusCode.FAILED_PRECONDITION: ShardNotOpenError,
+    grpc.StatusCode.DATA_LOSS: DataCorruptionError,
+    grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: UnavailableError,
+    grpc.StatusCode.CANCELLED: UnavailableError,
+}
+
+
+def translate_rpc_error(error: grpc.RpcError, *, address: str) -> StateServerError:
+    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
+    details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+    reason = ""
+    if isinstance(error, grpc.Call):
+        for key, value in error.trailing_metadata() or ():
+            if key == REASON_METADATA_KEY:
+                reason = str(value)
+    error_type = _BY_REASON.get(reason) or _BY_CODE.get(code, InternalError)
+    return error_type(f"{details} (node {address}, {code.name})", code=code, reason=reason)

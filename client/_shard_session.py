@@ -1,0 +1,100 @@
+"""A writer's session with one shard: its routing, write buffer, reads and paging."""
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Sequence
+
+from client._buffer import WriteBuffer
+from client._connection import NodeConnection, PendingCall
+from stateserver import wire
+from stateserver.keygroups import KeyGroupRange
+from stateserver.operations import ReadOp, WriteOp
+from stateserver.v1 import state_pb2 as pb
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class BatchLimits:
+    max_ops: int = 1000
+    max_bytes: int = 4 << 20
+
+
+class ShardSession:
+    def __init__(self, *, namespace: str, key_groups: KeyGroupRange, epoch: int,
+                 connection: NodeConnection, limits: BatchLimits) -> None:
+        self.key_groups = key_groups
+        self.ref = pb.ShardRef(namespace=namespace, key_group_start=key_groups.start,
+                               key_group_end=key_groups.end, epoch=epoch)
+        self.connection = connection
+        self.limits = limits
+        self.buffer = WriteBuffer()
+        # At most one write batch in flight per shard: the node applies a shard's batches in
+        # the order they arrive only if they do not overlap.
+        self._in_flight: PendingCall[pb.WriteBatchResponse] | None = None
+
+    @property
+    def shard_id(self) -> str:
+        return f"{self.ref.namespace}/{self.key_groups}"
+
+    # -- writes ------------------------------------------------------------------------
+
+    def add(self, op: WriteOp, state: str, key: bytes, value: bytes = b"", map_key: bytes = b"") -> None:
+        self.buffer.add(op, state, key, value, map_key)
+        if len(self.buffer) >= self.limits.max_ops or self.buffer.byte_size >= self.limits.max_bytes:
+            self.start_flush()  # the next batch fills while the node applies this one
+
+    def start_flush(self) -> None:
+        """Send the buffer without waiting for the node (after the previous batch is applied)."""
+        self.wait_for_writes()
+        if not len(self.buffer):
+            return
+        request = self.buffer.to_request(self.ref)
+        self.buffer.clear()  # the overlay goes too: reads wait for the write and ask the node
+        self._in_flight = self.connection.start("WriteBatch", request)
+
+    def wait_for_writes(self) -> None:
+        """Wait until the batch in flight is applied; raises its error if it failed."""
+        in_flight, self._in_flight = self._in_flight, None
+        if in_flight is not None:
+            in_flight.result()
+
+    def flush(self) -> None:
+        self.start_flush()
+        self.wait_for_writes()
+
+    # -- reads -------------------------------------------------------------------------
+
+    def read(self, state: str, op: ReadOp, keys: Sequence[bytes], map_keys: Sequence[bytes] = ()) -> list[bytes | None]:
+        return finish_read(self.start_read(state, op, keys, map_keys))
+
+    def start_read(self, state: str, op: ReadOp, keys: Sequence[bytes],
+                   map_keys: Sequence[bytes] = ()) -> PendingCall[pb.ReadBatchResponse]:
+        self.wait_for_writes()
+        packed_keys, key_lengths = wire.pack(keys)
+        request = pb.ReadBatchRequest(shard=self.ref, states=[state], ops=bytes([op]) * len(keys),
+                                      keys=packed_keys, key_lengths=key_lengths)
+        if map_keys:
+            request.map_keys, lengths = wire.pack(map_keys)
+            request.map_key_lengths.extend(lengths)
+        return self.connection.start("ReadBatch", request)
+
+    def pages(self, state: str, key: bytes, page_size: int) -> Iterator[tuple[bytes, bytes]]:
+        """Every (entry key, value) stored under ``key``, fetched a page at a time."""
+        self.wait_for_writes()
+        start_after: bytes | None = None
+        while True:
+            request = pb.IterateRequest(shard=self.ref, state=state, key=key, limit=page_size)
+            if start_after is not None:
+                request.start_after = start_after
+            reply = self.connection.call("Iterate", request)
+            entry_keys = wire.unpack(reply.entry_keys, reply.entry_key_lengths)
+            values = wire.unpack(reply.values, reply.value_lengths)
+            yield from zip(entry_keys, values)
+            if not reply.has_more or not entry_keys:
+                return
+            start_after = entry_keys[-1]
+
+
+def finish_read(pending: PendingCall[pb.ReadBatchResponse]) -> list[bytes | None]:
+    reply = pending.result()
+    values = wire.unpack(reply.values, reply.value_lengths)
+    return [value if found else None for value, found in zip(values, reply.found)]

@@ -1,0 +1,228 @@
+"""State handles: value, list, map and aggregating state of one writer.
+
+Writes are buffered per shard and flushed in batches; reads combine the node's answer
+with the writer's buffered writes, so a writer always reads its own writes.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from client._buffer import resolve_list, resolve_map_entry, resolve_value
+from client._serializers import INT64, Serializer
+from client._shard_session import ShardSession, finish_read
+from stateserver import wire
+from stateserver.operations import ReadOp, WriteOp
+from stateserver.states import StateDescriptor
+
+if TYPE_CHECKING:
+    from client._writer import Writer
+
+K = TypeVar("K")
+V = TypeVar("V")
+MK = TypeVar("MK")
+
+
+class _Handle(Generic[K]):
+    def __init__(self, writer: Writer, descriptor: StateDescriptor, key_serializer: Serializer[K]) -> None:
+        self._writer = writer
+        self.descriptor = descriptor
+        self.name = descriptor.name
+        self._keys = key_serializer
+
+    def _route(self, key: K) -> tuple[ShardSession, bytes]:
+        raw = self._keys.dumps(key)
+        return self._writer.session_for(raw), raw
+
+    def clear(self, key: K) -> None:
+        """Remove everything this state stores for ``key``."""
+        session, raw = self._route(key)
+        session.add(WriteOp.CLEAR, self.name, raw)
+
+    def _read_many(self, op: ReadOp, keys: Sequence[bytes], map_keys: Sequence[bytes] = ()) -> list[bytes | None]:
+        """One read batch per shard, all in flight at once, results in the order of ``keys``."""
+        by_session: dict[int, tuple[ShardSession, list[int]]] = {}
+        for i, raw in enumerate(keys):
+            session = self._writer.session_for(raw)
+            by_session.setdefault(id(session), (session, []))[1].append(i)
+        pending = []
+        for session, indexes in by_session.values():
+            chosen_map_keys = [map_keys[i] for i in indexes] if map_keys else ()
+            pending.append((indexes, session.start_read(self.name, op, [keys[i] for i in indexes], chosen_map_keys)))
+        results: list[bytes | None] = [None] * len(keys)
+        for indexes, call in pending:
+            for i, value in zip(indexes, finish_read(call)):
+                results[i] = value
+        return results
+
+
+class ValueState(_Handle[K], Generic[K, V]):
+    def __init__(self, writer: Writer, descriptor: StateDescriptor, key_serializer: Serializer[K],
+                 value_serializer: Serializer[V]) -> None:
+        super().__init__(writer, descriptor, key_serializer)
+        self._values = value_serializer
+
+    def put(self, key: K, value: V) -> None:
+        session, raw = self._route(key)
+        session.add(WriteOp.PUT, self.name, raw, self._values.dumps(value))
+
+    def put_many(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> None:
+        pairs = items.items() if isinstance(items, Mapping) else items
+        dumps_key, dumps_value, route = self._keys.dumps, self._values.dumps, self._writer.session_for
+        for key, value in pairs:
+            raw = dumps_key(key)
+            route(raw).add(WriteOp.PUT, self.name, raw, dumps_value(value))
+
+    def delete(self, key: K) -> None:
+        session, raw = self._route(key)
+        session.add(WriteOp.DELETE, self.name, raw)
+
+    def get(self, key: K, default: V | None = None) -> V | None:
+        return self.get_many([key], default)[0]
+
+    def get_many(self, keys: Sequence[K], default: V | None = None) -> list[V | None]:
+        raws = [self._keys.dumps(key) for key in keys]
+        overlays = [self._writer.session_for(raw).buffer.overlay.get((self.name, raw)) for raw in raws]
+        fetched = self._read_many(ReadOp.GET, raws) if any(o is None for o in overlays) else [None] * len(raws)
+        results: list[V | None] = []
+        for overlay, stored in zip(overlays, fetched):
+            value = resolve_value(overlay, lambda stored=stored: stored)
+            results.append(self._values.loads(value) if value is not None else default)
+        return results
+
+
+class AggregatingState(_Handle[K], Generic[K, V]):
+    """State folded on the node by a named merge operator (``sum_int64``, ``list_append``, ...)."""
+
+    def __init__(self, writer: Writer, descriptor: StateDescriptor, key_serializer: Serializer[K],
+                 operand_serializer: Serializer[Any]) -> None:
+        super().__init__(writer, descriptor, key_serializer)
+        self._operands = operand_serializer
+        self._is_list = descriptor.merge_operator == "list_append"
+
+    def merge(self, key: K, operand: Any) -> None:
+        session, raw = self._route(key)
+        session.add(WriteOp.MERGE, self.name, raw, self._operands.dumps(operand))
+
+    def merge_many(self, items: Iterable[tuple[K, Any]]) -> None:
+        for key, operand in items:
+            self.merge(key, operand)
+
+    def get(self, key: K) -> V | None:
+        return self.get_many([key])[0]
+
+    def get_many(self, keys: Sequence[K]) -> list[V | None]:
+        raws = [self._keys.dumps(key) for key in keys]
+        fetched = self._read_many(ReadOp.GET, raws)
+        operator = self.descriptor.merge_operator
+        results: list[Any] = []
+        for raw, stored in zip(raws, fetched):
+            overlay = self._writer.session_for(raw).buffer.overlay.get((self.name, raw))
+            value = resolve_value(overlay, lambda stored=stored: stored, operator)
+            results.append(None if value is None else self._decode(value))
+        return results
+
+    def _decode(self, value: bytes) -> Any:
+        if self._is_list:
+            return [self._operands.loads(e) for e in wire.unpack_list(value)]
+        return self._operands.loads(value)
+
+
+class ListState(_Handle[K], Generic[K, V]):
+    def __init__(self, writer: Writer, descriptor: StateDescriptor, key_serializer: Serializer[K],
+                 value_serializer: Serializer[V]) -> None:
+        super().__init__(writer, descriptor, key_serializer)
+        self._values = value_serializer
+
+    def add(self, key: K, value: V) -> None:
+        session, raw = self._route(key)
+        session.add(WriteOp.LIST_APPEND, self.name, raw, self._values.dumps(value))
+
+    def add_all(self, key: K, values: Iterable[V]) -> None:
+        session, raw = self._route(key)
+        for value in values:
+            session.add(WriteOp.LIST_APPEND, self.name, raw, self._values.dumps(value))
+
+    def update(self, key: K, values: Iterable[V]) -> None:
+        """Replace the whole list."""
+        self.clear(key)
+        self.add_all(key, values)
+
+    def get(self, key: K) -> list[V]:
+        session, raw = self._route(key)
+        overlay = session.buffer.overlay.get((self.name, raw))
+
+        def fetch() -> list[bytes]:
+            stored = session.read(self.name, ReadOp.GET_LIST, [raw])[0]
+            return wire.unpack_list(stored) if stored is not None else []
+
+        return [self._values.loads(e) for e in resolve_list(overlay, fetch)]
+
+    def iterate(self, key: K, page_size: int = 1000) -> Iterator[V]:
+        """The list a page at a time, for lists too long to read at once."""
+        session, raw = self._route(key)
+        session.flush()
+        for _position, value in session.pages(self.name, raw, page_size):
+            yield self._values.loads(value)
+
+
+class MapState(_Handle[K], Generic[K, MK, V]):
+    def __init__(self, writer: Writer, descriptor: StateDescriptor, key_serializer: Serializer[K],
+                 map_key_serializer: Serializer[MK], value_serializer: Serializer[V]) -> None:
+        super().__init__(writer, descriptor, key_serializer)
+        self._map_keys = map_key_serializer
+        self._values = value_serializer
+
+    def put(self, key: K, map_key: MK, value: V) -> None:
+        session, raw = self._route(key)
+        session.add(WriteOp.MAP_PUT, self.name, raw, self._values.dumps(value), self._map_keys.dumps(map_key))
+
+    def put_all(self, key: K, entries: Mapping[MK, V]) -> None:
+        for map_key, value in entries.items():
+            self.put(key, map_key, value)
+
+    def remove(self, key: K, map_key: MK) -> None:
+        session, raw = self._route(key)
+        session.add(WriteOp.MAP_REMOVE, self.name, raw, b"", self._map_keys.dumps(map_key))
+
+    def get(self, key: K, map_key: MK, default: V | None = None) -> V | None:
+        session, raw = self._route(key)
+        raw_map_key = self._map_keys.dumps(map_key)
+        overlay = session.buffer.overlay.get((self.name, raw))
+        value = resolve_map_entry(
+            overlay, raw_map_key, lambda: session.read(self.name, ReadOp.MAP_GET, [raw], [raw_map_key])[0]
+        )
+        return self._values.loads(value) if value is not None else default
+
+    def contains(self, key: K, map_key: MK) -> bool:
+        session, raw = self._route(key)
+        raw_map_key = self._map_keys.dumps(map_key)
+        overlay = session.buffer.overlay.get((self.name, raw))
+        found = resolve_map_entry(
+            overlay, raw_map_key, lambda: session.read(self.name, ReadOp.MAP_CONTAINS, [raw], [raw_map_key])[0]
+        )
+        return found is not None
+
+    def items(self, key: K, page_size: int = 1000) -> Iterator[tuple[MK, V]]:
+        """Entries in map-key byte order, fetched a page at a time."""
+        session, raw = self._route(key)
+        session.flush()
+        for map_key, value in session.pages(self.name, raw, page_size):
+            yield self._map_keys.loads(map_key), self._values.loads(value)
+
+    def keys(self, key: K, page_size: int = 1000) -> Iterator[MK]:
+        return (map_key for map_key, _ in self.items(key, page_size))
+
+    def values(self, key: K, page_size: int = 1000) -> Iterator[V]:
+        return (value for _, value in self.items(key, page_size))
+
+    def is_empty(self, key: K) -> bool:
+        return next(iter(self.items(key, page_size=1)), None) is None
+
+
+def operand_serializer_for(merge_operator: str, element_serializer: Serializer[Any] | None) -> Serializer[Any]:
+    if merge_operator.endswith("_int64"):
+        return INT64
+    if element_serializer is None:
+        raise ValueError(f"merge operator {merge_operator!r} needs an element serializer")
+    return element_serializer

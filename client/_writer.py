@@ -1,0 +1,106 @@
+"""A writer: the one client that owns a set of shards of a namespace at an epoch."""
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from client._serializers import JSON, STR, Serializer
+from client._shard_session import ShardSession
+from client._states import AggregatingState, ListState, MapState, ValueState, operand_serializer_for
+from stateserver.keygroups import KeyGroupRange, key_group_for
+from stateserver.states import StateDescriptor, StateKind
+from stateserver.v1 import state_pb2 as pb
+
+
+class Writer:
+    def __init__(self, *, namespace: str, max_key_groups: int, epoch: int, sessions: Sequence[ShardSession]) -> None:
+        self.namespace = namespace
+        self.max_key_groups = max_key_groups
+        self.epoch = epoch
+        self.sessions = list(sessions)
+        # key group -> session, so routing a key is one hash and one list index.
+        self._by_key_group: list[ShardSession | None] = [None] * max_key_groups
+        for session in self.sessions:
+            for key_group in range(session.key_groups.start, session.key_groups.end + 1):
+                self._by_key_group[key_group] = session
+        self.states: dict[str, StateDescriptor] = {}
+
+    @property
+    def key_groups(self) -> list[KeyGroupRange]:
+        return [session.key_groups for session in self.sessions]
+
+    def session_for(self, raw_key: bytes) -> ShardSession:
+        session = self._by_key_group[key_group_for(raw_key, self.max_key_groups)]
+        if session is None:
+            from client._errors import KeyGroupOutOfRangeError
+
+            raise KeyGroupOutOfRangeError(
+                f"key group {key_group_for(raw_key, self.max_key_groups)} of this key is not owned by this writer "
+                f"(it owns {', '.join(map(str, self.key_groups))})"
+            )
+        return session
+
+    # -- state handles -------------------------------------------------------------------
+
+    def value_state(self, name: str, *, key_serializer: Serializer[Any] = STR,
+                    value_serializer: Serializer[Any] = JSON, ttl_ms: int = 0) -> ValueState[Any, Any]:
+        descriptor = self._declare(StateDescriptor(name=name, kind=StateKind.VALUE, ttl_ms=ttl_ms))
+        return ValueState(self, descriptor, key_serializer, value_serializer)
+
+    def list_state(self, name: str, *, key_serializer: Serializer[Any] = STR,
+                   value_serializer: Serializer[Any] = JSON, ttl_ms: int = 0) -> ListState[Any, Any]:
+        descriptor = self._declare(StateDescriptor(name=name, kind=StateKind.LIST, ttl_ms=ttl_ms))
+        return ListState(self, descriptor, key_serializer, value_serializer)
+
+    def map_state(self, name: str, *, key_serializer: Serializer[Any] = STR, map_key_serializer: Serializer[Any] = STR,
+                  value_serializer: Serializer[Any] = JSON, ttl_ms: int = 0) -> MapState[Any, Any, Any]:
+        descriptor = self._declare(StateDescriptor(name=name, kind=StateKind.MAP, ttl_ms=ttl_ms))
+        return MapState(self, descriptor, key_serializer, map_key_serializer, value_serializer)
+
+    def aggregating_state(self, name: str, *, merge_operator: str, key_serializer: Serializer[Any] = STR,
+                          element_serializer: Serializer[Any] | None = JSON,
+                          ttl_ms: int = 0) -> AggregatingState[Any, Any]:
+        """``sum_int64``, ``max_int64``, ``min_int64`` take ints; ``list_append`` takes elements."""
+        descriptor = self._declare(StateDescriptor(name=name, kind=StateKind.AGGREGATING,
+                                                   merge_operator=merge_operator, ttl_ms=ttl_ms))
+        return AggregatingState(self, descriptor, key_serializer, operand_serializer_for(merge_operator, element_serializer))
+
+    def _declare(self, descriptor: StateDescriptor) -> StateDescriptor:
+        if self.states.get(descriptor.name) != descriptor:
+            request_state = _to_proto(descriptor)
+            pending = [s.connection.start("DeclareStates", pb.DeclareStatesRequest(shard=s.ref, states=[request_state]))
+                       for s in self.sessions]
+            for call in pending:
+                call.result()
+            self.states[descriptor.name] = descriptor
+        return descriptor
+
+    # -- batching ------------------------------------------------------------------------
+
+    def flush(self) -> None:
+        """Send every buffered write and wait until the nodes applied them."""
+        for session in self.sessions:
+            session.start_flush()
+        for session in self.sessions:
+            session.wait_for_writes()
+
+    def close(self) -> None:
+        """Flush and release the shards (they stay on the node's disk)."""
+        self.flush()
+        for session in self.sessions:
+            session.connection.call("CloseShard", pb.CloseShardRequest(shard=session.ref))
+
+    def __enter__(self) -> Writer:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if exc_info[0] is None:
+            self.close()
+
+
+def _to_proto(descriptor: StateDescriptor) -> pb.StateDescriptor:
+    return pb.StateDescriptor(name=descriptor.name, kind=int(descriptor.kind),  # type: ignore[arg-type]
+                              merge_operator=descriptor.merge_operator, ttl_ms=descriptor.ttl_ms)
+
+
+

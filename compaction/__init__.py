@@ -1,0 +1,1 @@
+"""Rewriting stored state: TTL cleanup, offline compaction and re-sharding of snapshots."""

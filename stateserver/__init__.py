@@ -1,0 +1,1 @@
+"""stateserver: a disaggregated keyed-state backend for stream processing (the node)."""

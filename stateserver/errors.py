@@ -1,0 +1,57 @@
+"""The node's errors, grouped by what the caller should do.
+
+    StateServerError                 internal: a bug or an unexpected failure
+    ├── InvalidInput                 the request is malformed; do not retry it as it is
+    │   └── KeyGroupOutOfRange       a key's key group is not in the shard's range
+    ├── NotFound                     unknown namespace, state, shard or checkpoint
+    ├── AlreadyExists                created before with other parameters
+    ├── Fenced                       a newer writer epoch owns the shard; stop writing
+    ├── ShardNotOpen                 open the shard (again) first
+    ├── WrongNode                    another node owns the shard; refresh routing and retry
+    ├── CorruptData                  stored data failed a check
+    └── Unavailable                  transient (shutting down, overloaded); retry later
+
+The gRPC service maps each kind to one status code at the boundary (``service.py``); the
+``reason`` travels in trailing metadata so that clients can tell the kinds apart.
+"""
+from __future__ import annotations
+
+
+class StateServerError(Exception):
+    reason = "internal"
+
+
+class InvalidInput(StateServerError):
+    reason = "invalid-argument"
+
+
+class KeyGroupOutOfRange(InvalidInput):
+    reason = "key-group-out-of-range"
+
+
+class NotFound(StateServerError):
+    reason = "not-found"
+
+
+class AlreadyExists(StateServerError):
+    reason = "already-exists"
+
+
+class Fenced(StateServerError):
+    reason = "fenced"
+
+
+class ShardNotOpen(StateServerError):
+    reason = "shard-not-open"
+
+
+class WrongNode(StateServerError):
+    reason = "wrong-node"
+
+
+class CorruptData(StateServerError):
+    reason = "corrupt-data"
+
+
+class Unavailable(StateServerError):
+    reason = "unavailable"

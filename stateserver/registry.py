@@ -1,0 +1,139 @@
+"""The node's namespaces and open shards, laid out under its data directory.
+
+    <data-dir>/namespaces/<namespace>/namespace.json           {"max_key_groups": N}
+    <data-dir>/namespaces/<namespace>/shards/<start>-<end>/     one RocksDB per shard
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import pathlib
+import threading
+from collections.abc import Iterable
+
+from stateserver.errors import AlreadyExists, InvalidInput, NotFound, ShardNotOpen
+from stateserver.keygroups import MAX_KEY_GROUPS_LIMIT, KeyGroupRange
+from stateserver.limits import Limits
+from stateserver.names import check_name
+from stateserver.rocks import RocksResources
+from stateserver.shard import Clock, Shard, ShardId, wall_clock_ms
+from stateserver.states import StateDescriptor
+
+log = logging.getLogger(__name__)
+
+
+def shard_directory(data_dir: pathlib.Path, shard_id: ShardId) -> pathlib.Path:
+    return data_dir / "namespaces" / shard_id.namespace / "shards" / str(shard_id.key_groups)
+
+
+class ShardRegistry:
+    def __init__(self, data_dir: pathlib.Path, resources: RocksResources, limits: Limits, clock: Clock = wall_clock_ms) -> None:
+        self.data_dir = data_dir
+        self.resources = resources
+        self.limits = limits
+        self.clock = clock
+        self._lock = threading.Lock()
+        self._max_key_groups: dict[str, int] = {}
+        self._shards: dict[tuple[str, int, int], Shard] = {}
+        for path in sorted((data_dir / "namespaces").glob("*/namespace.json")):
+            self._max_key_groups[path.parent.name] = json.loads(path.read_text())["max_key_groups"]
+
+    # -- namespaces --------------------------------------------------------------------
+
+    def create_namespace(self, name: str, max_key_groups: int) -> bool:
+        """Create ``name``; True if created, False if it existed with the same key groups."""
+        _valid_name("namespace", name)
+        if max_key_groups == 0:
+            self.max_key_groups(name)  # a lookup: NotFound if missing
+            return False
+        if not 0 < max_key_groups <= MAX_KEY_GROUPS_LIMIT:
+            raise InvalidInput(f"max_key_groups must be 1..{MAX_KEY_GROUPS_LIMIT}, got {max_key_groups}")
+        with self._lock:
+            existing = self._max_key_groups.get(name)
+            if existing is not None:
+                if existing != max_key_groups:
+                    raise AlreadyExists(f"namespace {name!r} exists with {existing} key groups, not {max_key_groups}")
+                return False
+            directory = self.data_dir / "namespaces" / name
+            directory.mkdir(parents=True, exist_ok=True)
+            _write_atomically(directory / "namespace.json", json.dumps({"max_key_groups": max_key_groups}).encode())
+            self._max_key_groups[name] = max_key_groups
+            log.info("namespace created", extra={"namespace": name, "max_key_groups": max_key_groups})
+            return True
+
+    def max_key_groups(self, namespace: str) -> int:
+        try:
+            return self._max_key_groups[namespace]
+        except KeyError:
+            _valid_name("namespace", namespace)
+            raise NotFound(f"namespace {namespace!r} does not exist; create it first") from None
+
+    # -- shards --------------------------------------------------------------------------
+
+    def open_shard(self, namespace: str, start: int, end: int, epoch: int, states: Iterable[StateDescriptor]) -> Shard:
+        max_key_groups = self.max_key_groups(namespace)
+        key_groups = _range(start, end, max_key_groups)
+        with self._lock:
+            shard = self._shards.get((namespace, start, end))
+            if shard is None:
+                for (other_ns, other_start, other_end), other in self._shards.items():
+                    if other_ns == namespace and key_groups.overlaps(KeyGroupRange(other_start, other_end)):
+                        raise InvalidInput(f"key groups {key_groups} overlap shard {other.id}, which is open on this node")
+                shard_id = ShardId(namespace, key_groups)
+                shard = Shard(shard_id=shard_id, max_key_groups=max_key_groups,
+                              path=shard_directory(self.data_dir, shard_id), resources=self.resources,
+                              limits=self.limits, clock=self.clock)
+                self._shards[(namespace, start, end)] = shard
+                log.info("shard opened", extra={"namespace": namespace, "shard": str(shard_id), "epoch": epoch})
+        shard.take_ownership(epoch)
+        shard.declare_states(states)
+        return shard
+
+    def shard(self, namespace: str, start: int, end: int, epoch: int) -> Shard:
+        """The open shard for a request, after checking the writer's epoch."""
+        shard = self._shards.get((namespace, start, end))
+        if shard is None:
+            self.max_key_groups(namespace)  # NotFound for an unknown namespace
+            raise ShardNotOpen(f"shard {namespace}/{start}-{end} is not open on this node; open it first")
+        shard.check_writer(epoch)
+        return shard
+
+    def close_shard(self, namespace: str, start: int, end: int, epoch: int) -> None:
+        shard = self.shard(namespace, start, end, epoch)
+        with self._lock:
+            self._shards.pop((namespace, start, end), None)
+        shard.close()
+        log.info("shard closed", extra={"namespace": namespace, "shard": str(shard.id)})
+
+    def open_shards(self) -> list[Shard]:
+        with self._lock:
+            return list(self._shards.values())
+
+    def close_all(self) -> None:
+        with self._lock:
+            shards, self._shards = list(self._shards.values()), {}
+        for shard in shards:
+            shard.close()
+
+
+def _range(start: int, end: int, max_key_groups: int) -> KeyGroupRange:
+    if not 0 <= start <= end < max_key_groups:
+        raise InvalidInput(f"key-group range {start}-{end} is not within 0-{max_key_groups - 1}")
+    return KeyGroupRange(start, end)
+
+
+def _valid_name(kind: str, name: str) -> str:
+    try:
+        return check_name(kind, name)
+    except ValueError as exc:
+        raise InvalidInput(str(exc)) from None
+
+
+def _write_atomically(path: pathlib.Path, data: bytes) -> None:
+    temporary = path.with_suffix(".tmp")
+    with open(temporary, "wb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)

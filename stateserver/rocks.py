@@ -1,0 +1,67 @@
+"""RocksDB resources shared by every shard of a node, and the options each shard opens with.
+
+One block cache and one write-buffer manager serve all shards, so a node with hundreds of
+shards stays within ``block_cache_bytes + write_buffer_bytes`` for those two budgets. The
+memtables are charged to the block cache as well, as RocksDB's wiki recommends.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+
+import rocksdict
+
+DEFAULT_COLUMN_FAMILY = "default"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class RocksTuning:
+    block_cache_bytes: int = 256 << 20
+    write_buffer_bytes: int = 128 << 20
+    # Per column family; the write-buffer manager caps the node-wide total anyway.
+    memtable_bytes: int = 16 << 20
+    max_open_files_per_shard: int = 256
+    compression: str = "lz4"
+
+
+_COMPRESSION = {
+    "none": rocksdict.DBCompressionType.none,
+    "snappy": rocksdict.DBCompressionType.snappy,
+    "lz4": rocksdict.DBCompressionType.lz4,
+    "zstd": rocksdict.DBCompressionType.zstd,
+}
+
+
+class RocksResources:
+    """Owns the node-wide cache and write-buffer manager; makes options for shards."""
+
+    def __init__(self, tuning: RocksTuning) -> None:
+        if tuning.compression not in _COMPRESSION:
+            raise ValueError(f"unknown compression {tuning.compression!r}; use one of {sorted(_COMPRESSION)}")
+        self.tuning = tuning
+        self.block_cache = rocksdict.Cache(tuning.block_cache_bytes)
+        self.write_buffer_manager = rocksdict.WriteBufferManager(tuning.write_buffer_bytes, False)
+
+    def options(self) -> rocksdict.Options:
+        options = rocksdict.Options(raw_mode=True)
+        options.create_if_missing(True)
+        options.create_missing_column_families(True)
+        table = rocksdict.BlockBasedOptions()
+        table.set_block_cache(self.block_cache)
+        table.set_bloom_filter(10, False)
+        table.set_cache_index_and_filter_blocks(True)
+        table.set_pin_l0_filter_and_index_blocks_in_cache(True)
+        options.set_block_based_table_factory(table)
+        options.set_write_buffer_manager(self.write_buffer_manager)
+        options.set_write_buffer_size(self.tuning.memtable_bytes)
+        options.set_max_open_files(self.tuning.max_open_files_per_shard)
+        options.set_max_background_jobs(2)
+        options.set_compression_type(_COMPRESSION[self.tuning.compression]())
+        return options
+
+    def open_db(self, path: pathlib.Path) -> rocksdict.Rdict:
+        """Open (or create) a shard's database with every column family it has on disk."""
+        path.mkdir(parents=True, exist_ok=True)
+        existing = rocksdict.Rdict.list_cf(str(path)) if (path / "CURRENT").exists() else []
+        families = {name: self.options() for name in existing if name != DEFAULT_COLUMN_FAMILY}
+        return rocksdict.Rdict(str(path), self.options(), column_families=families)

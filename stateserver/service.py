@@ -1,0 +1,161 @@
+"""The gRPC StateService: decodes requests, calls the shard code, encodes replies.
+
+This is the one place where the node's errors become gRPC status codes; the error's
+``reason`` goes along in trailing metadata (``stateserver-reason``) for clients.
+"""
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import grpc
+
+from stateserver import errors, shard_reads, shard_writes, wire
+from stateserver.operations import Batch
+from stateserver.registry import ShardRegistry
+from stateserver.shard import Shard
+from stateserver.states import StateDescriptor, StateKind
+from stateserver.v1 import state_pb2 as pb
+from stateserver.v1 import state_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+REASON_METADATA_KEY = "stateserver-reason"
+
+STATUS_FOR_ERROR: dict[type[errors.StateServerError], grpc.StatusCode] = {
+    errors.KeyGroupOutOfRange: grpc.StatusCode.OUT_OF_RANGE,
+    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
+    errors.NotFound: grpc.StatusCode.NOT_FOUND,
+    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
+    errors.Fenced: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.ShardNotOpen: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.WrongNode: grpc.StatusCode.FAILED_PRECONDITION,
+    errors.CorruptData: grpc.StatusCode.DATA_LOSS,
+    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+
+Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def status_for(error: errors.StateServerError) -> grpc.StatusCode:
+    for error_type in type(error).__mro__:
+        if error_type in STATUS_FOR_ERROR:
+            return STATUS_FOR_ERROR[error_type]  # type: ignore[index]
+    return grpc.StatusCode.INTERNAL
+
+
+def abort_with(context: grpc.ServicerContext, error: errors.StateServerError) -> None:
+    context.set_trailing_metadata(((REASON_METADATA_KEY, error.reason),))
+    context.abort(status_for(error), str(error))
+
+
+def translate_errors(handler: Handler) -> Handler:
+    """Turn the node's errors into gRPC statuses; nothing else leaves a handler."""
+
+    @functools.wraps(handler)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return handler(self, request, context)
+        except errors.StateServerError as exc:
+            abort_with(context, exc)
+        except ValueError as exc:  # malformed packed fields, bad descriptors
+            abort_with(context, errors.InvalidInput(str(exc)))
+        except Exception as exc:
+            if "DbClosed" in type(exc).__name__:
+                abort_with(context, errors.ShardNotOpen("the shard was closed during the request; open it again"))
+            log.exception("request failed", extra={"method": handler.__name__})
+            abort_with(context, errors.StateServerError(f"internal error: {type(exc).__name__}"))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def descriptor_from_proto(message: pb.StateDescriptor) -> StateDescriptor:
+    if message.kind not in StateKind._value2member_map_:
+        raise errors.InvalidInput(f"state {message.name!r} has no valid kind")
+    return StateDescriptor(name=message.name, kind=StateKind(message.kind),
+                           merge_operator=message.merge_operator, ttl_ms=message.ttl_ms)
+
+
+def descriptor_to_proto(descriptor: StateDescriptor) -> pb.StateDescriptor:
+    return pb.StateDescriptor(name=descriptor.name, kind=int(descriptor.kind),  # type: ignore[arg-type]
+                              merge_operator=descriptor.merge_operator, ttl_ms=descriptor.ttl_ms)
+
+
+class StateService(state_pb2_grpc.StateServiceServicer):
+    def __init__(self, registry: ShardRegistry, *, node_id: str, version: str) -> None:
+        self.registry = registry
+        self.node_id = node_id
+        self.version = version
+
+    def _shard(self, ref: pb.ShardRef) -> Shard:
+        return self.registry.shard(ref.namespace, ref.key_group_start, ref.key_group_end, ref.epoch)
+
+    @translate_errors
+    def CreateNamespace(self, request: pb.CreateNamespaceRequest, context: grpc.ServicerContext) -> pb.CreateNamespaceResponse:
+        created = self.registry.create_namespace(request.namespace, request.max_key_groups)
+        max_key_groups = self.registry.max_key_groups(request.namespace)
+        return pb.CreateNamespaceResponse(created=created, max_key_groups=max_key_groups)
+
+    @translate_errors
+    def OpenShard(self, request: pb.OpenShardRequest, context: grpc.ServicerContext) -> pb.OpenShardResponse:
+        ref = request.shard
+        descriptors = [descriptor_from_proto(s) for s in request.states]
+        shard = self.registry.open_shard(ref.namespace, ref.key_group_start, ref.key_group_end, ref.epoch, descriptors)
+        states = [descriptor_to_proto(s.descriptor) for s in shard.states.values()]
+        return pb.OpenShardResponse(epoch=shard.epoch, states=states)
+
+    @translate_errors
+    def DeclareStates(self, request: pb.DeclareStatesRequest, context: grpc.ServicerContext) -> pb.DeclareStatesResponse:
+        self._shard(request.shard).declare_states([descriptor_from_proto(s) for s in request.states])
+        return pb.DeclareStatesResponse()
+
+    @translate_errors
+    def CloseShard(self, request: pb.CloseShardRequest, context: grpc.ServicerContext) -> pb.CloseShardResponse:
+        ref = request.shard
+        self.registry.close_shard(ref.namespace, ref.key_group_start, ref.key_group_end, ref.epoch)
+        return pb.CloseShardResponse()
+
+    @translate_errors
+    def WriteBatch(self, request: pb.WriteBatchRequest, context: grpc.ServicerContext) -> pb.WriteBatchResponse:
+        shard = self._shard(request.shard)
+        batch = Batch(
+            ops=request.ops,
+            states=request.states,
+            state_indexes=request.state_indexes,
+            keys=wire.unpack(request.keys, request.key_lengths),
+            values=wire.unpack(request.values, request.value_lengths) if request.value_lengths else (),
+            map_keys=wire.unpack(request.map_keys, request.map_key_lengths) if request.map_key_lengths else (),
+        )
+        return pb.WriteBatchResponse(applied=shard_writes.apply_write_batch(shard, batch))
+
+    @translate_errors
+    def ReadBatch(self, request: pb.ReadBatchRequest, context: grpc.ServicerContext) -> pb.ReadBatchResponse:
+        shard = self._shard(request.shard)
+        batch = Batch(
+            ops=request.ops,
+            states=request.states,
+            state_indexes=request.state_indexes,
+            keys=wire.unpack(request.keys, request.key_lengths),
+            map_keys=wire.unpack(request.map_keys, request.map_key_lengths) if request.map_key_lengths else (),
+        )
+        results = shard_reads.read_batch(shard, batch)
+        values, lengths = wire.pack([r if r is not None else b"" for r in results])
+        found = bytes(r is not None for r in results)
+        return pb.ReadBatchResponse(found=found, values=values, value_lengths=lengths)
+
+    @translate_errors
+    def Iterate(self, request: pb.IterateRequest, context: grpc.ServicerContext) -> pb.IterateResponse:
+        shard = self._shard(request.shard)
+        start_after = request.start_after if request.HasField("start_after") else None
+        page = shard_reads.iterate(shard, request.state, request.key, start_after, request.limit or 1000)
+        entry_keys, entry_key_lengths = wire.pack(page.entry_keys)
+        values, value_lengths = wire.pack(page.values)
+        return pb.IterateResponse(entry_keys=entry_keys, entry_key_lengths=entry_key_lengths,
+                                  values=values, value_lengths=value_lengths, has_more=page.has_more)
+
+    @translate_errors
+    def NodeInfo(self, request: pb.NodeInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfoResponse:
+        shards = [str(shard.id) for shard in self.registry.open_shards()]
+        return pb.NodeInfoResponse(node_id=self.node_id, version=self.version, open_shards=shards)

@@ -1,0 +1,165 @@
+"""A shard: one RocksDB instance holding one namespace's key-group range.
+
+The shard owns its column families (one per state, plus ``_meta`` for its own records),
+its writer epoch, and a lock that serialises writes: merges and list appends are
+read-modify-writes, made safe by applying one batch at a time.
+"""
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+import threading
+import time
+from collections.abc import Callable, Iterable
+
+import rocksdict
+
+from stateserver.errors import AlreadyExists, Fenced, InvalidInput, NotFound, ShardNotOpen
+from stateserver.keygroups import KeyGroupRange
+from stateserver.limits import Limits
+from stateserver.rocks import RocksResources
+from stateserver.states import StateDescriptor
+
+META_COLUMN_FAMILY = "_meta"
+_EPOCH_KEY = b"epoch"
+_STATE_KEY_PREFIX = b"state/"
+
+Clock = Callable[[], int]
+
+
+def wall_clock_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardId:
+    namespace: str
+    key_groups: KeyGroupRange
+
+    def __str__(self) -> str:
+        return f"{self.namespace}/{self.key_groups}"
+
+
+@dataclasses.dataclass(frozen=True)
+class OpenState:
+    descriptor: StateDescriptor
+    table: rocksdict.Rdict  # the column family, for reads and iteration
+    handle: rocksdict.ColumnFamily  # for write batches
+
+
+class Shard:
+    def __init__(
+        self,
+        *,
+        shard_id: ShardId,
+        max_key_groups: int,
+        path: pathlib.Path,
+        resources: RocksResources,
+        limits: Limits,
+        clock: Clock = wall_clock_ms,
+    ) -> None:
+        self.id = shard_id
+        self.key_groups = shard_id.key_groups
+        self.max_key_groups = max_key_groups
+        self.path = path
+        self.limits = limits
+        self.clock = clock
+        self.resources = resources
+        self.write_lock = threading.RLock()
+        self.db = resources.open_db(path)
+        self._meta = self._column_family(META_COLUMN_FAMILY)
+        stored_epoch = self._meta.get(_EPOCH_KEY)
+        self.epoch = int(stored_epoch) if stored_epoch is not None else 0
+        self.states: dict[str, OpenState] = {}
+        for _key, data in self._meta.items(from_key=_STATE_KEY_PREFIX):
+            if not _key.startswith(_STATE_KEY_PREFIX):
+                break
+            descriptor = StateDescriptor.from_json(data)
+            self.states[descriptor.name] = self._open_state(descriptor)
+        # Next free position of recently appended lists, keyed by (state, stored prefix).
+        self.list_tails: dict[tuple[str, bytes], int] = {}
+        self.closed = False
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def take_ownership(self, epoch: int) -> None:
+        """Let the writer with ``epoch`` own the shard; older epochs are fenced from now on."""
+        with self.write_lock:
+            if epoch < self.epoch:
+                raise Fenced(f"shard {self.id} is owned by epoch {self.epoch}; epoch {epoch} is stale")
+            if epoch != self.epoch:
+                self._meta.put(_EPOCH_KEY, str(epoch).encode(), _synced())
+                self.epoch = epoch
+
+    def check_writer(self, epoch: int) -> None:
+        if self.closed:
+            raise ShardNotOpen(f"shard {self.id} is closed; open it again")
+        if epoch != self.epoch:
+            if epoch < self.epoch:
+                raise Fenced(f"shard {self.id} is owned by epoch {self.epoch}; epoch {epoch} is fenced")
+            raise ShardNotOpen(f"shard {self.id} is open at epoch {self.epoch}; open it with epoch {epoch} first")
+
+    def close(self) -> None:
+        with self.write_lock:
+            if self.closed:
+                return
+            self.closed = True
+            self.states.clear()
+            self._meta = None  # type: ignore[assignment]  # views must go before the db closes
+            self.db.close()
+
+    # -- states ----------------------------------------------------------------------
+
+    def declare_states(self, descriptors: Iterable[StateDescriptor]) -> None:
+        with self.write_lock:
+            for descriptor in descriptors:
+                existing = self.states.get(descriptor.name)
+                if existing is not None:
+                    if not existing.descriptor.compatible_with(descriptor):
+                        raise AlreadyExists(
+                            f"state {descriptor.name!r} exists as {_describe(existing.descriptor)}, "
+                            f"not {_describe(descriptor)}"
+                        )
+                    if existing.descriptor == descriptor:
+                        continue
+                self._meta.put(_STATE_KEY_PREFIX + descriptor.name.encode(), descriptor.to_json(), _synced())
+                self.states[descriptor.name] = (
+                    dataclasses.replace(existing, descriptor=descriptor) if existing else self._open_state(descriptor)
+                )
+
+    def state(self, name: str) -> OpenState:
+        try:
+            return self.states[name]
+        except KeyError:
+            raise NotFound(f"state {name!r} is not declared in shard {self.id}") from None
+
+    def _open_state(self, descriptor: StateDescriptor) -> OpenState:
+        table = self._column_family(descriptor.column_family)
+        return OpenState(descriptor, table, self.db.get_column_family_handle(descriptor.column_family))
+
+    def _column_family(self, name: str) -> rocksdict.Rdict:
+        if name in rocksdict.Rdict.list_cf(str(self.path)):
+            return self.db.get_column_family(name)
+        return self.db.create_column_family(name, self.resources.options())
+
+    # -- checks ----------------------------------------------------------------------
+
+    def check_key(self, key: bytes) -> None:
+        if not key:
+            raise InvalidInput("keys must not be empty")
+        if len(key) > self.limits.max_key_bytes:
+            raise InvalidInput(f"a key of {len(key)} bytes exceeds the limit of {self.limits.max_key_bytes}")
+
+    def expiry_for(self, descriptor: StateDescriptor) -> int | None:
+        return self.clock() + descriptor.ttl_ms if descriptor.ttl_ms else None
+
+
+def _synced() -> rocksdict.WriteOptions:
+    options = rocksdict.WriteOptions()
+    options.sync = True
+    return options
+
+
+def _describe(descriptor: StateDescriptor) -> str:
+    kind = descriptor.kind.name.lower()
+    return f"{kind} state with {descriptor.merge_operator}" if descriptor.merge_operator else f"{kind} state"

@@ -1,0 +1,130 @@
+"""Reading a shard: batched point reads (one multi-get per state) and paged iteration."""
+from __future__ import annotations
+
+import dataclasses
+
+from stateserver import layout, wire
+from stateserver.errors import InvalidInput, KeyGroupOutOfRange
+from stateserver.keygroups import key_group_for
+from stateserver.operations import Batch, ReadOp
+from stateserver.shard import OpenState, Shard
+from stateserver.states import StateKind
+
+_ALLOWED: dict[ReadOp, frozenset[StateKind]] = {
+    ReadOp.GET: frozenset({StateKind.VALUE, StateKind.AGGREGATING}),
+    ReadOp.GET_LIST: frozenset({StateKind.LIST}),
+    ReadOp.MAP_GET: frozenset({StateKind.MAP}),
+    ReadOp.MAP_CONTAINS: frozenset({StateKind.MAP}),
+}
+_VALID_OPS = frozenset(int(op) for op in ReadOp)
+
+
+@dataclasses.dataclass(frozen=True, slots=True)
+class Page:
+    entry_keys: list[bytes]
+    values: list[bytes]
+    has_more: bool
+
+
+def read_batch(shard: Shard, batch: Batch) -> list[bytes | None]:
+    """One result per read, ``None`` where nothing is stored (``b""`` for a found MAP_CONTAINS)."""
+    count = len(batch.ops)
+    if count == 0:
+        raise InvalidInput("the batch has no reads")
+    if count > shard.limits.max_batch_ops:
+        raise InvalidInput(f"a batch of {count} reads exceeds the limit of {shard.limits.max_batch_ops}")
+    if len(batch.keys) != count or (batch.state_indexes and len(batch.state_indexes) != count):
+        raise InvalidInput(f"keys and state indexes must have one entry per read ({count})")
+    if batch.map_keys and len(batch.map_keys) != count:
+        raise InvalidInput(f"map_keys has {len(batch.map_keys)} entries for {count} reads")
+    if not batch.states or (batch.state_indexes and max(batch.state_indexes) >= len(batch.states)):
+        raise InvalidInput("a read refers to a state the batch does not name")
+    states = [shard.state(name) for name in batch.states]
+    # Point reads grouped per state for one multi-get each; whole lists read one by one.
+    point_reads: dict[int, tuple[list[int], list[bytes]]] = {}
+    list_reads: list[tuple[int, OpenState, bytes]] = []
+    for i, code in enumerate(batch.ops):
+        if code not in _VALID_OPS:
+            raise InvalidInput(f"read {i}: unknown read operation {code}")
+        op = ReadOp(code)
+        state_index = batch.state_indexes[i] if batch.state_indexes else 0
+        state = states[state_index]
+        if state.descriptor.kind not in _ALLOWED[op]:
+            raise InvalidInput(f"read {i}: {op.name} does not apply to {state.descriptor.kind.name.lower()} state {state.descriptor.name!r}")
+        key = batch.keys[i]
+        key_group = _checked_key_group(shard, key, i)
+        if op is ReadOp.GET:
+            stored_key = layout.value_key(key_group, key)
+        elif op is ReadOp.GET_LIST:
+            list_reads.append((i, state, layout.composite_prefix(key_group, key)))
+            continue
+        else:
+            map_key = batch.map_keys[i] if batch.map_keys else b""
+            if not map_key:
+                raise InvalidInput(f"read {i}: {op.name} needs a non-empty map key")
+            stored_key = layout.composite_prefix(key_group, key) + map_key
+        indexes, stored_keys = point_reads.setdefault(state_index, ([], []))
+        indexes.append(i)
+        stored_keys.append(stored_key)
+
+    results: list[bytes | None] = [None] * count
+    now = shard.clock()
+    for state_index, (indexes, stored_keys) in point_reads.items():
+        found = states[state_index].table[stored_keys]
+        for i, stored in zip(indexes, found):
+            if stored is not None:
+                value = layout.decode_value(stored, now)
+                if value is not None and batch.ops[i] == ReadOp.MAP_CONTAINS:
+                    value = b""
+                results[i] = value
+    budget = shard.limits.max_read_reply_bytes
+    for i, state, prefix in list_reads:
+        elements = _scan(state, prefix, None, now, limit=None, budget=budget).values
+        results[i] = wire.pack_list(elements) if elements else None
+    return results
+
+
+def iterate(shard: Shard, state_name: str, key: bytes, start_after: bytes | None, limit: int) -> Page:
+    state = shard.state(state_name)
+    if state.descriptor.kind not in (StateKind.MAP, StateKind.LIST):
+        raise InvalidInput(f"state {state_name!r} is {state.descriptor.kind.name.lower()} state; only map and list state iterate")
+    if not 0 < limit <= shard.limits.max_iterate_page:
+        raise InvalidInput(f"page limit must be 1..{shard.limits.max_iterate_page}, got {limit}")
+    prefix = layout.composite_prefix(_checked_key_group(shard, key, 0), key)
+    return _scan(state, prefix, start_after, shard.clock(), limit=limit, budget=shard.limits.max_read_reply_bytes)
+
+
+def _checked_key_group(shard: Shard, key: bytes, index: int) -> int:
+    shard.check_key(key)
+    key_group = key_group_for(key, shard.max_key_groups)
+    if key_group not in shard.key_groups:
+        raise KeyGroupOutOfRange(f"read {index}: the key's key group {key_group} is outside shard {shard.id}")
+    return key_group
+
+
+def _scan(state: OpenState, prefix: bytes, start_after: bytes | None, now: int, *, limit: int | None, budget: int) -> Page:
+    iterator = state.table.iter()
+    iterator.seek(prefix + start_after if start_after is not None else prefix)
+    entry_keys: list[bytes] = []
+    values: list[bytes] = []
+    size = 0
+    prefix_length = len(prefix)
+    while iterator.valid():
+        stored_key: bytes = iterator.key()
+        if not stored_key.startswith(prefix):
+            return Page(entry_keys, values, has_more=False)
+        entry_key = stored_key[prefix_length:]
+        if start_after is not None and entry_key == start_after:
+            iterator.next()
+            continue
+        value = layout.decode_value(iterator.value(), now)
+        if value is not None:
+            if (limit is not None and len(values) >= limit) or size + len(value) > budget:
+                if limit is None:
+                    raise InvalidInput(f"the list is larger than {budget} bytes; read it in pages with Iterate")
+                return Page(entry_keys, values, has_more=True)
+            entry_keys.append(entry_key)
+            values.append(value)
+            size += len(value) + len(entry_key)
+        iterator.next()
+    return Page(entry_keys, values, has_more=False)

@@ -1,0 +1,46 @@
+"""Packed batch encoding shared by client and node.
+
+A batch of byte strings travels as one ``bytes`` blob plus a packed ``uint32`` list of
+lengths: a 1000-item batch then costs two protobuf fields instead of a thousand messages.
+"""
+from __future__ import annotations
+
+import itertools
+import struct
+from collections.abc import Sequence
+
+_U32 = struct.Struct("<I")
+
+
+def pack(items: Sequence[bytes]) -> tuple[bytes, list[int]]:
+    return b"".join(items), [len(item) for item in items]
+
+
+def unpack(blob: bytes, lengths: Sequence[int]) -> list[bytes]:
+    """Slice ``blob`` by ``lengths``; raises ``ValueError`` if they do not add up."""
+    ends = list(itertools.accumulate(lengths))
+    if (ends[-1] if ends else 0) != len(blob):
+        raise ValueError(f"lengths add up to {ends[-1] if ends else 0} bytes but the blob has {len(blob)}")
+    view = memoryview(blob)
+    starts = itertools.chain((0,), ends)
+    return [bytes(view[start:end]) for start, end in zip(starts, ends)]
+
+
+def pack_list(elements: Sequence[bytes]) -> bytes:
+    """A whole list in one value: each element as u32 little-endian length + bytes."""
+    return b"".join(_U32.pack(len(e)) + e for e in elements)
+
+
+def unpack_list(blob: bytes) -> list[bytes]:
+    elements: list[bytes] = []
+    offset, size = 0, len(blob)
+    while offset < size:
+        if offset + 4 > size:
+            raise ValueError("truncated list encoding")
+        (length,) = _U32.unpack_from(blob, offset)
+        offset += 4
+        if offset + length > size:
+            raise ValueError("truncated list encoding")
+        elements.append(blob[offset : offset + length])
+        offset += length
+    return elements
