@@ -41,6 +41,9 @@ Overlay = ValueOverlay | AggregateOverlay | ListOverlay | MapOverlay
 
 
 class WriteBuffer:
+    """Buffered operations, in order. Adding is a few list appends; the overlay that
+    answers reads is built lazily, from the operations added since the last read."""
+
     def __init__(self) -> None:
         self.clear()
 
@@ -54,48 +57,70 @@ class WriteBuffer:
         self.map_keys: list[bytes] = []
         self.has_map_keys = False
         self.byte_size = 0
-        self.overlay: dict[tuple[str, bytes], Overlay] = {}
+        self._overlay: dict[tuple[str, bytes], Overlay] = {}
+        self._indexed = 0  # operations [0, _indexed) are in the overlay
 
     def __len__(self) -> int:
         return len(self.ops)
 
-    def add(self, op: WriteOp, state: str, key: bytes, value: bytes = b"", map_key: bytes = b"") -> None:
+    def _state(self, state: str) -> int:
         index = self._state_index.get(state)
         if index is None:
             index = self._state_index[state] = len(self.state_names)
             self.state_names.append(state)
+        return index
+
+    def add(self, op: WriteOp, state: str, key: bytes, value: bytes = b"", map_key: bytes = b"") -> None:
         self.ops.append(op)
-        self.state_indexes.append(index)
+        self.state_indexes.append(self._state(state))
         self.keys.append(key)
         self.values.append(value)
         self.map_keys.append(map_key)
         self.has_map_keys = self.has_map_keys or bool(map_key)
         self.byte_size += len(key) + len(value) + len(map_key) + 6
-        self._record(op, state, key, value, map_key)
+
+    def add_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+        """Operations without map keys, in bulk."""
+        count = len(keys)
+        self.ops.extend(bytes([op]) * count)
+        self.state_indexes.extend([self._state(state)] * count)
+        self.keys.extend(keys)
+        self.values.extend(values)
+        self.map_keys.extend([b""] * count)
+        self.byte_size += sum(map(len, keys)) + sum(map(len, values)) + 6 * count
+
+    def overlay(self, state: str, key: bytes) -> Overlay | None:
+        """What the buffered operations do to ``key`` of ``state``, or None if nothing."""
+        if self._indexed < len(self.ops):
+            for i in range(self._indexed, len(self.ops)):
+                self._record(WriteOp(self.ops[i]), self.state_names[self.state_indexes[i]], self.keys[i],
+                             self.values[i], self.map_keys[i])
+            self._indexed = len(self.ops)
+        return self._overlay.get((state, key))
 
     def _record(self, op: WriteOp, state: str, key: bytes, value: bytes, map_key: bytes) -> None:
         slot = (state, key)
-        current = self.overlay.get(slot)
+        current = self._overlay.get(slot)
         # A DELETE or CLEAR seen before the handle's kind is known leaves ValueOverlay(None).
         cleared = isinstance(current, ValueOverlay) and current.value is None
         if op is WriteOp.PUT:
-            self.overlay[slot] = ValueOverlay(value)
+            self._overlay[slot] = ValueOverlay(value)
         elif op is WriteOp.MERGE:
             if isinstance(current, AggregateOverlay):
                 current.operands.append(value)
             else:
-                self.overlay[slot] = AggregateOverlay(cleared, [value])
+                self._overlay[slot] = AggregateOverlay(cleared, [value])
         elif op is WriteOp.LIST_APPEND:
             if isinstance(current, ListOverlay):
                 current.appended.append(value)
             else:
-                self.overlay[slot] = ListOverlay(cleared, [value])
+                self._overlay[slot] = ListOverlay(cleared, [value])
         elif op in (WriteOp.MAP_PUT, WriteOp.MAP_REMOVE):
             if not isinstance(current, MapOverlay):
-                current = self.overlay[slot] = MapOverlay(cleared, {})
+                current = self._overlay[slot] = MapOverlay(cleared, {})
             current.entries[map_key] = value if op is WriteOp.MAP_PUT else None
         else:  # DELETE, CLEAR: the key's state starts empty from here on
-            self.overlay[slot] = _cleared(current, op)
+            self._overlay[slot] = _cleared(current)
 
     def to_request(self, shard: pb.ShardRef) -> pb.WriteBatchRequest:
         keys, key_lengths = wire.pack(self.keys)
@@ -113,7 +138,7 @@ class WriteBuffer:
         return request
 
 
-def _cleared(current: Overlay | None, op: WriteOp) -> Overlay:
+def _cleared(current: Overlay | None) -> Overlay:
     if isinstance(current, AggregateOverlay):
         return AggregateOverlay(True, [])
     if isinstance(current, ListOverlay):

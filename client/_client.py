@@ -57,6 +57,7 @@ class StateClient:
             session = ShardSession(namespace=namespace, key_groups=key_group_range, epoch=epoch,
                                    connection=self.connection(self.node_for(shard_id)), limits=self._batch_limits)
             session.connection.call("OpenShard", pb.OpenShardRequest(shard=session.ref))
+            session.reset_sequence()
             sessions.append(session)
         return Writer(namespace=namespace, max_key_groups=max_key_groups, epoch=epoch, sessions=sessions)
 

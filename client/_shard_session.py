@@ -1,6 +1,7 @@
 """A writer's session with one shard: its routing, write buffer, reads and paging."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 from collections.abc import Iterator, Sequence
 
@@ -16,6 +17,9 @@ from stateserver.v1 import state_pb2 as pb
 class BatchLimits:
     max_ops: int = 1000
     max_bytes: int = 4 << 20
+    # Write batches in flight per shard: the node applies them in sequence order, and a
+    # queued batch keeps it busy while the client fills the next.
+    max_in_flight: int = 4
 
 
 class ShardSession:
@@ -27,9 +31,8 @@ class ShardSession:
         self.connection = connection
         self.limits = limits
         self.buffer = WriteBuffer()
-        # At most one write batch in flight per shard: the node applies a shard's batches in
-        # the order they arrive only if they do not overlap.
-        self._in_flight: PendingCall[pb.WriteBatchResponse] | None = None
+        self._sequence = 0
+        self._in_flight: collections.deque[PendingCall[pb.WriteBatchResponse]] = collections.deque()
 
     @property
     def shard_id(self) -> str:
@@ -42,20 +45,42 @@ class ShardSession:
         if len(self.buffer) >= self.limits.max_ops or self.buffer.byte_size >= self.limits.max_bytes:
             self.start_flush()  # the next batch fills while the node applies this one
 
-    def start_flush(self) -> None:
-        """Send the buffer without waiting for the node (after the previous batch is applied)."""
+    def add_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+        start = 0
+        while start < len(keys):
+            room = max(self.limits.max_ops - len(self.buffer), 1)
+            self.buffer.add_many(op, state, keys[start : start + room], values[start : start + room])
+            start += room
+            if len(self.buffer) >= self.limits.max_ops or self.buffer.byte_size >= self.limits.max_bytes:
+                self.start_flush()
+
+    def reset_sequence(self) -> None:
+        """After (re)opening the shard the node expects batch 1 next."""
         self.wait_for_writes()
+        self._sequence = 0
+
+    def start_flush(self) -> None:
+        """Send the buffer without waiting for the node to apply it."""
         if not len(self.buffer):
             return
+        if len(self._in_flight) >= self.limits.max_in_flight:
+            self._in_flight.popleft().result()
         request = self.buffer.to_request(self.ref)
-        self.buffer.clear()  # the overlay goes too: reads wait for the write and ask the node
-        self._in_flight = self.connection.start("WriteBatch", request)
+        self._sequence += 1
+        request.sequence = self._sequence
+        self.buffer.clear()  # the overlay goes too: reads wait for the writes and ask the node
+        self._in_flight.append(self.connection.start("WriteBatch", request))
 
     def wait_for_writes(self) -> None:
-        """Wait until the batch in flight is applied; raises its error if it failed."""
-        in_flight, self._in_flight = self._in_flight, None
-        if in_flight is not None:
-            in_flight.result()
+        """Wait until every batch in flight is applied; raises the first failure."""
+        first_error: BaseException | None = None
+        while self._in_flight:
+            try:
+                self._in_flight.popleft().result()
+            except Exception as exc:  # later batches still apply; report the first failure
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
 
     def flush(self) -> None:
         self.start_flush()

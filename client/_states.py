@@ -8,8 +8,8 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from client._buffer import resolve_list, resolve_map_entry, resolve_value
-from client._serializers import INT64, Serializer
+from client._buffer import Overlay, resolve_list, resolve_map_entry, resolve_value
+from client._serializers import INT64, BytesSerializer, Serializer
 from client._shard_session import ShardSession, finish_read
 from stateserver import wire
 from stateserver.operations import ReadOp, WriteOp
@@ -39,21 +39,31 @@ class _Handle(Generic[K]):
         session, raw = self._route(key)
         session.add(WriteOp.CLEAR, self.name, raw)
 
-    def _read_many(self, op: ReadOp, keys: Sequence[bytes], map_keys: Sequence[bytes] = ()) -> list[bytes | None]:
-        """One read batch per shard, all in flight at once, results in the order of ``keys``."""
-        by_session: dict[int, tuple[ShardSession, list[int]]] = {}
-        for i, raw in enumerate(keys):
-            session = self._writer.session_for(raw)
-            by_session.setdefault(id(session), (session, []))[1].append(i)
-        pending = []
-        for session, indexes in by_session.values():
-            chosen_map_keys = [map_keys[i] for i in indexes] if map_keys else ()
-            pending.append((indexes, session.start_read(self.name, op, [keys[i] for i in indexes], chosen_map_keys)))
+    def _read_many(self, op: ReadOp, keys: Sequence[bytes]) -> list[bytes | None]:
+        """Stored values as they will be once buffered writes are flushed, in the order of ``keys``.
+
+        Reads go out in batches of at most the batch size, all in flight at once, so that the
+        node serves them on several threads.
+        """
         results: list[bytes | None] = [None] * len(keys)
-        for indexes, call in pending:
-            for i, value in zip(indexes, finish_read(call)):
+        pending = []
+        for session, indexes in self._writer.group_by_session(keys):
+            chosen = keys if indexes is None else [keys[i] for i in indexes]
+            positions = range(len(keys)) if indexes is None else indexes
+            step = session.limits.max_ops
+            for start in range(0, len(chosen), step):
+                call = session.start_read(self.name, op, chosen[start : start + step])
+                pending.append((positions[start : start + step], call, session, chosen[start : start + step]))
+        for positions, call, session, chunk in pending:
+            fetched = finish_read(call)
+            if len(session.buffer):
+                fetched = [self._resolve(session.buffer.overlay(self.name, raw), stored) for raw, stored in zip(chunk, fetched)]
+            for i, value in zip(positions, fetched):
                 results[i] = value
         return results
+
+    def _resolve(self, overlay: Overlay | None, stored: bytes | None) -> bytes | None:
+        return resolve_value(overlay, lambda: stored, self.descriptor.merge_operator)
 
 
 class ValueState(_Handle[K], Generic[K, V]):
@@ -67,11 +77,17 @@ class ValueState(_Handle[K], Generic[K, V]):
         session.add(WriteOp.PUT, self.name, raw, self._values.dumps(value))
 
     def put_many(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> None:
-        pairs = items.items() if isinstance(items, Mapping) else items
-        dumps_key, dumps_value, route = self._keys.dumps, self._values.dumps, self._writer.session_for
-        for key, value in pairs:
-            raw = dumps_key(key)
-            route(raw).add(WriteOp.PUT, self.name, raw, dumps_value(value))
+        pairs = list(items.items() if isinstance(items, Mapping) else items)
+        if not pairs:
+            return
+        keys, objects = zip(*pairs)
+        raws = _dump_all(self._keys, keys)
+        values = _dump_all(self._values, objects)
+        for session, indexes in self._writer.group_by_session(raws):
+            if indexes is None:
+                session.add_many(WriteOp.PUT, self.name, raws, values)
+            else:
+                session.add_many(WriteOp.PUT, self.name, [raws[i] for i in indexes], [values[i] for i in indexes])
 
     def delete(self, key: K) -> None:
         session, raw = self._route(key)
@@ -81,14 +97,9 @@ class ValueState(_Handle[K], Generic[K, V]):
         return self.get_many([key], default)[0]
 
     def get_many(self, keys: Sequence[K], default: V | None = None) -> list[V | None]:
-        raws = [self._keys.dumps(key) for key in keys]
-        overlays = [self._writer.session_for(raw).buffer.overlay.get((self.name, raw)) for raw in raws]
-        fetched = self._read_many(ReadOp.GET, raws) if any(o is None for o in overlays) else [None] * len(raws)
-        results: list[V | None] = []
-        for overlay, stored in zip(overlays, fetched):
-            value = resolve_value(overlay, lambda stored=stored: stored)
-            results.append(self._values.loads(value) if value is not None else default)
-        return results
+        loads = self._values.loads
+        fetched = self._read_many(ReadOp.GET, [self._keys.dumps(key) for key in keys])
+        return [loads(value) if value is not None else default for value in fetched]
 
 
 class AggregatingState(_Handle[K], Generic[K, V]):
@@ -112,15 +123,8 @@ class AggregatingState(_Handle[K], Generic[K, V]):
         return self.get_many([key])[0]
 
     def get_many(self, keys: Sequence[K]) -> list[V | None]:
-        raws = [self._keys.dumps(key) for key in keys]
-        fetched = self._read_many(ReadOp.GET, raws)
-        operator = self.descriptor.merge_operator
-        results: list[Any] = []
-        for raw, stored in zip(raws, fetched):
-            overlay = self._writer.session_for(raw).buffer.overlay.get((self.name, raw))
-            value = resolve_value(overlay, lambda stored=stored: stored, operator)
-            results.append(None if value is None else self._decode(value))
-        return results
+        fetched = self._read_many(ReadOp.GET, [self._keys.dumps(key) for key in keys])
+        return [None if value is None else self._decode(value) for value in fetched]
 
     def _decode(self, value: bytes) -> Any:
         if self._is_list:
@@ -150,7 +154,7 @@ class ListState(_Handle[K], Generic[K, V]):
 
     def get(self, key: K) -> list[V]:
         session, raw = self._route(key)
-        overlay = session.buffer.overlay.get((self.name, raw))
+        overlay = session.buffer.overlay(self.name, raw)
 
         def fetch() -> list[bytes]:
             stored = session.read(self.name, ReadOp.GET_LIST, [raw])[0]
@@ -188,7 +192,7 @@ class MapState(_Handle[K], Generic[K, MK, V]):
     def get(self, key: K, map_key: MK, default: V | None = None) -> V | None:
         session, raw = self._route(key)
         raw_map_key = self._map_keys.dumps(map_key)
-        overlay = session.buffer.overlay.get((self.name, raw))
+        overlay = session.buffer.overlay(self.name, raw)
         value = resolve_map_entry(
             overlay, raw_map_key, lambda: session.read(self.name, ReadOp.MAP_GET, [raw], [raw_map_key])[0]
         )
@@ -197,7 +201,7 @@ class MapState(_Handle[K], Generic[K, MK, V]):
     def contains(self, key: K, map_key: MK) -> bool:
         session, raw = self._route(key)
         raw_map_key = self._map_keys.dumps(map_key)
-        overlay = session.buffer.overlay.get((self.name, raw))
+        overlay = session.buffer.overlay(self.name, raw)
         found = resolve_map_entry(
             overlay, raw_map_key, lambda: session.read(self.name, ReadOp.MAP_CONTAINS, [raw], [raw_map_key])[0]
         )
@@ -218,6 +222,12 @@ class MapState(_Handle[K], Generic[K, MK, V]):
 
     def is_empty(self, key: K) -> bool:
         return next(iter(self.items(key, page_size=1)), None) is None
+
+
+def _dump_all(serializer: Serializer[Any], objects: Sequence[Any]) -> Sequence[bytes]:
+    if isinstance(serializer, BytesSerializer):
+        return objects  # already bytes: skip a call per object on the hot path
+    return list(map(serializer.dumps, objects))
 
 
 def operand_serializer_for(merge_operator: str, element_serializer: Serializer[Any] | None) -> Serializer[Any]:

@@ -4,10 +4,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from client._errors import KeyGroupOutOfRangeError
 from client._serializers import JSON, STR, Serializer
 from client._shard_session import ShardSession
 from client._states import AggregatingState, ListState, MapState, ValueState, operand_serializer_for
-from stateserver.keygroups import KeyGroupRange, key_group_for
+from stateserver.keygroups import KeyGroupRange, key_group_for, stable_hash
 from stateserver.states import StateDescriptor, StateKind
 from stateserver.v1 import state_pb2 as pb
 
@@ -32,13 +33,27 @@ class Writer:
     def session_for(self, raw_key: bytes) -> ShardSession:
         session = self._by_key_group[key_group_for(raw_key, self.max_key_groups)]
         if session is None:
-            from client._errors import KeyGroupOutOfRangeError
-
-            raise KeyGroupOutOfRangeError(
-                f"key group {key_group_for(raw_key, self.max_key_groups)} of this key is not owned by this writer "
-                f"(it owns {', '.join(map(str, self.key_groups))})"
-            )
+            raise self._not_owned(raw_key)
         return session
+
+    def group_by_session(self, raw_keys: Sequence[bytes]) -> list[tuple[ShardSession, list[int] | None]]:
+        """Split keys by the shard they belong to: (session, indexes), indexes None for all keys."""
+        max_key_groups, by_key_group = self.max_key_groups, self._by_key_group
+        sessions = [by_key_group[h % max_key_groups] for h in map(stable_hash, raw_keys)]
+        if len(self.sessions) == 1 and None not in sessions:
+            return [(self.sessions[0], None)] if raw_keys else []
+        groups: dict[int, tuple[ShardSession, list[int]]] = {}
+        for i, session in enumerate(sessions):
+            if session is None:
+                raise self._not_owned(raw_keys[i])
+            groups.setdefault(id(session), (session, []))[1].append(i)
+        return list(groups.values())
+
+    def _not_owned(self, raw_key: bytes) -> KeyGroupOutOfRangeError:
+        return KeyGroupOutOfRangeError(
+            f"key group {key_group_for(raw_key, self.max_key_groups)} of this key is not owned by this writer "
+            f"(it owns {', '.join(map(str, self.key_groups))})"
+        )
 
     # -- state handles -------------------------------------------------------------------
 

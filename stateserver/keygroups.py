@@ -14,12 +14,9 @@ import xxhash
 MAX_KEY_GROUPS_LIMIT = 1 << 16  # a key group is stored in two big-endian bytes
 KEY_GROUP_PREFIX_BYTES = 2
 
-_hash = xxhash.xxh3_64_intdigest
-
-
-def stable_hash(key: bytes) -> int:
-    """A 64-bit hash of the serialized key, identical across processes, runs and machines."""
-    return _hash(key)
+# A 64-bit hash of the serialized key, identical across processes, runs and machines.
+stable_hash = xxhash.xxh3_64_intdigest
+_hash = stable_hash
 
 
 def key_group_for(key: bytes, max_key_groups: int) -> int:
@@ -87,3 +84,7 @@ def key_group_prefix(key_group: int) -> bytes:
 
 def key_group_of_stored_key(stored_key: bytes) -> int:
     return int.from_bytes(stored_key[:KEY_GROUP_PREFIX_BYTES], "big")
+
+
+# Every possible two-byte prefix, built once: the hot path indexes instead of encoding.
+KEY_GROUP_PREFIXES = [key_group_prefix(g) for g in range(MAX_KEY_GROUPS_LIMIT)]

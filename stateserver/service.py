@@ -128,7 +128,8 @@ class StateService(state_pb2_grpc.StateServiceServicer):
             values=wire.unpack(request.values, request.value_lengths) if request.value_lengths else (),
             map_keys=wire.unpack(request.map_keys, request.map_key_lengths) if request.map_key_lengths else (),
         )
-        return pb.WriteBatchResponse(applied=shard_writes.apply_write_batch(shard, batch))
+        applied = shard_writes.apply_write_batch(shard, batch, epoch=request.shard.epoch, sequence=request.sequence)
+        return pb.WriteBatchResponse(applied=applied)
 
     @translate_errors
     def ReadBatch(self, request: pb.ReadBatchRequest, context: grpc.ServicerContext) -> pb.ReadBatchResponse:

@@ -6,16 +6,18 @@ read-modify-writes, made safe by applying one batch at a time.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import pathlib
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import rocksdict
 
-from stateserver.errors import AlreadyExists, Fenced, InvalidInput, NotFound, ShardNotOpen
-from stateserver.keygroups import KeyGroupRange
+
+from stateserver.errors import AlreadyExists, Fenced, InvalidInput, KeyGroupOutOfRange, NotFound, ShardNotOpen, Unavailable
+from stateserver.keygroups import KeyGroupRange, stable_hash
 from stateserver.limits import Limits
 from stateserver.rocks import RocksResources
 from stateserver.states import StateDescriptor
@@ -66,6 +68,9 @@ class Shard:
         self.clock = clock
         self.resources = resources
         self.write_lock = threading.RLock()
+        # Batches numbered by the writer are applied in order, whatever thread receives them.
+        self._turns = threading.Condition(self.write_lock)
+        self.applied_sequence = 0
         self.db = resources.open_db(path)
         self._meta = self._column_family(META_COLUMN_FAMILY)
         stored_epoch = self._meta.get(_EPOCH_KEY)
@@ -90,6 +95,8 @@ class Shard:
             if epoch != self.epoch:
                 self._meta.put(_EPOCH_KEY, str(epoch).encode(), _synced())
                 self.epoch = epoch
+            self.applied_sequence = 0  # the writer numbers its batches afresh after each open
+            self._turns.notify_all()
 
     def check_writer(self, epoch: int) -> None:
         if self.closed:
@@ -99,11 +106,35 @@ class Shard:
                 raise Fenced(f"shard {self.id} is owned by epoch {self.epoch}; epoch {epoch} is fenced")
             raise ShardNotOpen(f"shard {self.id} is open at epoch {self.epoch}; open it with epoch {epoch} first")
 
+    @contextlib.contextmanager
+    def turn(self, sequence: int, epoch: int, timeout: float = 30.0) -> Iterator[None]:
+        """Hold the write lock for batch ``sequence`` once every earlier batch was applied.
+
+        A batch uses its turn even when it fails, so later batches are not held up.
+        """
+        with self.write_lock:
+            if sequence:
+                arrived = self._turns.wait_for(
+                    lambda: self.closed or self.epoch != epoch or sequence <= self.applied_sequence + 1, timeout
+                )
+                self.check_writer(epoch)
+                if not arrived:
+                    raise Unavailable(f"shard {self.id}: batch {self.applied_sequence + 1} never arrived; reopen the shard")
+                if sequence <= self.applied_sequence:
+                    raise InvalidInput(f"shard {self.id}: batch {sequence} was applied before")
+            try:
+                yield
+            finally:
+                if sequence:
+                    self.applied_sequence = sequence
+                    self._turns.notify_all()
+
     def close(self) -> None:
         with self.write_lock:
             if self.closed:
                 return
             self.closed = True
+            self.db.flush()  # without a write-ahead log, memtables are the only copy
             self.states.clear()
             self._meta = None  # type: ignore[assignment]  # views must go before the db closes
             self.db.close()
@@ -144,11 +175,32 @@ class Shard:
 
     # -- checks ----------------------------------------------------------------------
 
-    def check_key(self, key: bytes) -> None:
-        if not key:
-            raise InvalidInput("keys must not be empty")
-        if len(key) > self.limits.max_key_bytes:
-            raise InvalidInput(f"a key of {len(key)} bytes exceeds the limit of {self.limits.max_key_bytes}")
+    def key_groups_of(self, keys: Sequence[bytes]) -> list[int]:
+        """The key group of every key, after checking sizes and that each belongs here.
+
+        Written as whole-list operations: this runs for every key of every batch.
+        """
+        if not keys:
+            return []
+        lengths = list(map(len, keys))
+        if min(lengths) == 0:
+            raise InvalidInput(f"key {lengths.index(0)} of the batch is empty; keys must not be empty")
+        longest = max(lengths)
+        if longest > self.limits.max_key_bytes:
+            raise InvalidInput(f"key {lengths.index(longest)} of the batch has {longest} bytes; the limit is {self.limits.max_key_bytes}")
+        max_key_groups = self.max_key_groups
+        key_groups = [h % max_key_groups for h in map(stable_hash, keys)]
+        if min(key_groups) < self.key_groups.start or max(key_groups) > self.key_groups.end:
+            index = next(i for i, g in enumerate(key_groups) if g not in self.key_groups)
+            raise KeyGroupOutOfRange(f"key {index} of the batch is in key group {key_groups[index]}, outside shard {self.id}")
+        return key_groups
+
+    def check_value_sizes(self, values: Sequence[bytes], what: str = "value") -> None:
+        if values:
+            longest = max(map(len, values))
+            if longest > self.limits.max_value_bytes:
+                index = [len(v) for v in values].index(longest)
+                raise InvalidInput(f"{what} {index} of the batch has {longest} bytes; the limit is {self.limits.max_value_bytes}")
 
     def expiry_for(self, descriptor: StateDescriptor) -> int | None:
         return self.clock() + descriptor.ttl_ms if descriptor.ttl_ms else None

@@ -4,8 +4,10 @@ from __future__ import annotations
 import dataclasses
 
 from stateserver import layout, wire
-from stateserver.errors import InvalidInput, KeyGroupOutOfRange
-from stateserver.keygroups import key_group_for
+from collections.abc import Sequence
+
+from stateserver.errors import InvalidInput
+from stateserver.keygroups import KEY_GROUP_PREFIXES as _KEY_GROUP_PREFIXES
 from stateserver.operations import Batch, ReadOp
 from stateserver.shard import OpenState, Shard
 from stateserver.states import StateKind
@@ -40,19 +42,22 @@ def read_batch(shard: Shard, batch: Batch) -> list[bytes | None]:
     if not batch.states or (batch.state_indexes and max(batch.state_indexes) >= len(batch.states)):
         raise InvalidInput("a read refers to a state the batch does not name")
     states = [shard.state(name) for name in batch.states]
+    key_groups = shard.key_groups_of(batch.keys)
+    state_indexes = batch.state_indexes or [0] * count
+    for code, state_index in set(zip(batch.ops, state_indexes)):
+        kind = states[state_index].descriptor.kind
+        if code not in _VALID_OPS or kind not in _ALLOWED[ReadOp(code)]:
+            i = next(i for i, pair in enumerate(zip(batch.ops, state_indexes)) if pair == (code, state_index))
+            name = ReadOp(code).name if code in _VALID_OPS else f"unknown read operation {code}"
+            raise InvalidInput(f"read {i}: {name} does not apply to {kind.name.lower()} state {states[state_index].descriptor.name!r}")
+    if not batch.state_indexes and batch.ops.count(ReadOp.GET) == count:
+        return _get_values(shard, states[0], key_groups, batch.keys)
     # Point reads grouped per state for one multi-get each; whole lists read one by one.
     point_reads: dict[int, tuple[list[int], list[bytes]]] = {}
     list_reads: list[tuple[int, OpenState, bytes]] = []
-    for i, code in enumerate(batch.ops):
-        if code not in _VALID_OPS:
-            raise InvalidInput(f"read {i}: unknown read operation {code}")
+    for i, (code, state_index, key_group, key) in enumerate(zip(batch.ops, state_indexes, key_groups, batch.keys)):
         op = ReadOp(code)
-        state_index = batch.state_indexes[i] if batch.state_indexes else 0
         state = states[state_index]
-        if state.descriptor.kind not in _ALLOWED[op]:
-            raise InvalidInput(f"read {i}: {op.name} does not apply to {state.descriptor.kind.name.lower()} state {state.descriptor.name!r}")
-        key = batch.keys[i]
-        key_group = _checked_key_group(shard, key, i)
         if op is ReadOp.GET:
             stored_key = layout.value_key(key_group, key)
         elif op is ReadOp.GET_LIST:
@@ -84,22 +89,26 @@ def read_batch(shard: Shard, batch: Batch) -> list[bytes | None]:
     return results
 
 
+def _get_values(shard: Shard, state: OpenState, key_groups: list[int], keys: Sequence[bytes]) -> list[bytes | None]:
+    """The common case, a batch of gets from one state, as one multi-get."""
+    prefixes = _KEY_GROUP_PREFIXES
+    found = state.table[[prefixes[g] + k for g, k in zip(key_groups, keys)]]
+    now = shard.clock()
+    decode = layout.decode_value
+    # Slicing off a plain header is the common case; anything else goes through decode_value.
+    return [
+        (stored[1:] if stored[0] == 0 else decode(stored, now)) if stored is not None else None for stored in found
+    ]
+
+
 def iterate(shard: Shard, state_name: str, key: bytes, start_after: bytes | None, limit: int) -> Page:
     state = shard.state(state_name)
     if state.descriptor.kind not in (StateKind.MAP, StateKind.LIST):
         raise InvalidInput(f"state {state_name!r} is {state.descriptor.kind.name.lower()} state; only map and list state iterate")
     if not 0 < limit <= shard.limits.max_iterate_page:
         raise InvalidInput(f"page limit must be 1..{shard.limits.max_iterate_page}, got {limit}")
-    prefix = layout.composite_prefix(_checked_key_group(shard, key, 0), key)
+    prefix = layout.composite_prefix(shard.key_groups_of([key])[0], key)
     return _scan(state, prefix, start_after, shard.clock(), limit=limit, budget=shard.limits.max_read_reply_bytes)
-
-
-def _checked_key_group(shard: Shard, key: bytes, index: int) -> int:
-    shard.check_key(key)
-    key_group = key_group_for(key, shard.max_key_groups)
-    if key_group not in shard.key_groups:
-        raise KeyGroupOutOfRange(f"read {index}: the key's key group {key_group} is outside shard {shard.id}")
-    return key_group
 
 
 def _scan(state: OpenState, prefix: bytes, start_after: bytes | None, now: int, *, limit: int | None, budget: int) -> Page:

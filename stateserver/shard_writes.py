@@ -1,32 +1,32 @@
 """Applying a write batch to a shard: validate everything, then one atomic RocksDB write.
 
-Nothing is written unless the whole batch is valid. Merges fold every operand of the
-batch for a key in memory and write the key once; list appends take positions from a
-cache of list tails, updated only after the write succeeded.
+Nothing is written unless the whole batch is valid. Checks run over whole lists (this
+is the hot path); a batch of plain puts to one value state skips the per-operation loop.
+Merges fold every operand of the batch for a key in memory and write the key once;
+list appends take positions from a cache of list tails, updated after the write.
 """
 from __future__ import annotations
 
 import rocksdict
 
 from stateserver import layout, merge_operators
-from stateserver.errors import InvalidInput, KeyGroupOutOfRange
-from stateserver.keygroups import key_group_for
+from stateserver.errors import InvalidInput
+from stateserver.keygroups import KEY_GROUP_PREFIXES
 from stateserver.operations import Batch, WriteOp
 from stateserver.shard import OpenState, Shard
 from stateserver.states import StateKind
 
-_ALLOWED: dict[WriteOp, frozenset[StateKind]] = {
-    WriteOp.PUT: frozenset({StateKind.VALUE}),
-    WriteOp.DELETE: frozenset({StateKind.VALUE, StateKind.AGGREGATING}),
-    WriteOp.MERGE: frozenset({StateKind.AGGREGATING}),
-    WriteOp.LIST_APPEND: frozenset({StateKind.LIST}),
-    WriteOp.MAP_PUT: frozenset({StateKind.MAP}),
-    WriteOp.MAP_REMOVE: frozenset({StateKind.MAP}),
-    WriteOp.CLEAR: frozenset(StateKind),
+_ALLOWED: dict[StateKind, frozenset[int]] = {
+    StateKind.VALUE: frozenset({WriteOp.PUT, WriteOp.DELETE, WriteOp.CLEAR}),
+    StateKind.AGGREGATING: frozenset({WriteOp.DELETE, WriteOp.MERGE, WriteOp.CLEAR}),
+    StateKind.LIST: frozenset({WriteOp.LIST_APPEND, WriteOp.CLEAR}),
+    StateKind.MAP: frozenset({WriteOp.MAP_PUT, WriteOp.MAP_REMOVE, WriteOp.CLEAR}),
 }
 _WITH_VALUE = frozenset({WriteOp.PUT, WriteOp.MERGE, WriteOp.LIST_APPEND, WriteOp.MAP_PUT})
 _WITH_MAP_KEY = frozenset({WriteOp.MAP_PUT, WriteOp.MAP_REMOVE})
-_VALID_OPS = frozenset(int(op) for op in WriteOp)
+_MAX_CACHED_LIST_TAILS = 100_000
+
+MergeSlots = dict[tuple[int, bytes], tuple[bytes | None, list[bytes]]]
 
 
 def check_batch_shape(batch: Batch, max_ops: int) -> None:
@@ -46,137 +46,159 @@ def check_batch_shape(batch: Batch, max_ops: int) -> None:
         raise InvalidInput(f"a state index is outside the {len(batch.states)} states named")
 
 
-def apply_write_batch(shard: Shard, batch: Batch) -> int:
-    limits = shard.limits
-    check_batch_shape(batch, limits.max_batch_ops)
-    states = [shard.state(name) for name in batch.states]
-    with shard.write_lock:
-        writes = rocksdict.WriteBatch(raw_mode=True)
-        # (state, stored key) -> (value before the batch's merges, operands to fold into it)
-        merged: dict[tuple[int, bytes], tuple[bytes | None, list[bytes]]] = {}
-        merge_reads: dict[tuple[int, bytes], None] = {}
-        tails: dict[tuple[str, bytes], int] = {}
-        plan = []
-        for i, code in enumerate(batch.ops):
-            if code not in _VALID_OPS:
-                raise InvalidInput(f"operation {i}: unknown write operation {code}")
-            op = WriteOp(code)
-            state_index = batch.state_indexes[i] if batch.state_indexes else 0
-            state = states[state_index]
-            kind = state.descriptor.kind
-            if kind not in _ALLOWED[op]:
-                raise InvalidInput(f"operation {i}: {op.name} does not apply to {kind.name.lower()} state {state.descriptor.name!r}")
-            key = batch.keys[i]
-            shard.check_key(key)
-            key_group = key_group_for(key, shard.max_key_groups)
-            if key_group not in shard.key_groups:
-                raise KeyGroupOutOfRange(
-                    f"operation {i}: the key's key group {key_group} is outside shard {shard.id}"
-                )
-            value = batch.values[i] if batch.values else b""
-            if op in _WITH_VALUE:
-                if not batch.values:
-                    raise InvalidInput(f"operation {i}: {op.name} needs a value")
-                if len(value) > limits.max_value_bytes:
-                    raise InvalidInput(f"operation {i}: a value of {len(value)} bytes exceeds the limit of {limits.max_value_bytes}")
-            map_key = batch.map_keys[i] if batch.map_keys else b""
-            if op in _WITH_MAP_KEY:
-                if not batch.map_keys or not map_key:
-                    raise InvalidInput(f"operation {i}: {op.name} needs a non-empty map key")
-                if len(map_key) > limits.max_key_bytes:
-                    raise InvalidInput(f"operation {i}: a map key of {len(map_key)} bytes exceeds the limit of {limits.max_key_bytes}")
-            if op is WriteOp.MERGE:
-                try:
-                    merge_operators.check_operand(state.descriptor.merge_operator, value)
-                except ValueError as exc:
-                    raise InvalidInput(f"operation {i}: {exc}") from None
-                merge_reads[(state_index, layout.value_key(key_group, key))] = None
-            plan.append((op, state_index, state, key_group, key, value, map_key))
+def _check_ops(batch: Batch, states: list[OpenState]) -> None:
+    """Every operation must exist and apply to its state's kind, with the fields it needs."""
+    pairs = set(zip(batch.ops, batch.state_indexes)) if batch.state_indexes else {(op, 0) for op in set(batch.ops)}
+    for op, state_index in pairs:
+        descriptor = states[state_index].descriptor
+        if op not in _ALLOWED[descriptor.kind]:
+            index = _first(batch, op, state_index)
+            name = WriteOp(op).name if op in WriteOp._value2member_map_ else f"unknown operation {op}"
+            raise InvalidInput(f"operation {index}: {name} does not apply to {descriptor.kind.name.lower()} state {descriptor.name!r}")
+        if op in _WITH_VALUE and not batch.values:
+            raise InvalidInput(f"operation {_first(batch, op, state_index)}: {WriteOp(op).name} needs a value")
+        if op in _WITH_MAP_KEY:
+            missing = not batch.map_keys or any(
+                not batch.map_keys[i] for i, code in enumerate(batch.ops) if code == op
+            )
+            if missing:
+                raise InvalidInput(f"operation {_first(batch, op, state_index)}: {WriteOp(op).name} needs a non-empty map key")
+        if op == WriteOp.MERGE:
+            operator = descriptor.merge_operator
+            for i, code in enumerate(batch.ops):
+                if code == op and (not batch.state_indexes or batch.state_indexes[i] == state_index):
+                    try:
+                        merge_operators.check_operand(operator, batch.values[i])
+                    except ValueError as exc:
+                        raise InvalidInput(f"operation {i}: {exc}") from None
 
-        _load_merge_bases(shard, states, merge_reads, merged)
-        now_expiry = [shard.expiry_for(s.descriptor) for s in states]
-        for op, state_index, state, key_group, key, value, map_key in plan:
-            _add(shard, writes, op, state_index, state, key_group, key, value, map_key,
-                 merged, tails, now_expiry[state_index])
-        for (state_index, stored_key), (base, operands) in merged.items():
-            handle = states[state_index].handle
-            result = base
-            if operands:
-                fold = merge_operators.get_merge_operator(states[state_index].descriptor.merge_operator)
-                result = fold(base, operands)
-            if result is None:
-                writes.delete(stored_key, handle)
-            else:
-                writes.put(stored_key, layout.encode_value(result, now_expiry[state_index]), handle)
-        shard.db.write(writes)
-        shard.list_tails.update(tails)
-        if len(shard.list_tails) > 100_000:
-            shard.list_tails.clear()  # a cache; positions are found again on disk
+
+def _first(batch: Batch, op: int, state_index: int) -> int:
+    for i, code in enumerate(batch.ops):
+        if code == op and (not batch.state_indexes or batch.state_indexes[i] == state_index):
+            return i
+    return 0
+
+
+def apply_write_batch(shard: Shard, batch: Batch, *, epoch: int, sequence: int = 0) -> int:
+    with shard.turn(sequence, epoch):
+        return _apply(shard, batch)
+
+
+def _apply(shard: Shard, batch: Batch) -> int:
+    check_batch_shape(batch, shard.limits.max_batch_ops)
+    states = [shard.state(name) for name in batch.states]
+    key_groups = shard.key_groups_of(batch.keys)
+    shard.check_value_sizes(batch.values)
+    shard.check_value_sizes(batch.map_keys, "map key")
+    if batch.map_keys and max(map(len, batch.map_keys)) > shard.limits.max_key_bytes:
+        raise InvalidInput(f"a map key exceeds the limit of {shard.limits.max_key_bytes} bytes")
+    _check_ops(batch, states)
+    if not batch.state_indexes and states[0].descriptor.kind is StateKind.VALUE and batch.ops.count(WriteOp.PUT) == len(batch.ops):
+        _apply_puts(shard, states[0], key_groups, batch)
+    else:
+        _apply_mixed(shard, states, key_groups, batch)
     return len(batch.ops)
 
 
-def _load_merge_bases(
-    shard: Shard,
-    states: list[OpenState],
-    wanted: dict[tuple[int, bytes], None],
-    merged: dict[tuple[int, bytes], tuple[bytes | None, list[bytes]]],
-) -> None:
-    """Read the current value of every key a merge will fold into, one multi-get per state."""
-    by_state: dict[int, list[bytes]] = {}
-    for state_index, stored_key in wanted:
-        by_state.setdefault(state_index, []).append(stored_key)
+def _apply_puts(shard: Shard, state: OpenState, key_groups: list[int], batch: Batch) -> None:
+    """The common case, a batch of puts to one value state, without a per-operation branch."""
+    prefixes = KEY_GROUP_PREFIXES
+    expiry = shard.expiry_for(state.descriptor)
+    if expiry is None:
+        values = [layout.HEADER_PLAIN + v for v in batch.values]
+    else:
+        values = [layout.encode_value(v, expiry) for v in batch.values]
+    writes = rocksdict.WriteBatch(raw_mode=True)
+    writes.set_default_column_family(state.handle)
+    put = writes.put
+    for key_group, key, value in zip(key_groups, batch.keys, values):
+        put(prefixes[key_group] + key, value)
+    shard.db.write(writes)
+
+
+def _apply_mixed(shard: Shard, states: list[OpenState], key_groups: list[int], batch: Batch) -> None:
+    writes = rocksdict.WriteBatch(raw_mode=True)
+    merged: MergeSlots = {}  # (state, stored key) -> (value before the batch, operands to fold)
+    tails: dict[tuple[str, bytes], int] = {}
+    _load_merge_bases(shard, states, key_groups, batch, merged)
+    expiries = [shard.expiry_for(s.descriptor) for s in states]
+    values = batch.values or [b""] * len(batch.ops)
+    map_keys = batch.map_keys or [b""] * len(batch.ops)
+    state_indexes = batch.state_indexes or [0] * len(batch.ops)
+    for op, state_index, key_group, key, value, map_key in zip(batch.ops, state_indexes, key_groups, batch.keys, values, map_keys):
+        state = states[state_index]
+        expiry = expiries[state_index]
+        handle = state.handle
+        kind = state.descriptor.kind
+        if kind is StateKind.AGGREGATING:
+            # Aggregates are written once, from `merged`, after every operation is folded.
+            slot = (state_index, layout.value_key(key_group, key))
+            if op == WriteOp.MERGE:
+                merged[slot][1].append(value)
+            else:
+                merged[slot] = (None, [])
+        elif kind is StateKind.VALUE:
+            stored_key = layout.value_key(key_group, key)
+            if op == WriteOp.PUT:
+                writes.put(stored_key, layout.encode_value(value, expiry), handle)
+            else:
+                writes.delete(stored_key, handle)
+        else:
+            prefix = layout.composite_prefix(key_group, key)
+            if op == WriteOp.CLEAR:
+                writes.delete_range(prefix, layout.prefix_end(prefix), handle)
+                if kind is StateKind.LIST:
+                    tails[(state.descriptor.name, prefix)] = 0
+            elif op == WriteOp.LIST_APPEND:
+                position = _list_position(shard, state, prefix, tails)
+                writes.put(prefix + layout.list_position(position), layout.encode_value(value, expiry), handle)
+            elif op == WriteOp.MAP_PUT:
+                writes.put(prefix + map_key, layout.encode_value(value, expiry), handle)
+            else:
+                writes.delete(prefix + map_key, handle)
+    for (state_index, stored_key), (base, operands) in merged.items():
+        result = base
+        if operands:
+            result = merge_operators.get_merge_operator(states[state_index].descriptor.merge_operator)(base, operands)
+        if result is None:
+            writes.delete(stored_key, states[state_index].handle)
+        else:
+            writes.put(stored_key, layout.encode_value(result, expiries[state_index]), states[state_index].handle)
+    shard.db.write(writes)
+    if len(shard.list_tails) + len(tails) > _MAX_CACHED_LIST_TAILS:
+        shard.list_tails.clear()  # only a cache: positions are found again on disk
+    shard.list_tails.update(tails)
+
+
+def _load_merge_bases(shard: Shard, states: list[OpenState], key_groups: list[int], batch: Batch, merged: MergeSlots) -> None:
+    """Read the current value of every key a merge folds into, one multi-get per state."""
+    wanted: dict[int, dict[bytes, None]] = {}
+    for i, op in enumerate(batch.ops):
+        if op == WriteOp.MERGE:
+            state_index = batch.state_indexes[i] if batch.state_indexes else 0
+            wanted.setdefault(state_index, {})[layout.value_key(key_groups[i], batch.keys[i])] = None
     now = shard.clock()
-    for state_index, stored_keys in by_state.items():
-        current = states[state_index].table[stored_keys]
-        for stored_key, stored in zip(stored_keys, current):
+    for state_index, keys in wanted.items():
+        stored_keys = list(keys)
+        for stored_key, stored in zip(stored_keys, states[state_index].table[stored_keys]):
             base = layout.decode_value(stored, now) if stored is not None else None
             merged[(state_index, stored_key)] = (base, [])
 
 
-def _add(shard: Shard, writes: rocksdict.WriteBatch, op: WriteOp, state_index: int, state: OpenState,
-         key_group: int, key: bytes, value: bytes, map_key: bytes,
-         merged: dict[tuple[int, bytes], tuple[bytes | None, list[bytes]]], tails: dict[tuple[str, bytes], int],
-         expiry: int | None) -> None:
-    handle = state.handle
-    kind = state.descriptor.kind
-    if kind in (StateKind.VALUE, StateKind.AGGREGATING):
-        stored_key = layout.value_key(key_group, key)
-        if kind is StateKind.AGGREGATING:
-            # Aggregates are written once, from `merged`, after every operation is folded.
-            if op is WriteOp.MERGE:
-                merged[(state_index, stored_key)][1].append(value)
-            else:
-                merged[(state_index, stored_key)] = (None, [])
-        elif op is WriteOp.PUT:
-            writes.put(stored_key, layout.encode_value(value, expiry), handle)
-        else:
-            writes.delete(stored_key, handle)
-        return
-    prefix = layout.composite_prefix(key_group, key)
-    if op is WriteOp.CLEAR:
-        writes.delete_range(prefix, layout.prefix_end(prefix), handle)
-        if kind is StateKind.LIST:
-            tails[(state.descriptor.name, prefix)] = 0
-    elif op is WriteOp.LIST_APPEND:
-        tail_key = (state.descriptor.name, prefix)
-        position = tails.get(tail_key)
-        if position is None:
-            position = shard.list_tails.get(tail_key)
-        if position is None:
-            position = _next_list_position(state, prefix)
-        writes.put(prefix + layout.list_position(position), layout.encode_value(value, expiry), handle)
-        tails[tail_key] = position + 1
-    elif op is WriteOp.MAP_PUT:
-        writes.put(prefix + map_key, layout.encode_value(value, expiry), handle)
-    else:
-        writes.delete(prefix + map_key, handle)
-
-
-def _next_list_position(state: OpenState, prefix: bytes) -> int:
-    iterator = state.table.iter()
-    iterator.seek_for_prev(prefix + b"\xff" * layout.LIST_POSITION_BYTES)
-    if iterator.valid():
-        stored_key: bytes = iterator.key()
-        if stored_key.startswith(prefix) and len(stored_key) == len(prefix) + layout.LIST_POSITION_BYTES:
-            return layout.decode_list_position(stored_key[len(prefix):]) + 1
-    return 0
+def _list_position(shard: Shard, state: OpenState, prefix: bytes, tails: dict[tuple[str, bytes], int]) -> int:
+    """The next free position of a list: from this batch, the cache, or the last stored element."""
+    tail_key = (state.descriptor.name, prefix)
+    position = tails.get(tail_key)
+    if position is None:
+        position = shard.list_tails.get(tail_key)
+    if position is None:
+        position = 0
+        iterator = state.table.iter()
+        iterator.seek_for_prev(prefix + b"\xff" * layout.LIST_POSITION_BYTES)
+        if iterator.valid():
+            stored_key: bytes = iterator.key()
+            if stored_key.startswith(prefix) and len(stored_key) == len(prefix) + layout.LIST_POSITION_BYTES:
+                position = layout.decode_list_position(stored_key[len(prefix):]) + 1
+    tails[tail_key] = position + 1
+    return position

@@ -13,7 +13,7 @@ _U32 = struct.Struct("<I")
 
 
 def pack(items: Sequence[bytes]) -> tuple[bytes, list[int]]:
-    return b"".join(items), [len(item) for item in items]
+    return b"".join(items), list(map(len, items))
 
 
 def unpack(blob: bytes, lengths: Sequence[int]) -> list[bytes]:
@@ -21,9 +21,8 @@ def unpack(blob: bytes, lengths: Sequence[int]) -> list[bytes]:
     ends = list(itertools.accumulate(lengths))
     if (ends[-1] if ends else 0) != len(blob):
         raise ValueError(f"lengths add up to {ends[-1] if ends else 0} bytes but the blob has {len(blob)}")
-    view = memoryview(blob)
     starts = itertools.chain((0,), ends)
-    return [bytes(view[start:end]) for start, end in zip(starts, ends)]
+    return [blob[start:end] for start, end in zip(starts, ends)]
 
 
 def pack_list(elements: Sequence[bytes]) -> bytes:

@@ -359,6 +359,7 @@ class WriteBatchRequest(_message.Message):
     VALUE_LENGTHS_FIELD_NUMBER: _builtins.int
     MAP_KEYS_FIELD_NUMBER: _builtins.int
     MAP_KEY_LENGTHS_FIELD_NUMBER: _builtins.int
+    SEQUENCE_FIELD_NUMBER: _builtins.int
     ops: _builtins.bytes
     """One byte per operation, a WriteOp value."""
     keys: _builtins.bytes
@@ -366,6 +367,10 @@ class WriteBatchRequest(_message.Message):
     """One length per operation (0 for operations without a value); empty if no operation has one."""
     map_keys: _builtins.bytes
     """One length per operation (0 for non-map operations); empty if no operation has one."""
+    sequence: _builtins.int
+    """The writer numbers its batches to a shard 1, 2, 3... from each OpenShard, so it can keep
+    several in flight: the node applies them in this order. 0 applies on arrival.
+    """
     @_builtins.property
     def shard(self) -> Global___ShardRef: ...
     @_builtins.property
@@ -395,10 +400,11 @@ class WriteBatchRequest(_message.Message):
         value_lengths: _abc.Iterable[_builtins.int] | None = ...,
         map_keys: _builtins.bytes = ...,
         map_key_lengths: _abc.Iterable[_builtins.int] | None = ...,
+        sequence: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["shard", b"shard"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_lengths", b"key_lengths", "keys", b"keys", "map_key_lengths", b"map_key_lengths", "map_keys", b"map_keys", "ops", b"ops", "shard", b"shard", "state_indexes", b"state_indexes", "states", b"states", "value_lengths", b"value_lengths", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_lengths", b"key_lengths", "keys", b"keys", "map_key_lengths", b"map_key_lengths", "map_keys", b"map_keys", "ops", b"ops", "sequence", b"sequence", "shard", b"shard", "state_indexes", b"state_indexes", "states", b"states", "value_lengths", b"value_lengths", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
