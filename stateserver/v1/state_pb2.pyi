@@ -223,24 +223,59 @@ class CreateNamespaceResponse(_message.Message):
 Global___CreateNamespaceResponse: _TypeAlias = CreateNamespaceResponse  # noqa: Y015
 
 @_typing.final
+class RestoreSource(_message.Message):
+    """Where OpenShard takes a shard's initial state from."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    LATEST_FIELD_NUMBER: _builtins.int
+    checkpoint_id: _builtins.int
+    latest: _builtins.bool
+    def __init__(
+        self,
+        *,
+        checkpoint_id: _builtins.int = ...,
+        latest: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "latest", b"latest", "source", b"source"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "latest", b"latest", "source", b"source"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["checkpoint_id", "latest"]  # noqa: Y015
+    _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
+
+Global___RestoreSource: _TypeAlias = RestoreSource  # noqa: Y015
+
+@_typing.final
 class OpenShardRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     SHARD_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
+    RESTORE_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def shard(self) -> Global___ShardRef: ...
     @_builtins.property
     def states(self) -> _containers.RepeatedCompositeFieldContainer[Global___StateDescriptor]: ...
+    @_builtins.property
+    def restore(self) -> Global___RestoreSource:
+        """Replace the shard's local state with a committed checkpoint's (checkpoint.proto),
+        restoring exactly this shard's key groups from every snapshot shard that overlaps them
+        (rescaling); unset keeps what the node has on disk.
+        """
+
     def __init__(
         self,
         *,
         shard: Global___ShardRef | None = ...,
         states: _abc.Iterable[Global___StateDescriptor] | None = ...,
+        restore: Global___RestoreSource | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["shard", b"shard"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["restore", b"restore", "shard", b"shard"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["shard", b"shard", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["restore", b"restore", "shard", b"shard", "states", b"states"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
