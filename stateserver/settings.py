@@ -193,9 +193,12 @@ def _host(raw: object) -> str:
 
 def _address(text: str) -> str:
     host, colon, port = text.rpartition(":")
-    if not colon or not _is_host(host) or (":" in host and not host.startswith("[")):
-        raise _Invalid("must be host:port, such as node-1:7700 or [::1]:7700")
-    _port(1)(port)
+    try:
+        if not colon or not _is_host(host) or (":" in host and not host.startswith("[")):
+            raise _Invalid("")
+        _port(1)(port)
+    except _Invalid:
+        raise _Invalid("must be host:port, such as node-1:7700 or [::1]:7700") from None
     return text
 
 
@@ -405,6 +408,7 @@ def render_settings_table() -> str:
 # ---- loading ---------------------------------------------------------------------------------------
 
 _Layer = dict[str, tuple[object, str]]  # setting name -> (raw value, where it came from)
+_BAD = object()  # the parsed value of a setting whose raw value was invalid
 
 
 def load_settings(*, flags: Mapping[str, object], environ: Mapping[str, str], config_file: Path | None,
@@ -427,19 +431,16 @@ def load_settings(*, flags: Mapping[str, object], environ: Mapping[str, str], co
         for name, (raw, origin) in layer.items():
             if name != "snapshot_options":
                 winners[name] = (raw, origin)
-            elif (parsed := _parse(name, raw, origin, problems)) is not _BAD:
-                options.update(parsed)  # type: ignore[call-overload]
+            elif isinstance(parsed := _parse(name, raw, origin, problems), dict):
+                options.update(parsed)
     # Only the winning value of a setting is parsed: a flag may override a bad environment value.
-    values = {name: _parse(name, raw, origin, problems) for name, (raw, origin) in winners.items()}
+    values: dict[str, Any] = {name: _parse(name, *winners[name], problems) for name in _FIELDS if name in winners}
     origins = {name: origin for name, (_, origin) in winners.items()}
     values["snapshot_options"] = options
     _check_together(values, origins, problems, require_data_dir)
     if problems:
         raise SettingsError(problems)
-    return Settings(**values)  # type: ignore[arg-type]
-
-
-_BAD = object()
+    return Settings(**values)
 
 
 def _parse(name: str, raw: object, origin: str, problems: list[str]) -> object:
@@ -471,7 +472,8 @@ def _from_file(path: Path, problems: list[str]) -> _Layer:
         if key in _FIELDS:
             layer[key] = (value, str(path))
         else:
-            problems.append(f"unknown setting {key!r} in {path}{_suggestion(key, _FIELDS)}")
+            close = difflib.get_close_matches(key, list(_FIELDS), n=1)
+            problems.append(f"unknown setting {key!r} in {path}" + (f"; did you mean {close[0]!r}?" if close else ""))
     return layer
 
 
@@ -485,15 +487,11 @@ def _from_environ(environ: Mapping[str, str], problems: list[str]) -> _Layer:
         elif var.startswith(ENV_PREFIX) and var != CONFIG_ENV_VAR:
             # Other STATESERVER_* variables may belong to tools or tests; only a near miss of a
             # setting's name is surely a typo worth stopping for.
-            hint = _suggestion(var, [*known, CONFIG_ENV_VAR])
-            if hint:
-                problems.append(f"unknown environment variable {var}{hint}")
+            close = difflib.get_close_matches(var.removeprefix(ENV_PREFIX), [n.upper() for n in _FIELDS],
+                                              n=1, cutoff=0.7)
+            if close:
+                problems.append(f"unknown environment variable {var}; did you mean '{ENV_PREFIX}{close[0]}'?")
     return layer
-
-
-def _suggestion(word: str, candidates: object) -> str:
-    close = difflib.get_close_matches(word, list(candidates), n=1)  # type: ignore[call-overload]
-    return f"; did you mean {close[0]!r}?" if close else ""
 
 
 def _check_together(values: dict[str, object], origins: dict[str, str], problems: list[str],
