@@ -82,7 +82,7 @@ class Writer:
 
     def _declare(self, descriptor: StateDescriptor) -> StateDescriptor:
         if self.states.get(descriptor.name) != descriptor:
-            request_state = _to_proto(descriptor)
+            request_state = descriptor.to_proto()
             pending = [s.connection.start("DeclareStates", pb.DeclareStatesRequest(shard=s.ref, states=[request_state]))
                        for s in self.sessions]
             for call in pending:
@@ -112,10 +112,6 @@ class Writer:
         if exc_info[0] is None:
             self.close()
 
-
-def _to_proto(descriptor: StateDescriptor) -> pb.StateDescriptor:
-    return pb.StateDescriptor(name=descriptor.name, kind=int(descriptor.kind),  # type: ignore[arg-type]
-                              merge_operator=descriptor.merge_operator, ttl_ms=descriptor.ttl_ms)
 
 
 

@@ -6,6 +6,7 @@ import logging
 import pathlib
 import sys
 
+from stateserver import cli_checkpoints
 from stateserver.server import Node, NodeConfig
 
 
@@ -26,6 +27,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--data-dir", required=True)
     serve.add_argument("--max-message-bytes", type=int, default=64 << 20)
     serve.set_defaults(run=_serve)
+    cli_checkpoints.register_commands(commands)
     return parser
 
 

@@ -16,7 +16,7 @@ from stateserver import errors, shard_reads, shard_writes, wire
 from stateserver.operations import Batch
 from stateserver.registry import ShardRegistry
 from stateserver.shard import Shard
-from stateserver.states import StateDescriptor, StateKind
+from stateserver.states import StateDescriptor
 from stateserver.v1 import state_pb2 as pb
 from stateserver.v1 import state_pb2_grpc
 
@@ -71,18 +71,6 @@ def translate_errors(handler: Handler) -> Handler:
     return wrapper  # type: ignore[return-value]
 
 
-def descriptor_from_proto(message: pb.StateDescriptor) -> StateDescriptor:
-    if message.kind not in StateKind._value2member_map_:
-        raise errors.InvalidInput(f"state {message.name!r} has no valid kind")
-    return StateDescriptor(name=message.name, kind=StateKind(message.kind),
-                           merge_operator=message.merge_operator, ttl_ms=message.ttl_ms)
-
-
-def descriptor_to_proto(descriptor: StateDescriptor) -> pb.StateDescriptor:
-    return pb.StateDescriptor(name=descriptor.name, kind=int(descriptor.kind),  # type: ignore[arg-type]
-                              merge_operator=descriptor.merge_operator, ttl_ms=descriptor.ttl_ms)
-
-
 class StateService(state_pb2_grpc.StateServiceServicer):
     def __init__(self, registry: ShardRegistry, *, node_id: str, version: str) -> None:
         self.registry = registry
@@ -101,14 +89,14 @@ class StateService(state_pb2_grpc.StateServiceServicer):
     @translate_errors
     def OpenShard(self, request: pb.OpenShardRequest, context: grpc.ServicerContext) -> pb.OpenShardResponse:
         ref = request.shard
-        descriptors = [descriptor_from_proto(s) for s in request.states]
+        descriptors = [StateDescriptor.from_proto(s) for s in request.states]
         shard = self.registry.open_shard(ref.namespace, ref.key_group_start, ref.key_group_end, ref.epoch, descriptors)
-        states = [descriptor_to_proto(s.descriptor) for s in shard.states.values()]
+        states = [s.descriptor.to_proto() for s in shard.states.values()]
         return pb.OpenShardResponse(epoch=shard.epoch, states=states)
 
     @translate_errors
     def DeclareStates(self, request: pb.DeclareStatesRequest, context: grpc.ServicerContext) -> pb.DeclareStatesResponse:
-        self._shard(request.shard).declare_states([descriptor_from_proto(s) for s in request.states])
+        self._shard(request.shard).declare_states([StateDescriptor.from_proto(s) for s in request.states])
         return pb.DeclareStatesResponse()
 
     @translate_errors

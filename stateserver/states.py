@@ -7,6 +7,7 @@ import json
 
 from stateserver import merge_operators
 from stateserver.names import check_name
+from stateserver.v1 import state_pb2 as pb
 
 
 class StateKind(enum.IntEnum):
@@ -55,3 +56,15 @@ class StateDescriptor:
             merge_operator=fields["merge_operator"],
             ttl_ms=int(fields["ttl_ms"]),
         )
+
+    def to_proto(self) -> pb.StateDescriptor:
+        return pb.StateDescriptor(name=self.name, kind=int(self.kind),  # type: ignore[arg-type]
+                                  merge_operator=self.merge_operator, ttl_ms=self.ttl_ms)
+
+    @classmethod
+    def from_proto(cls, message: pb.StateDescriptor) -> StateDescriptor:
+        """Raises ``ValueError`` for a descriptor that is not valid."""
+        if message.kind not in StateKind._value2member_map_:
+            raise ValueError(f"state {message.name!r} has no valid kind")
+        return cls(name=message.name, kind=StateKind(message.kind),
+                   merge_operator=message.merge_operator, ttl_ms=message.ttl_ms)

@@ -1,0 +1,155 @@
+"""The checkpoints of a namespace in the snapshot store: list, load, commit, verify.
+
+A checkpoint exists once its metadata object does; the metadata is written last, with a
+create-only write, after checking that every shard manifest it names is in the store and
+that the shards tile the namespace's key groups (invariant 2). A checkpoint id at or below
+the latest committed one can no longer commit: it is subsumed, as in Flink, which is what
+lets garbage collection reclaim the uploads of failed checkpoints.
+"""
+from __future__ import annotations
+
+import dataclasses
+import time
+from collections.abc import Callable, Iterable
+
+from stateserver import paths
+from stateserver.checksums import bytes_checksum
+from stateserver.errors import AlreadyExists, CorruptData, InvalidInput, NotFound, Unavailable
+from stateserver.objectstore import ObjectNotFound, ObjectStore, StoreError, StoreUnavailable
+from stateserver.v1 import checkpoint_pb2 as cpb
+
+FORMAT_VERSION = 1
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class FileProblem:
+    object_key: str
+    problem: str
+
+    def __str__(self) -> str:
+        return f"{self.object_key}: {self.problem}"
+
+
+class CheckpointCatalog:
+    def __init__(self, store: ObjectStore, clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000) -> None:
+        self.store = store
+        self.clock_ms = clock_ms
+
+    def committed_ids(self, namespace: str) -> list[int]:
+        ids = []
+        for meta in _listing(self.store, paths.checkpoints_prefix(namespace)):
+            if paths.is_metadata(meta.key):
+                checkpoint_id = paths.checkpoint_id_of(meta.key)
+                if checkpoint_id is not None:
+                    ids.append(checkpoint_id)
+        return sorted(ids)
+
+    def load(self, namespace: str, checkpoint_id: int) -> cpb.CheckpointMetadata:
+        key = paths.checkpoint_metadata(namespace, checkpoint_id)
+        try:
+            data = self.store.get(key)
+        except ObjectNotFound:
+            raise NotFound(f"checkpoint {checkpoint_id} of namespace {namespace!r} does not exist "
+                           f"(no {key} in {self.store.url})") from None
+        except StoreUnavailable as exc:
+            raise Unavailable(str(exc)) from exc
+        metadata = cpb.CheckpointMetadata()
+        try:
+            metadata.ParseFromString(data)
+        except Exception as exc:
+            raise CorruptData(f"checkpoint metadata {key} cannot be read: {exc}") from None
+        if metadata.namespace != namespace or metadata.checkpoint_id != checkpoint_id:
+            raise CorruptData(f"checkpoint metadata {key} names {metadata.namespace}/{metadata.checkpoint_id}")
+        return metadata
+
+    def latest(self, namespace: str) -> cpb.CheckpointMetadata:
+        ids = self.committed_ids(namespace)
+        if not ids:
+            raise NotFound(f"namespace {namespace!r} has no committed checkpoint in {self.store.url}")
+        return self.load(namespace, ids[-1])
+
+    def resolve(self, namespace: str, checkpoint: int | str) -> cpb.CheckpointMetadata:
+        """``checkpoint`` is an id or ``"latest"``."""
+        if checkpoint == "latest":
+            return self.latest(namespace)
+        return self.load(namespace, int(checkpoint))
+
+    def commit(self, namespace: str, checkpoint_id: int, shards: Iterable[cpb.ShardSnapshotHandle]) -> str:
+        """Write the checkpoint metadata, create-only; returns its key."""
+        handles = sorted(shards, key=lambda h: h.key_group_start)
+        if not handles:
+            raise InvalidInput(f"checkpoint {checkpoint_id} names no shard snapshot")
+        max_key_groups = handles[0].max_key_groups
+        _check_tiling(checkpoint_id, handles, max_key_groups)
+        for handle in handles:
+            if handle.namespace != namespace or handle.checkpoint_id != checkpoint_id:
+                raise InvalidInput(f"shard snapshot {handle.manifest_key} belongs to "
+                                   f"{handle.namespace}/{handle.checkpoint_id}, not {namespace}/{checkpoint_id}")
+            self._check_manifest(handle)
+        committed = self.committed_ids(namespace)
+        if committed and committed[-1] >= checkpoint_id:
+            if committed[-1] == checkpoint_id:
+                raise AlreadyExists(f"checkpoint {checkpoint_id} of namespace {namespace!r} is already committed")
+            raise InvalidInput(f"checkpoint {checkpoint_id} is subsumed: checkpoint {committed[-1]} is already committed")
+        metadata = cpb.CheckpointMetadata(namespace=namespace, checkpoint_id=checkpoint_id, max_key_groups=max_key_groups,
+                                          shards=handles, committed_at_millis=self.clock_ms(),
+                                          format_version=FORMAT_VERSION)
+        key = paths.checkpoint_metadata(namespace, checkpoint_id)
+        try:
+            created = self.store.put_if_absent(key, metadata.SerializeToString())
+        except StoreUnavailable as exc:
+            raise Unavailable(f"committing checkpoint {checkpoint_id}: {exc}") from exc
+        if not created:
+            raise AlreadyExists(f"checkpoint {checkpoint_id} of namespace {namespace!r} is already committed")
+        return key
+
+    def _check_manifest(self, handle: cpb.ShardSnapshotHandle) -> None:
+        try:
+            stored = self.store.get(handle.manifest_key)
+        except ObjectNotFound:
+            raise InvalidInput(f"shard manifest {handle.manifest_key} is not in the store; the shard snapshot is not durable") from None
+        if stored != handle.SerializeToString():
+            raise InvalidInput(f"shard manifest {handle.manifest_key} differs from the handle given")
+
+    def verify(self, metadata: cpb.CheckpointMetadata, *, checksums: bool = False) -> list[FileProblem]:
+        """Every file the checkpoint names: present with its size (and checksum, if asked)."""
+        problems: list[FileProblem] = []
+        for handle in metadata.shards:
+            for stored in (*handle.shared_files, *handle.private_files):
+                problem = self._file_problem(stored, checksums)
+                if problem is not None:
+                    problems.append(FileProblem(object_key=stored.object_key, problem=problem))
+        return problems
+
+    def _file_problem(self, stored: cpb.StoredFile, checksums: bool) -> str | None:
+        try:
+            meta = self.store.head(stored.object_key)
+        except ObjectNotFound:
+            return "missing"
+        except StoreError as exc:
+            return f"cannot be read: {exc}"
+        if meta.size != stored.size:
+            return f"size is {meta.size} bytes, the manifest says {stored.size}"
+        if checksums and bytes_checksum(self.store.get(stored.object_key)) != stored.checksum:
+            return "checksum does not match the manifest (the object is corrupt)"
+        return None
+
+
+def _check_tiling(checkpoint_id: int, handles: list[cpb.ShardSnapshotHandle], max_key_groups: int) -> None:
+    expected_start = 0
+    for handle in handles:
+        if handle.max_key_groups != max_key_groups:
+            raise InvalidInput(f"checkpoint {checkpoint_id}: shards disagree on the number of key groups")
+        if handle.key_group_start != expected_start:
+            raise InvalidInput(f"checkpoint {checkpoint_id}: key groups from {expected_start} are not covered "
+                               f"exactly once (next shard starts at {handle.key_group_start})")
+        expected_start = handle.key_group_end + 1
+    if expected_start != max_key_groups:
+        raise InvalidInput(f"checkpoint {checkpoint_id}: key groups {expected_start}-{max_key_groups - 1} have no shard")
+
+
+def _listing(store: ObjectStore, prefix: str) -> list:  # type: ignore[type-arg]
+    try:
+        return list(store.list(prefix))
+    except StoreUnavailable as exc:
+        raise Unavailable(str(exc)) from exc

@@ -1,0 +1,78 @@
+"""The only module that knows how object keys in the snapshot store are spelled.
+
+    <ns>/shared/<checkpoint>-<uuid>-<sst name>             immutable SSTs, reused by later checkpoints
+    <ns>/private/<checkpoint>/<start>-<end>/<uuid>-<name>  a shard's RocksDB metadata of one checkpoint
+    <ns>/manifests/<checkpoint>/<start>-<end>/<uuid>.pb    a shard manifest (ShardSnapshotHandle)
+    <ns>/checkpoints/<checkpoint>/metadata.pb              the commit point (CheckpointMetadata)
+
+Every key names the checkpoint that wrote it, so garbage collection can tell what a checkpoint
+still in flight may need (only ids above the latest committed one can still commit).
+Checkpoint ids are zero-padded to 20 digits so that listing order is numeric order. Every
+uploaded name carries a fresh uuid: RocksDB's file numbers repeat across restores and nodes,
+and an object, once written, is never overwritten (invariant 1).
+"""
+from __future__ import annotations
+
+import uuid
+
+from stateserver.keygroups import KeyGroupRange
+
+_CHECKPOINT_DIGITS = 20
+METADATA_NAME = "metadata.pb"
+
+
+def _checkpoint(checkpoint_id: int) -> str:
+    return f"{checkpoint_id:0{_CHECKPOINT_DIGITS}d}"
+
+
+def _unique() -> str:
+    return uuid.uuid4().hex
+
+
+def shared_prefix(namespace: str) -> str:
+    return f"{namespace}/shared"
+
+
+def private_prefix(namespace: str) -> str:
+    return f"{namespace}/private"
+
+
+def manifests_prefix(namespace: str) -> str:
+    return f"{namespace}/manifests"
+
+
+def checkpoints_prefix(namespace: str) -> str:
+    return f"{namespace}/checkpoints"
+
+
+def shared_file(namespace: str, checkpoint_id: int, local_name: str) -> str:
+    return f"{shared_prefix(namespace)}/{_checkpoint(checkpoint_id)}-{_unique()}-{local_name}"
+
+
+def private_file(namespace: str, checkpoint_id: int, key_groups: KeyGroupRange, local_name: str) -> str:
+    return f"{private_prefix(namespace)}/{_checkpoint(checkpoint_id)}/{key_groups}/{_unique()}-{local_name}"
+
+
+def shard_manifest(namespace: str, checkpoint_id: int, key_groups: KeyGroupRange) -> str:
+    return f"{manifests_prefix(namespace)}/{_checkpoint(checkpoint_id)}/{key_groups}/{_unique()}.pb"
+
+
+def checkpoint_metadata(namespace: str, checkpoint_id: int) -> str:
+    return f"{checkpoints_prefix(namespace)}/{_checkpoint(checkpoint_id)}/{METADATA_NAME}"
+
+
+def checkpoint_id_of(key: str) -> int | None:
+    """The id of the checkpoint that wrote an object; None for keys not spelled here."""
+    parts = key.split("/")
+    if len(parts) < 3:
+        return None
+    if parts[1] in ("private", "manifests", "checkpoints") and parts[2].isdigit():
+        return int(parts[2])
+    if parts[1] == "shared":
+        digits = parts[2].split("-", 1)[0]
+        return int(digits) if digits.isdigit() else None
+    return None
+
+
+def is_metadata(key: str) -> bool:
+    return key.endswith("/" + METADATA_NAME) and checkpoint_id_of(key) is not None
