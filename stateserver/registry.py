@@ -10,9 +10,10 @@ import logging
 import os
 import pathlib
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
-from stateserver.errors import AlreadyExists, InvalidInput, NotFound, ShardNotOpen
+from stateserver.errors import AlreadyExists, Fenced, InvalidInput, NotFound, ShardNotOpen
 from stateserver.keygroups import MAX_KEY_GROUPS_LIMIT, KeyGroupRange
 from stateserver.limits import Limits
 from stateserver.names import check_name
@@ -21,6 +22,9 @@ from stateserver.shard import Clock, Shard, ShardId, wall_clock_ms
 from stateserver.states import StateDescriptor
 
 log = logging.getLogger(__name__)
+
+# Builds a shard's directory at the given path from a checkpoint; returns what it restored.
+Restorer = Callable[[ShardId, pathlib.Path], Any]
 
 
 def shard_directory(data_dir: pathlib.Path, shard_id: ShardId) -> pathlib.Path:
@@ -36,6 +40,8 @@ class ShardRegistry:
         self._lock = threading.Lock()
         self._max_key_groups: dict[str, int] = {}
         self._shards: dict[tuple[str, int, int], Shard] = {}
+        # Told about every shard opened from a checkpoint, with the restorer's result.
+        self.on_restored: Callable[[Shard, Any], None] | None = None
         for path in sorted((data_dir / "namespaces").glob("*/namespace.json")):
             self._max_key_groups[path.parent.name] = json.loads(path.read_text())["max_key_groups"]
 
@@ -71,24 +77,53 @@ class ShardRegistry:
 
     # -- shards --------------------------------------------------------------------------
 
-    def open_shard(self, namespace: str, start: int, end: int, epoch: int, states: Iterable[StateDescriptor]) -> Shard:
+    def open_shard(self, namespace: str, start: int, end: int, epoch: int, states: Iterable[StateDescriptor],
+                   restore: Restorer | None = None) -> Shard:
+        """Open a shard as the writer at ``epoch``; with ``restore``, replace its state first.
+
+        Open shards of the namespace whose key groups overlap belong to an older writer (the
+        job changed parallelism or failed over): a newer epoch closes them, fencing them out.
+        """
         max_key_groups = self.max_key_groups(namespace)
         key_groups = _range(start, end, max_key_groups)
+        shard_id = ShardId(namespace, key_groups)
         with self._lock:
             shard = self._shards.get((namespace, start, end))
-            if shard is None:
-                for (other_ns, other_start, other_end), other in self._shards.items():
-                    if other_ns == namespace and key_groups.overlaps(KeyGroupRange(other_start, other_end)):
-                        raise InvalidInput(f"key groups {key_groups} overlap shard {other.id}, which is open on this node")
-                shard_id = ShardId(namespace, key_groups)
-                shard = Shard(shard_id=shard_id, max_key_groups=max_key_groups,
-                              path=shard_directory(self.data_dir, shard_id), resources=self.resources,
+            if shard is not None and restore is None:
+                pass  # reopened by a writer: ownership is checked below
+            else:
+                self._take_over(shard_id, epoch)
+                path = shard_directory(self.data_dir, shard_id)
+                result = restore(shard_id, path) if restore is not None else None
+                shard = Shard(shard_id=shard_id, max_key_groups=max_key_groups, path=path, resources=self.resources,
                               limits=self.limits, clock=self.clock)
+                if result is not None:
+                    shard.reset_epoch(epoch)  # the restored record is the old writer's epoch
+                    if self.on_restored is not None:
+                        self.on_restored(shard, result)
                 self._shards[(namespace, start, end)] = shard
-                log.info("shard opened", extra={"namespace": namespace, "shard": str(shard_id), "epoch": epoch})
+                log.info("shard opened", extra={"namespace": namespace, "shard": str(shard_id), "epoch": epoch,
+                                                "restored": result is not None})
         shard.take_ownership(epoch)
         shard.declare_states(states)
         return shard
+
+    def _take_over(self, shard_id: ShardId, epoch: int) -> None:
+        """Close the open shards overlapping ``shard_id``, unless one has a newer writer."""
+        overlapping = [(k, s) for k, s in self._shards.items()
+                       if k[0] == shard_id.namespace and shard_id.key_groups.overlaps(s.key_groups)]
+        for _key, other in overlapping:
+            if other.epoch > epoch:
+                raise Fenced(f"shard {other.id} is owned by epoch {other.epoch}; epoch {epoch} is stale")
+        for key, other in overlapping:
+            del self._shards[key]
+            other.close()
+            log.info("shard closed for a newer writer", extra={"namespace": shard_id.namespace, "shard": str(other.id)})
+        path = shard_directory(self.data_dir, shard_id)
+        if not overlapping and (path / "CURRENT").exists():
+            stored = Shard.stored_epoch(path, self.resources)
+            if stored > epoch:
+                raise Fenced(f"shard {shard_id} is owned by epoch {stored}; epoch {epoch} is stale")
 
     def shard(self, namespace: str, start: int, end: int, epoch: int) -> Shard:
         """The open shard for a request, after checking the writer's epoch."""
@@ -98,6 +133,11 @@ class ShardRegistry:
             raise ShardNotOpen(f"shard {namespace}/{start}-{end} is not open on this node; open it first")
         shard.check_writer(epoch)
         return shard
+
+    def open_epoch(self, namespace: str, start: int, end: int) -> int | None:
+        """The epoch of the open shard with exactly these key groups, or None."""
+        shard = self._shards.get((namespace, start, end))
+        return shard.epoch if shard is not None else None
 
     def close_shard(self, namespace: str, start: int, end: int, epoch: int) -> None:
         shard = self.shard(namespace, start, end, epoch)

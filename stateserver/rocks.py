@@ -68,11 +68,13 @@ class RocksResources:
         options.disable_wal = not self.tuning.write_ahead_log
         return options
 
-    def open_db(self, path: pathlib.Path) -> rocksdict.Rdict:
+    def open_db(self, path: pathlib.Path, *, read_only: bool = False) -> rocksdict.Rdict:
         """Open (or create) a shard's database with every column family it has on disk."""
-        path.mkdir(parents=True, exist_ok=True)
+        if not read_only:
+            path.mkdir(parents=True, exist_ok=True)
         existing = rocksdict.Rdict.list_cf(str(path)) if (path / "CURRENT").exists() else []
         families = {name: self.options() for name in existing if name != DEFAULT_COLUMN_FAMILY}
-        db = rocksdict.Rdict(str(path), self.options(), column_families=families)
+        access = rocksdict.AccessType.read_only() if read_only else rocksdict.AccessType.read_write()
+        db = rocksdict.Rdict(str(path), self.options(), column_families=families, access_type=access)
         db.set_write_options(self.write_options())
         return db

@@ -7,6 +7,7 @@ import logging
 import pathlib
 import signal
 import threading
+from collections.abc import Mapping
 from importlib import metadata
 
 import grpc
@@ -15,8 +16,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from stateserver.limits import Limits
 from stateserver.registry import ShardRegistry
 from stateserver.rocks import RocksResources, RocksTuning
+from stateserver.checkpoint_service import CheckpointService
+from stateserver.checkpointing import Checkpointing
+from stateserver.objectstore import RetryingObjectStore, open_store
 from stateserver.service import StateService
-from stateserver.v1 import state_pb2_grpc
+from stateserver.v1 import checkpoint_pb2_grpc, state_pb2_grpc
 
 log = logging.getLogger(__name__)
 SERVICE_NAME = "stateserver.v1.StateService"
@@ -33,6 +37,10 @@ class NodeConfig:
     drain_seconds: float = 10.0
     limits: Limits = Limits()
     tuning: RocksTuning = RocksTuning()
+    # Empty: file://<data_dir>/snapshots, the embedded default.
+    snapshot_url: str = ""
+    snapshot_options: Mapping[str, str] = dataclasses.field(default_factory=dict)
+    upload_threads: int = 8
 
     @property
     def address(self) -> str:
@@ -46,10 +54,20 @@ def version() -> str:
         return "0+unknown"
 
 
+def open_checkpointing(config: NodeConfig, resources: RocksResources) -> Checkpointing:
+    url = config.snapshot_url or (config.data_dir / "snapshots").resolve().as_uri()
+    store = RetryingObjectStore(open_store(url, options=dict(config.snapshot_options) or None))
+    return Checkpointing(store, work_dir=config.data_dir / "checkpoints", resources=resources,
+                         upload_threads=config.upload_threads)
+
+
 class Node:
     def __init__(self, config: NodeConfig) -> None:
         self.config = config
-        self.registry = ShardRegistry(config.data_dir, RocksResources(config.tuning), config.limits)
+        resources = RocksResources(config.tuning)
+        self.registry = ShardRegistry(config.data_dir, resources, config.limits)
+        self.checkpointing = open_checkpointing(config, resources)
+        self.registry.on_restored = self.checkpointing.restored
         self.health = health.HealthServicer()
         options = [
             ("grpc.max_receive_message_length", config.max_message_bytes),
@@ -62,7 +80,11 @@ class Node:
         )
         node_id = config.node_id or config.address
         state_pb2_grpc.add_StateServiceServicer_to_server(
-            StateService(self.registry, node_id=node_id, version=version()), self.server
+            StateService(self.registry, node_id=node_id, version=version(), checkpointing=self.checkpointing),
+            self.server,
+        )
+        checkpoint_pb2_grpc.add_CheckpointServiceServicer_to_server(
+            CheckpointService(self.registry, self.checkpointing), self.server
         )
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self.port = self.server.add_insecure_port(config.address)
@@ -83,6 +105,7 @@ class Node:
         self.health.enter_graceful_shutdown()
         self.server.stop(grace=self.config.drain_seconds).wait()
         self.registry.close_all()
+        self.checkpointing.close()
         self._stopped.set()
         log.info("node stopped", extra={"address": f"{self.config.host}:{self.port}"})
 

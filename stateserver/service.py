@@ -8,17 +8,20 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
 
 from stateserver import errors, shard_reads, shard_writes, wire
 from stateserver.operations import Batch
-from stateserver.registry import ShardRegistry
+from stateserver.registry import Restorer, ShardRegistry
 from stateserver.shard import Shard
 from stateserver.states import StateDescriptor
 from stateserver.v1 import state_pb2 as pb
 from stateserver.v1 import state_pb2_grpc
+
+if TYPE_CHECKING:
+    from stateserver.checkpointing import Checkpointing
 
 log = logging.getLogger(__name__)
 
@@ -72,8 +75,10 @@ def translate_errors(handler: Handler) -> Handler:
 
 
 class StateService(state_pb2_grpc.StateServiceServicer):
-    def __init__(self, registry: ShardRegistry, *, node_id: str, version: str) -> None:
+    def __init__(self, registry: ShardRegistry, *, node_id: str, version: str,
+                 checkpointing: Checkpointing | None = None) -> None:
         self.registry = registry
+        self.checkpointing = checkpointing
         self.node_id = node_id
         self.version = version
 
@@ -90,9 +95,21 @@ class StateService(state_pb2_grpc.StateServiceServicer):
     def OpenShard(self, request: pb.OpenShardRequest, context: grpc.ServicerContext) -> pb.OpenShardResponse:
         ref = request.shard
         descriptors = [StateDescriptor.from_proto(s) for s in request.states]
-        shard = self.registry.open_shard(ref.namespace, ref.key_group_start, ref.key_group_end, ref.epoch, descriptors)
+        restorer = self._restorer(request.restore) if request.HasField("restore") else None
+        shard = self.registry.open_shard(ref.namespace, ref.key_group_start, ref.key_group_end, ref.epoch, descriptors,
+                                         restore=restorer)
         states = [s.descriptor.to_proto() for s in shard.states.values()]
         return pb.OpenShardResponse(epoch=shard.epoch, states=states)
+
+    def _restorer(self, source: pb.RestoreSource) -> Restorer:
+        if self.checkpointing is None:
+            raise errors.InvalidInput("this node has no snapshot store to restore from")
+        kind = source.WhichOneof("source")
+        if kind == "latest" and source.latest:
+            return _restore_target(self.checkpointing, "latest")
+        if kind == "checkpoint_id" and source.checkpoint_id > 0:
+            return _restore_target(self.checkpointing, source.checkpoint_id)
+        raise errors.InvalidInput("a restore source names a checkpoint id (from 1) or latest")
 
     @translate_errors
     def DeclareStates(self, request: pb.DeclareStatesRequest, context: grpc.ServicerContext) -> pb.DeclareStatesResponse:
@@ -148,3 +165,9 @@ class StateService(state_pb2_grpc.StateServiceServicer):
     def NodeInfo(self, request: pb.NodeInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfoResponse:
         shards = [str(shard.id) for shard in self.registry.open_shards()]
         return pb.NodeInfoResponse(node_id=self.node_id, version=self.version, open_shards=shards)
+
+
+def _restore_target(checkpointing: Checkpointing, checkpoint: int | str) -> Restorer:
+    from stateserver.checkpointing import restore_target  # the checkpointing module imports this one
+
+    return restore_target(checkpointing, checkpoint)

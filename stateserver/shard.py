@@ -98,6 +98,24 @@ class Shard:
             self.applied_sequence = 0  # the writer numbers its batches afresh after each open
             self._turns.notify_all()
 
+    def reset_epoch(self, epoch: int) -> None:
+        """After a restore: the restored epoch record is the old writer's, not this one's."""
+        with self.write_lock:
+            self._meta.put(_EPOCH_KEY, str(epoch).encode(), _synced())
+            self.epoch = epoch
+
+    @staticmethod
+    def stored_epoch(path: pathlib.Path, resources: RocksResources) -> int:
+        """The writer epoch recorded in a shard directory that is not open."""
+        db = resources.open_db(path, read_only=True)
+        try:
+            if META_COLUMN_FAMILY not in rocksdict.Rdict.list_cf(str(path)):
+                return 0
+            stored = db.get_column_family(META_COLUMN_FAMILY).get(_EPOCH_KEY)
+            return int(stored) if stored is not None else 0
+        finally:
+            db.close()
+
     def check_writer(self, epoch: int) -> None:
         if self.closed:
             raise ShardNotOpen(f"shard {self.id} is closed; open it again")

@@ -50,6 +50,16 @@ class ShardSnapshots:
         self._confirmed: dict[str, cpb.StoredFile] = {}
         self._confirmed_id = 0
 
+    def inherit(self, earlier: ShardSnapshots) -> None:
+        """Carry over what a previous incarnation of the same shard (closed, reopened) may reuse."""
+        with earlier._lock:
+            self._confirmed, self._confirmed_id = dict(earlier._confirmed), earlier._confirmed_id
+
+    def forget_reusable(self) -> None:
+        """After a rescaling restore the shard's files are new: nothing uploaded before matches."""
+        with self._lock:
+            self._confirmed = {}
+
     def seed(self, handle: cpb.ShardSnapshotHandle) -> None:
         """After a restore from ``handle``, its files are committed uploads of this shard's files."""
         with self._lock:

@@ -1,0 +1,141 @@
+"""A node's checkpointing: its snapshot store, the snapshots of its shards, commit, restore.
+
+One object per node, handed to the gRPC CheckpointService and to the shard registry (for
+OpenShard with a restore source). The thread pools are shared by all shards of the node.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import logging
+import pathlib
+import shutil
+import threading
+import uuid
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from stateserver.checkpoints import CheckpointCatalog
+from stateserver.errors import Fenced, NotFound
+from stateserver.keygroups import KeyGroupRange
+from stateserver.objectstore import ObjectStore
+from stateserver.registry import Restorer
+from stateserver.rocks import RocksResources
+from stateserver.shard import Shard, ShardId
+from stateserver.snapshot import ShardSnapshots, SnapshotStatus, UploadResult
+from stateserver.v1 import checkpoint_pb2 as cpb
+
+if TYPE_CHECKING:
+    from stateserver.restore import RestoreResult
+
+log = logging.getLogger(__name__)
+
+
+@dataclasses.dataclass(frozen=True)
+class SnapshotOutcome:
+    status: SnapshotStatus
+    result: UploadResult | None
+    error: str
+
+
+class Checkpointing:
+    def __init__(self, store: ObjectStore, *, work_dir: pathlib.Path, resources: RocksResources,
+                 upload_threads: int = 8, snapshot_threads: int = 4) -> None:
+        self.store = store
+        self.catalog = CheckpointCatalog(store)
+        self.work_dir = work_dir
+        self.resources = resources
+        self.file_executor = concurrent.futures.ThreadPoolExecutor(upload_threads, thread_name_prefix="transfer")
+        self.snapshot_executor = concurrent.futures.ThreadPoolExecutor(snapshot_threads, thread_name_prefix="snapshot")
+        self._lock = threading.Lock()
+        self._shards: dict[ShardId, ShardSnapshots] = {}
+
+    def snapshots_of(self, shard: Shard) -> ShardSnapshots:
+        with self._lock:
+            snapshots = self._shards.get(shard.id)
+            if snapshots is None or snapshots.shard is not shard:
+                # A shard reopened after a close or restore starts its bookkeeping afresh,
+                # keeping only what it may still reuse.
+                fresh = ShardSnapshots(shard, self.store, work_dir=self.work_dir / str(shard.id).replace("/", "_"),
+                                       snapshot_executor=self.snapshot_executor, file_executor=self.file_executor)
+                if snapshots is not None:
+                    fresh.inherit(snapshots)
+                snapshots = self._shards[shard.id] = fresh
+            return snapshots
+
+    def _known(self, shard_id: ShardId) -> ShardSnapshots:
+        with self._lock:
+            snapshots = self._shards.get(shard_id)
+        if snapshots is None:
+            raise NotFound(f"no snapshot of shard {shard_id} was taken on this node")
+        return snapshots
+
+    # -- the checkpoint protocol ---------------------------------------------------------
+
+    def snapshot(self, shard: Shard, checkpoint_id: int, epoch: int) -> float:
+        """Sync phase; returns its duration in seconds. The upload goes on in the background."""
+        return self.snapshots_of(shard).start(checkpoint_id, epoch).sync_seconds
+
+    def outcome(self, shard_id: ShardId, checkpoint_id: int, epoch: int, timeout: float) -> SnapshotOutcome:
+        snapshots = self._known(shard_id)
+        status, result, error = snapshots.status(checkpoint_id, timeout)
+        if result is not None and result.handle.writer_epoch != epoch:
+            raise Fenced(f"the snapshot of checkpoint {checkpoint_id} of shard {shard_id} was taken by epoch "
+                         f"{result.handle.writer_epoch}, not {epoch}")
+        return SnapshotOutcome(status, result, error)
+
+    def complete(self, shard_id: ShardId, checkpoint_id: int) -> None:
+        self._known(shard_id).complete(checkpoint_id)
+
+    def abort(self, shard_id: ShardId, checkpoint_id: int) -> None:
+        self._known(shard_id).abort(checkpoint_id)
+
+    def commit(self, namespace: str, checkpoint_id: int, handles: Iterable[cpb.ShardSnapshotHandle]) -> str:
+        key = self.catalog.commit(namespace, checkpoint_id, handles)
+        log.info("checkpoint committed", extra={"namespace": namespace, "checkpoint": checkpoint_id, "key": key})
+        return key
+
+    def restored(self, shard: Shard, result: RestoreResult) -> None:
+        """Registry callback: a full restore's files are committed uploads the shard may reuse."""
+        snapshots = self.snapshots_of(shard)
+        if result.reusable_handle is None:
+            snapshots.forget_reusable()
+        else:
+            snapshots.seed(result.reusable_handle)
+
+    def close(self) -> None:
+        with self._lock:
+            shards = list(self._shards.values())
+        for snapshots in shards:
+            snapshots.close()
+        self.snapshot_executor.shutdown(wait=True)
+        self.file_executor.shutdown(wait=True)
+
+
+def shard_key_groups(handle: cpb.ShardSnapshotHandle) -> KeyGroupRange:
+    return KeyGroupRange(handle.key_group_start, handle.key_group_end)
+
+
+def restore_target(checkpointing: Checkpointing, source_checkpoint: int | str) -> Restorer:
+    """A restorer for the registry: builds the shard's directory from ``source_checkpoint``
+    (an id or "latest") beside the old one, then swaps it in."""
+
+    def restore(shard_id: ShardId, path: pathlib.Path) -> RestoreResult:
+        from stateserver.restore import restore_shard
+
+        metadata = checkpointing.catalog.resolve(shard_id.namespace, source_checkpoint)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.parent / f".{path.name}.restoring-{uuid.uuid4().hex[:8]}"
+        result = restore_shard(checkpointing.store, metadata, shard_id.key_groups, temporary,
+                               resources=checkpointing.resources, executor=checkpointing.file_executor)
+        if path.exists():
+            discarded = path.parent / f".{path.name}.replaced-{uuid.uuid4().hex[:8]}"
+            path.rename(discarded)
+            shutil.rmtree(discarded, ignore_errors=True)
+        temporary.rename(path)
+        log.info("shard restored", extra={"namespace": shard_id.namespace, "shard": str(shard_id),
+                                          "checkpoint": metadata.checkpoint_id, "rescaled": result.rescaled,
+                                          "bytes": result.bytes_downloaded})
+        return result
+
+    return restore
