@@ -6,7 +6,7 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from client._errors import translate_rpc_error
-from stateserver.v1 import state_pb2_grpc
+from stateserver.v1 import checkpoint_pb2_grpc, state_pb2_grpc
 
 Reply = TypeVar("Reply")
 
@@ -38,16 +38,21 @@ class NodeConnection:
         self.address = address
         self.timeout = timeout
         self.channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
-        self.stub = state_pb2_grpc.StateServiceStub(self.channel)
+        # Method names are unique across the node's services, so a call names only the method.
+        state = state_pb2_grpc.StateServiceStub(self.channel)
+        checkpoint = checkpoint_pb2_grpc.CheckpointServiceStub(self.channel)
+        self._methods: dict[str, Any] = {}
+        for stub in (state, checkpoint):
+            self._methods.update({name: value for name, value in vars(stub).items() if not name.startswith("_")})
 
     def call(self, method: str, request: Any, *, timeout: float | None = None) -> Any:
         try:
-            return getattr(self.stub, method)(request, timeout=timeout or self.timeout)
+            return self._methods[method](request, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
             raise translate_rpc_error(exc, address=self.address) from exc
 
     def start(self, method: str, request: Any, *, timeout: float | None = None) -> PendingCall[Any]:
-        future = getattr(self.stub, method).future(request, timeout=timeout or self.timeout)
+        future = self._methods[method].future(request, timeout=timeout or self.timeout)
         return PendingCall(future, self.address)
 
     def close(self) -> None:

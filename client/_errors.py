@@ -10,6 +10,7 @@
     ├── WrongNodeError                    another node owns the shard; refresh routing, retry
     ├── DataCorruptionError               stored data failed a check
     ├── UnavailableError                  node down, overloaded or shutting down; retry
+    ├── SnapshotFailedError               a shard snapshot could not be made durable; abort the checkpoint
     └── InternalError                     a bug on the node
 """
 from __future__ import annotations
@@ -64,6 +65,10 @@ class DataCorruptionError(StateServerError):
 
 class UnavailableError(StateServerError):
     retriable = True
+
+
+class SnapshotFailedError(StateServerError):
+    pass
 
 
 class InternalError(StateServerError):

@@ -1,15 +1,17 @@
 """A writer: the one client that owns a set of shards of a namespace at an epoch."""
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from typing import Any
 
-from client._errors import KeyGroupOutOfRangeError
+from client._errors import KeyGroupOutOfRangeError, SnapshotFailedError, UnavailableError
 from client._serializers import JSON, STR, Serializer
 from client._shard_session import ShardSession
 from client._states import AggregatingState, ListState, MapState, ValueState, operand_serializer_for
 from stateserver.keygroups import KeyGroupRange, key_group_for, stable_hash
 from stateserver.states import StateDescriptor, StateKind
+from stateserver.v1 import checkpoint_pb2 as cpb
 from stateserver.v1 import state_pb2 as pb
 
 
@@ -98,6 +100,53 @@ class Writer:
             session.start_flush()
         for session in self.sessions:
             session.wait_for_writes()
+
+    # -- checkpoints ---------------------------------------------------------------------
+
+    def snapshot(self, checkpoint_id: int) -> float:
+        """The sync phase at the barrier: flush, then every shard takes its local checkpoint.
+
+        Returns the longest sync pause in milliseconds. Uploads go on in the background on the
+        nodes; writes made after this returns are not in the checkpoint.
+        """
+        self.flush()
+        pending = [s.connection.start("SnapshotShard", cpb.SnapshotShardRequest(shard=s.ref, checkpoint_id=checkpoint_id))
+                   for s in self.sessions]
+        return max((call.result().sync_millis for call in pending), default=0.0)
+
+    def await_snapshot(self, checkpoint_id: int, *, timeout: float = 300.0) -> list[cpb.ShardSnapshotHandle]:
+        """Wait until every shard's snapshot is durable; returns their handles for the commit."""
+        deadline = time.monotonic() + timeout
+        handles = []
+        for session in self.sessions:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise UnavailableError(f"the snapshot of checkpoint {checkpoint_id} of shard {session.shard_id} "
+                                           f"is not durable after {timeout} s")
+                request = cpb.AwaitShardSnapshotRequest(shard=session.ref, checkpoint_id=checkpoint_id,
+                                                        timeout_millis=int(min(left, 10.0) * 1000))
+                reply = session.connection.call("AwaitShardSnapshot", request, timeout=min(left, 10.0) + 5)
+                if reply.state == cpb.SNAPSHOT_STATE_DURABLE:
+                    handles.append(reply.handle)
+                    break
+                if reply.state == cpb.SNAPSHOT_STATE_FAILED:
+                    raise SnapshotFailedError(f"the snapshot of checkpoint {checkpoint_id} of shard "
+                                              f"{session.shard_id} failed: {reply.error}")
+        return handles
+
+    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
+        """The checkpoint is committed: its uploads may be reused by the next one."""
+        self._notify("NotifyCheckpointComplete", checkpoint_id)
+
+    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
+        self._notify("NotifyCheckpointAborted", checkpoint_id)
+
+    def _notify(self, method: str, checkpoint_id: int) -> None:
+        pending = [s.connection.start(method, cpb.NotifyCheckpointRequest(shard=s.ref, checkpoint_id=checkpoint_id))
+                   for s in self.sessions]
+        for call in pending:
+            call.result()
 
     def close(self) -> None:
         """Flush and release the shards (they stay on the node's disk)."""
