@@ -5,14 +5,11 @@ import grpc
 
 from stateserver.checkpointing import Checkpointing
 from stateserver.errors import Fenced, InvalidInput
-from stateserver.keygroups import KeyGroupRange
 from stateserver.registry import ShardRegistry
-from stateserver.service import translate_errors
-from stateserver.shard import ShardId
+from stateserver.service import shard_id_of, translate_errors
 from stateserver.snapshot import SnapshotStatus
 from stateserver.v1 import checkpoint_pb2 as cpb
 from stateserver.v1 import checkpoint_pb2_grpc
-from stateserver.v1 import state_pb2 as pb
 
 _STATES = {
     SnapshotStatus.UPLOADING: cpb.SNAPSHOT_STATE_UPLOADING,
@@ -20,13 +17,6 @@ _STATES = {
     SnapshotStatus.FAILED: cpb.SNAPSHOT_STATE_FAILED,
 }
 MAX_AWAIT_SECONDS = 60.0
-
-
-def shard_id_of(ref: pb.ShardRef) -> ShardId:
-    try:
-        return ShardId(ref.namespace, KeyGroupRange(ref.key_group_start, ref.key_group_end))
-    except ValueError as exc:
-        raise InvalidInput(str(exc)) from None
 
 
 class CheckpointService(checkpoint_pb2_grpc.CheckpointServiceServicer):

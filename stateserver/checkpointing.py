@@ -19,6 +19,7 @@ from stateserver.checkpoints import CheckpointCatalog
 from stateserver.errors import Fenced, NotFound
 from stateserver.keygroups import KeyGroupRange
 from stateserver.objectstore import ObjectStore
+from stateserver.ownership import Ownership
 from stateserver.registry import Restorer
 from stateserver.rocks import RocksResources
 from stateserver.shard import Shard, ShardId
@@ -43,6 +44,7 @@ class Checkpointing:
                  upload_threads: int = 8, snapshot_threads: int = 4) -> None:
         self.store = store
         self.catalog = CheckpointCatalog(store)
+        self.ownership = Ownership(store)
         self.work_dir = work_dir
         self.resources = resources
         self.file_executor = concurrent.futures.ThreadPoolExecutor(upload_threads, thread_name_prefix="transfer")
@@ -57,7 +59,8 @@ class Checkpointing:
                 # A shard reopened after a close or restore starts its bookkeeping afresh,
                 # keeping only what it may still reuse.
                 fresh = ShardSnapshots(shard, self.store, work_dir=self.work_dir / str(shard.id).replace("/", "_"),
-                                       snapshot_executor=self.snapshot_executor, file_executor=self.file_executor)
+                                       snapshot_executor=self.snapshot_executor, file_executor=self.file_executor,
+                                       ownership=self.ownership)
                 if snapshots is not None:
                     fresh.inherit(snapshots)
                 snapshots = self._shards[shard.id] = fresh
@@ -91,6 +94,9 @@ class Checkpointing:
         self._known(shard_id).abort(checkpoint_id)
 
     def commit(self, namespace: str, checkpoint_id: int, handles: Iterable[cpb.ShardSnapshotHandle]) -> str:
+        handles = list(handles)
+        for handle in handles:  # a stale writer's snapshot cannot commit, whichever node asks
+            self.ownership.check(namespace, shard_key_groups(handle), handle.writer_epoch)
         key = self.catalog.commit(namespace, checkpoint_id, handles)
         log.info("checkpoint committed", extra={"namespace": namespace, "checkpoint": checkpoint_id, "key": key})
         return key

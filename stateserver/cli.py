@@ -13,7 +13,8 @@ from stateserver.server import Node, NodeConfig
 def _serve(options: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
     config = NodeConfig(host=options.host, port=options.port, data_dir=pathlib.Path(options.data_dir),
-                        max_message_bytes=options.max_message_bytes)
+                        max_message_bytes=options.max_message_bytes, snapshot_url=options.snapshot_url,
+                        nodes=tuple(n for n in options.nodes.split(",") if n), node_id=options.node_id)
     Node(config).serve_until_signalled()
     return 0
 
@@ -26,6 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, default=7700)
     serve.add_argument("--data-dir", required=True)
     serve.add_argument("--max-message-bytes", type=int, default=64 << 20)
+    serve.add_argument("--snapshot-url", default="")
+    serve.add_argument("--nodes", default="", help="host:port,... or dns:NAME:PORT")
+    serve.add_argument("--node-id", default="")
     serve.set_defaults(run=_serve)
     cli_checkpoints.register_commands(commands)
     return parser

@@ -4,6 +4,7 @@
     <ns>/private/<checkpoint>/<start>-<end>/<uuid>-<name>  a shard's RocksDB metadata of one checkpoint
     <ns>/manifests/<checkpoint>/<start>-<end>/<uuid>.pb    a shard manifest (ShardSnapshotHandle)
     <ns>/checkpoints/<checkpoint>/metadata.pb              the commit point (CheckpointMetadata)
+    <ns>/owners/<start>-<end>/<epoch>                      shard ownership records (ownership.py)
 
 Every key names the checkpoint that wrote it, so garbage collection can tell what a checkpoint
 still in flight may need (only ids above the latest committed one can still commit).
@@ -76,3 +77,21 @@ def checkpoint_id_of(key: str) -> int | None:
 
 def is_metadata(key: str) -> bool:
     return key.endswith("/" + METADATA_NAME) and checkpoint_id_of(key) is not None
+
+
+def owners_prefix(namespace: str) -> str:
+    return f"{namespace}/owners"
+
+
+def owner_record(namespace: str, key_groups: KeyGroupRange, epoch: int) -> str:
+    return f"{owners_prefix(namespace)}/{key_groups}/{epoch:0{_CHECKPOINT_DIGITS}d}"
+
+
+def parse_owner_record(key: str) -> tuple[KeyGroupRange, int] | None:
+    parts = key.split("/")
+    if len(parts) != 4 or parts[1] != "owners" or not parts[3].isdigit():
+        return None
+    try:
+        return KeyGroupRange.parse(parts[2]), int(parts[3])
+    except ValueError:
+        return None

@@ -77,6 +77,10 @@ class ShardRegistry:
 
     # -- shards --------------------------------------------------------------------------
 
+    def key_groups_of(self, namespace: str, start: int, end: int) -> KeyGroupRange:
+        """The shard's key groups, checked against the namespace (NotFound, InvalidInput)."""
+        return _range(start, end, self.max_key_groups(namespace))
+
     def open_shard(self, namespace: str, start: int, end: int, epoch: int, states: Iterable[StateDescriptor],
                    restore: Restorer | None = None) -> Shard:
         """Open a shard as the writer at ``epoch``; with ``restore``, replace its state first.

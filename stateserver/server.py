@@ -18,6 +18,7 @@ from stateserver.registry import ShardRegistry
 from stateserver.rocks import RocksResources, RocksTuning
 from stateserver.checkpoint_service import CheckpointService
 from stateserver.checkpointing import Checkpointing
+from stateserver.cluster import ClusterView, resolve_nodes
 from stateserver.objectstore import RetryingObjectStore, open_store
 from stateserver.service import StateService
 from stateserver.v1 import checkpoint_pb2_grpc, state_pb2_grpc
@@ -41,6 +42,8 @@ class NodeConfig:
     snapshot_url: str = ""
     snapshot_options: Mapping[str, str] = dataclasses.field(default_factory=dict)
     upload_threads: int = 8
+    # The cluster's nodes ("host:port" or "dns:NAME:PORT"); empty for a single node.
+    nodes: tuple[str, ...] = ()
 
     @property
     def address(self) -> str:
@@ -79,8 +82,10 @@ class Node:
             options=options,
         )
         node_id = config.node_id or config.address
+        cluster = ClusterView(node_id, resolve_nodes(config.nodes))
         state_pb2_grpc.add_StateServiceServicer_to_server(
-            StateService(self.registry, node_id=node_id, version=version(), checkpointing=self.checkpointing),
+            StateService(self.registry, node_id=node_id, version=version(), checkpointing=self.checkpointing,
+                         cluster=cluster),
             self.server,
         )
         checkpoint_pb2_grpc.add_CheckpointServiceServicer_to_server(

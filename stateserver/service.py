@@ -14,8 +14,10 @@ import grpc
 
 from stateserver import errors, shard_reads, shard_writes, wire
 from stateserver.operations import Batch
+from stateserver.cluster import ClusterView
+from stateserver.keygroups import KeyGroupRange
 from stateserver.registry import Restorer, ShardRegistry
-from stateserver.shard import Shard
+from stateserver.shard import Shard, ShardId
 from stateserver.states import StateDescriptor
 from stateserver.v1 import state_pb2 as pb
 from stateserver.v1 import state_pb2_grpc
@@ -40,6 +42,13 @@ STATUS_FOR_ERROR: dict[type[errors.StateServerError], grpc.StatusCode] = {
 }
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
+
+
+def shard_id_of(ref: pb.ShardRef) -> ShardId:
+    try:
+        return ShardId(ref.namespace, KeyGroupRange(ref.key_group_start, ref.key_group_end))
+    except ValueError as exc:
+        raise errors.InvalidInput(str(exc)) from None
 
 
 def status_for(error: errors.StateServerError) -> grpc.StatusCode:
@@ -76,9 +85,10 @@ def translate_errors(handler: Handler) -> Handler:
 
 class StateService(state_pb2_grpc.StateServiceServicer):
     def __init__(self, registry: ShardRegistry, *, node_id: str, version: str,
-                 checkpointing: Checkpointing | None = None) -> None:
+                 checkpointing: Checkpointing | None = None, cluster: ClusterView | None = None) -> None:
         self.registry = registry
         self.checkpointing = checkpointing
+        self.cluster = cluster or ClusterView(node_id, ())
         self.node_id = node_id
         self.version = version
 
@@ -95,6 +105,12 @@ class StateService(state_pb2_grpc.StateServiceServicer):
     def OpenShard(self, request: pb.OpenShardRequest, context: grpc.ServicerContext) -> pb.OpenShardResponse:
         ref = request.shard
         descriptors = [StateDescriptor.from_proto(s) for s in request.states]
+        self.cluster.check_placement(f"{ref.namespace}/{ref.key_group_start}-{ref.key_group_end}",
+                                     request.unavailable_nodes)
+        # Checked before the ownership record is written, so that bad input changes nothing.
+        key_groups = self.registry.key_groups_of(ref.namespace, ref.key_group_start, ref.key_group_end)
+        if self.checkpointing is not None:
+            self.checkpointing.ownership.claim(ref.namespace, key_groups, ref.epoch, self.node_id)
         restorer = self._restorer(request.restore) if request.HasField("restore") else None
         shard = self.registry.open_shard(ref.namespace, ref.key_group_start, ref.key_group_end, ref.epoch, descriptors,
                                          restore=restorer)
@@ -164,7 +180,8 @@ class StateService(state_pb2_grpc.StateServiceServicer):
     @translate_errors
     def NodeInfo(self, request: pb.NodeInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfoResponse:
         shards = [str(shard.id) for shard in self.registry.open_shards()]
-        return pb.NodeInfoResponse(node_id=self.node_id, version=self.version, open_shards=shards)
+        return pb.NodeInfoResponse(node_id=self.node_id, version=self.version, open_shards=shards,
+                                   nodes=self.cluster.nodes)
 
 
 def _restore_target(checkpointing: Checkpointing, checkpoint: int | str) -> Restorer:

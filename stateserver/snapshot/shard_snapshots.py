@@ -14,6 +14,7 @@ import threading
 
 from stateserver.errors import InvalidInput, NotFound
 from stateserver.objectstore import ObjectStore
+from stateserver.ownership import Ownership
 from stateserver.shard import Shard
 from stateserver.snapshot.incremental_upload import UploadResult, upload_incremental
 from stateserver.snapshot.local_checkpoint import LocalCheckpoint, take_local_checkpoint
@@ -36,7 +37,8 @@ class _InFlight:
 
 class ShardSnapshots:
     def __init__(self, shard: Shard, store: ObjectStore, *, work_dir: pathlib.Path,
-                 snapshot_executor: concurrent.futures.Executor, file_executor: concurrent.futures.Executor) -> None:
+                 snapshot_executor: concurrent.futures.Executor, file_executor: concurrent.futures.Executor,
+                 ownership: Ownership | None = None) -> None:
         """``snapshot_executor`` runs one task per snapshot, which waits on file transfers run
         by ``file_executor``: two pools, so that waiting tasks cannot starve the transfers."""
         self.shard = shard
@@ -44,6 +46,7 @@ class ShardSnapshots:
         self.work_dir = work_dir
         self.snapshot_executor = snapshot_executor
         self.file_executor = file_executor
+        self.ownership = ownership
         self._lock = threading.Lock()
         self._in_flight: dict[int, _InFlight] = {}
         # SST name -> upload, from the last checkpoint the engine confirmed.
@@ -84,6 +87,8 @@ class ShardSnapshots:
 
     def _upload(self, local: LocalCheckpoint, reusable: dict[str, cpb.StoredFile]) -> UploadResult:
         try:
+            if self.ownership is not None:  # a fenced node uploads nothing
+                self.ownership.check(local.namespace, local.key_groups, local.epoch)
             result = upload_incremental(self.store, local, reusable, self.file_executor)
         except Exception:
             log.exception("snapshot upload failed", extra={"shard": str(self.shard.id), "checkpoint": local.checkpoint_id})

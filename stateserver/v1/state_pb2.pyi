@@ -255,6 +255,7 @@ class OpenShardRequest(_message.Message):
     SHARD_FIELD_NUMBER: _builtins.int
     STATES_FIELD_NUMBER: _builtins.int
     RESTORE_FIELD_NUMBER: _builtins.int
+    UNAVAILABLE_NODES_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def shard(self) -> Global___ShardRef: ...
     @_builtins.property
@@ -266,16 +267,23 @@ class OpenShardRequest(_message.Message):
         (rescaling); unset keeps what the node has on disk.
         """
 
+    @_builtins.property
+    def unavailable_nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Nodes the writer found unreachable: the shard goes to the first node in its placement
+        order that is not among them (failover). A node refuses a shard it is not that node for.
+        """
+
     def __init__(
         self,
         *,
         shard: Global___ShardRef | None = ...,
         states: _abc.Iterable[Global___StateDescriptor] | None = ...,
         restore: Global___RestoreSource | None = ...,
+        unavailable_nodes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["restore", b"restore", "shard", b"shard"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["restore", b"restore", "shard", b"shard", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["restore", b"restore", "shard", b"shard", "states", b"states", "unavailable_nodes", b"unavailable_nodes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -629,20 +637,26 @@ class NodeInfoResponse(_message.Message):
     NODE_ID_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     OPEN_SHARDS_FIELD_NUMBER: _builtins.int
+    NODES_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     version: _builtins.str
     @_builtins.property
     def open_shards(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The cluster's node list as this node knows it (empty: a single node, no placement checks)."""
+
     def __init__(
         self,
         *,
         node_id: _builtins.str = ...,
         version: _builtins.str = ...,
         open_shards: _abc.Iterable[_builtins.str] | None = ...,
+        nodes: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "open_shards", b"open_shards", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "nodes", b"nodes", "open_shards", b"open_shards", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
