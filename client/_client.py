@@ -1,9 +1,11 @@
-"""StateClient: connections to the nodes of a cluster, namespaces, and writers."""
+"""StateClient: connections to the nodes of a cluster, namespaces, writers, failover."""
 from __future__ import annotations
 
 from collections.abc import Sequence
 
-from client._connection import NodeConnection
+
+from client._connection import NodeConnection, PendingCall
+from client._errors import StateServerError, UnavailableError, WrongNodeError
 from client._shard_session import BatchLimits, ShardSession
 from client._writer import Writer
 from stateserver import placement
@@ -12,66 +14,159 @@ from stateserver.v1 import checkpoint_pb2 as cpb
 from stateserver.v1 import state_pb2 as pb
 
 KeyGroups = KeyGroupRange | str | Sequence[KeyGroupRange | str]
+_OPEN_ATTEMPTS = 4
 
 
 class StateClient:
-    """Talks to the nodes in ``addresses``; a shard's node is chosen by rendezvous hashing."""
+    """Talks to a cluster through the seed ``addresses``.
+
+    A shard's node is the first node in its rendezvous placement order that this client has
+    not found unreachable; nodes and clients compute that order alike, so no lookup service
+    is needed. ``refresh()`` learns the cluster's node list from the nodes themselves.
+    """
 
     def __init__(self, addresses: Sequence[str] | str, *, timeout: float = 30.0, max_message_bytes: int = 64 << 20,
-                 batch_ops: int = 1000, batch_bytes: int = 4 << 20) -> None:
-        self.addresses = [addresses] if isinstance(addresses, str) else list(addresses)
-        if not self.addresses:
+                 batch_ops: int = 1000, batch_bytes: int = 4 << 20, max_in_flight: int = 4) -> None:
+        self.seeds = [addresses] if isinstance(addresses, str) else list(addresses)
+        if not self.seeds:
             raise ValueError("give at least one node address")
+        self.nodes: list[str] = list(self.seeds)
+        self.unavailable: set[str] = set()
         self._timeout = timeout
         self._max_message_bytes = max_message_bytes
-        self._batch_limits = BatchLimits(max_ops=batch_ops, max_bytes=batch_bytes)
+        self._batch_limits = BatchLimits(max_ops=batch_ops, max_bytes=batch_bytes, max_in_flight=max_in_flight)
         self._connections: dict[str, NodeConnection] = {}
+        self._refreshed = False
+
+    # -- the cluster -------------------------------------------------------------------
 
     def connection(self, address: str) -> NodeConnection:
         connection = self._connections.get(address)
         if connection is None:
             connection = self._connections[address] = NodeConnection(
-                address, max_message_bytes=self._max_message_bytes, timeout=self._timeout
+                address, max_message_bytes=self._max_message_bytes, timeout=self._timeout,
+                on_unavailable=self.mark_unavailable,
             )
         return connection
 
+    def mark_unavailable(self, address: str) -> None:
+        """Route around ``address`` from now on (until ``refresh(forget_unavailable=True)``)."""
+        self.unavailable.add(address)
+
+    def refresh(self, *, forget_unavailable: bool = False) -> list[str]:
+        """Ask the nodes for the cluster's node list; returns it."""
+        if forget_unavailable:
+            self.unavailable.clear()
+        last_error: StateServerError | None = None
+        for address in [*self.nodes, *self.seeds]:
+            if address in self.unavailable:
+                continue
+            try:
+                reply = self.connection(address).call("NodeInfo", pb.NodeInfoRequest(), timeout=min(self._timeout, 5.0))
+            except StateServerError as exc:
+                last_error = exc
+                continue
+            self.nodes = sorted(reply.nodes) if reply.nodes else list(self.seeds)
+            self._refreshed = True
+            return self.nodes
+        raise UnavailableError(f"no node of {self.seeds} answered: {last_error}")
+
     def node_for(self, shard_id: str) -> str:
-        return placement.owner(shard_id, self.addresses)
+        if not self._refreshed:
+            self.refresh()
+        for node in placement.placement_order(shard_id, self.nodes):
+            if node not in self.unavailable:
+                return node
+        raise UnavailableError(f"every node of shard {shard_id} is unavailable: {sorted(self.unavailable)}")
+
+    def _available(self) -> list[str]:
+        if not self._refreshed:
+            self.refresh()
+        return [node for node in self.nodes if node not in self.unavailable]
+
+    # -- namespaces ----------------------------------------------------------------------
 
     def create_namespace(self, namespace: str, max_key_groups: int) -> int:
-        """Create the namespace on every node (idempotent); returns its number of key groups."""
+        """Create the namespace on every available node (idempotent); returns its key groups."""
         request = pb.CreateNamespaceRequest(namespace=namespace, max_key_groups=max_key_groups)
-        pending = [self.connection(address).start("CreateNamespace", request) for address in self.addresses]
-        return max(call.result().max_key_groups for call in pending)
+        pending = [self.connection(address).start("CreateNamespace", request) for address in self._available()]
+        results = _gather(pending)
+        return max(reply.max_key_groups for reply in results)
 
     def max_key_groups(self, namespace: str) -> int:
         request = pb.CreateNamespaceRequest(namespace=namespace, max_key_groups=0)
-        return int(self.connection(self.addresses[0]).call("CreateNamespace", request).max_key_groups)
+        return int(self.connection(self._available()[0]).call("CreateNamespace", request).max_key_groups)
+
+    # -- writers -------------------------------------------------------------------------
 
     def open_writer(self, namespace: str, *, key_groups: KeyGroups, epoch: int,
                     restore: int | str | None = None) -> Writer:
         """Open one shard per key-group range as the writer at ``epoch``, fencing older writers.
 
         ``restore`` (a checkpoint id or ``"latest"``) replaces the shards' state with exactly
-        their key groups of that committed checkpoint, whatever the parallelism it was taken at.
+        their key groups of that committed checkpoint, whatever the parallelism it was taken
+        at. After a node failure, open again with a higher epoch and ``restore="latest"``:
+        shards of the lost node go to the next node in their placement order.
         """
         max_key_groups = self.max_key_groups(namespace)
-        sessions = []
-        pending = []
-        for key_group_range in _ranges(key_groups):
-            shard_id = f"{namespace}/{key_group_range}"
-            session = ShardSession(namespace=namespace, key_groups=key_group_range, epoch=epoch,
-                                   connection=self.connection(self.node_for(shard_id)), limits=self._batch_limits)
-            request = pb.OpenShardRequest(shard=session.ref, restore=_restore_source(restore))
-            if restore is None:
-                request.ClearField("restore")
-            pending.append(session.connection.start("OpenShard", request, timeout=max(self._timeout, 600.0)))
-            sessions.append(session)
-        for call in pending:
-            call.result()
+        sessions = [self._open_session(namespace, max_key_groups, r, epoch, restore) for r in _ranges(key_groups)]
         for session in sessions:
             session.reset_sequence()
         return Writer(namespace=namespace, max_key_groups=max_key_groups, epoch=epoch, sessions=sessions)
+
+    def _open_session(self, namespace: str, max_key_groups: int, key_groups: KeyGroupRange, epoch: int,
+                      restore: int | str | None) -> ShardSession:
+        shard_id = f"{namespace}/{key_groups}"
+        for attempt in range(_OPEN_ATTEMPTS):
+            connection = self.connection(self.node_for(shard_id))
+            session = ShardSession(namespace=namespace, key_groups=key_groups, epoch=epoch, connection=connection,
+                                   limits=self._batch_limits)
+            request = pb.OpenShardRequest(shard=session.ref, unavailable_nodes=sorted(self.unavailable))
+            if restore is not None:
+                request.restore.CopyFrom(_restore_source(restore))
+            try:
+                # A node that joined after the namespace was created learns it here.
+                connection.call("CreateNamespace",
+                                pb.CreateNamespaceRequest(namespace=namespace, max_key_groups=max_key_groups))
+                connection.call("OpenShard", request, timeout=max(self._timeout, 600.0))
+                return session
+            except WrongNodeError:
+                if attempt == _OPEN_ATTEMPTS - 1:
+                    raise
+                self.refresh()
+            except UnavailableError:
+                if attempt == _OPEN_ATTEMPTS - 1 or connection.address not in self.unavailable:
+                    raise
+        raise AssertionError("unreachable")
+
+    def rebalance(self, writer: Writer, *, checkpoint_id: int, epoch: int) -> list[KeyGroupRange]:
+        """Hand shards over after the node list changed, right after ``checkpoint_id`` committed.
+
+        Shards whose placement moved are restored on their new node from that checkpoint and
+        released on the old one; the others stay where they are. Every shard is reopened at
+        ``epoch`` (higher than the writer's), which fences the old copies. Nothing written
+        after the checkpoint may be pending: call it at the checkpoint boundary. The writer
+        and its state handles go on; returns the key-group ranges that moved.
+        """
+        writer.flush()
+        moved = {s.key_groups for s in writer.sessions if self.node_for(s.shard_id) != s.connection.address}
+        sessions = []
+        for session in writer.sessions:
+            restore = checkpoint_id if session.key_groups in moved else None
+            sessions.append(self._open_session(writer.namespace, writer.max_key_groups, session.key_groups,
+                                               epoch, restore))
+        for old in writer.sessions:
+            if old.key_groups in moved:
+                try:
+                    old.connection.call("CloseShard", pb.CloseShardRequest(shard=old.ref))
+                except StateServerError:
+                    pass  # fenced or gone: the old copy is dead either way
+        for session in sessions:
+            session.reset_sequence()
+        writer.replace_sessions(sessions, epoch)
+        return sorted(moved)
+
+    # -- checkpoints ---------------------------------------------------------------------
 
     def commit_checkpoint(self, namespace: str, checkpoint_id: int, handles: Sequence[cpb.ShardSnapshotHandle],
                           writers: Sequence[Writer] = ()) -> str:
@@ -79,7 +174,7 @@ class StateClient:
         refs = [session.ref for writer in writers for session in writer.sessions]
         request = cpb.CommitCheckpointRequest(namespace=namespace, checkpoint_id=checkpoint_id, shards=handles,
                                               writers=refs)
-        return str(self.connection(self.addresses[0]).call("CommitCheckpoint", request).metadata_key)
+        return str(self.connection(self._available()[0]).call("CommitCheckpoint", request).metadata_key)
 
     def close(self) -> None:
         for connection in self._connections.values():
@@ -93,9 +188,20 @@ class StateClient:
         self.close()
 
 
-def _restore_source(restore: int | str | None) -> pb.RestoreSource:
-    if restore is None:
-        return pb.RestoreSource()
+def _gather(pending: Sequence[PendingCall[object]]) -> list:  # type: ignore[type-arg]
+    """Results of the calls that answered; raises if none did."""
+    results, errors = [], []
+    for call in pending:
+        try:
+            results.append(call.result())
+        except UnavailableError as exc:
+            errors.append(exc)
+    if not results and errors:
+        raise errors[0]
+    return results
+
+
+def _restore_source(restore: int | str) -> pb.RestoreSource:
     if restore == "latest":
         return pb.RestoreSource(latest=True)
     if isinstance(restore, int) and restore > 0:

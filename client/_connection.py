@@ -1,11 +1,12 @@
 """One gRPC channel per node address; every call made here translates gRPC errors."""
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
 
-from client._errors import translate_rpc_error
+from client._errors import StateServerError, translate_rpc_error
 from stateserver.v1 import checkpoint_pb2_grpc, state_pb2_grpc
 
 Reply = TypeVar("Reply")
@@ -22,21 +23,23 @@ def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
 class PendingCall(Generic[Reply]):
     """A call in flight; ``result()`` waits and translates a failure."""
 
-    def __init__(self, future: grpc.Future, address: str) -> None:
+    def __init__(self, future: grpc.Future, connection: NodeConnection) -> None:
         self._future = future
-        self._address = address
+        self._connection = connection
 
     def result(self) -> Reply:
         try:
             return self._future.result()  # type: ignore[no-any-return]
         except grpc.RpcError as exc:
-            raise translate_rpc_error(exc, address=self._address) from exc
+            raise self._connection.translate(exc) from exc
 
 
 class NodeConnection:
-    def __init__(self, address: str, *, max_message_bytes: int, timeout: float) -> None:
+    def __init__(self, address: str, *, max_message_bytes: int, timeout: float,
+                 on_unavailable: Callable[[str], None] | None = None) -> None:
         self.address = address
         self.timeout = timeout
+        self._on_unavailable = on_unavailable
         self.channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
         # Method names are unique across the node's services, so a call names only the method.
         state = state_pb2_grpc.StateServiceStub(self.channel)
@@ -49,11 +52,17 @@ class NodeConnection:
         try:
             return self._methods[method](request, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:
-            raise translate_rpc_error(exc, address=self.address) from exc
+            raise self.translate(exc) from exc
 
     def start(self, method: str, request: Any, *, timeout: float | None = None) -> PendingCall[Any]:
         future = self._methods[method].future(request, timeout=timeout or self.timeout)
-        return PendingCall(future, self.address)
+        return PendingCall(future, self)
+
+    def translate(self, error: grpc.RpcError) -> StateServerError:
+        translated = translate_rpc_error(error, address=self.address)
+        if translated.code is grpc.StatusCode.UNAVAILABLE and self._on_unavailable is not None:
+            self._on_unavailable(self.address)  # the node is down or draining: route around it
+        return translated
 
     def close(self) -> None:
         self.channel.close()

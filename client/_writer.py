@@ -19,14 +19,18 @@ class Writer:
     def __init__(self, *, namespace: str, max_key_groups: int, epoch: int, sessions: Sequence[ShardSession]) -> None:
         self.namespace = namespace
         self.max_key_groups = max_key_groups
+        self.replace_sessions(sessions, epoch)
+        self.states: dict[str, StateDescriptor] = {}
+
+    def replace_sessions(self, sessions: Sequence[ShardSession], epoch: int) -> None:
+        """Route to ``sessions`` from now on (after a rebalance); state handles stay valid."""
         self.epoch = epoch
         self.sessions = list(sessions)
         # key group -> session, so routing a key is one hash and one list index.
-        self._by_key_group: list[ShardSession | None] = [None] * max_key_groups
+        self._by_key_group: list[ShardSession | None] = [None] * self.max_key_groups
         for session in self.sessions:
             for key_group in range(session.key_groups.start, session.key_groups.end + 1):
                 self._by_key_group[key_group] = session
-        self.states: dict[str, StateDescriptor] = {}
 
     @property
     def key_groups(self) -> list[KeyGroupRange]:
