@@ -58,9 +58,17 @@ def status_for(error: errors.StateServerError) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+# The message travels in a header, and gRPC clients drop replies whose headers pass 8 KiB by
+# default (RESOURCE_EXHAUSTED instead of the real status), so echoed input must not make it long.
+MAX_MESSAGE_CHARS = 1000
+
+
 def abort_with(context: grpc.ServicerContext, error: errors.StateServerError) -> None:
     context.set_trailing_metadata(((REASON_METADATA_KEY, error.reason),))
-    context.abort(status_for(error), str(error))
+    message = str(error)
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[: MAX_MESSAGE_CHARS - 15] + " ... (shortened)"
+    context.abort(status_for(error), message)
 
 
 def translate_errors(handler: Handler) -> Handler:

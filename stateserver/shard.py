@@ -19,6 +19,7 @@ import rocksdict
 from stateserver.errors import AlreadyExists, Fenced, InvalidInput, KeyGroupOutOfRange, NotFound, ShardNotOpen, Unavailable
 from stateserver.keygroups import KeyGroupRange, stable_hash
 from stateserver.limits import Limits
+from stateserver.names import check_name
 from stateserver.rocks import RocksResources
 from stateserver.states import StateDescriptor
 
@@ -180,6 +181,10 @@ class Shard:
         try:
             return self.states[name]
         except KeyError:
+            try:
+                check_name("state", name)  # a malformed name is bad input, not an unknown state
+            except ValueError as exc:
+                raise InvalidInput(str(exc)) from None
             raise NotFound(f"state {name!r} is not declared in shard {self.id}") from None
 
     def _open_state(self, descriptor: StateDescriptor) -> OpenState:

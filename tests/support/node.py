@@ -1,0 +1,267 @@
+"""A real stateserver node for tests: ``python -m stateserver.cli serve`` on a free loopback port.
+
+The node runs as a child process in its own session, with its log in its data directory's
+parent, and gets SIGKILL from the kernel if the test process dies (PR_SET_PDEATHSIG), so it
+cannot outlive the tests. It counts as started once the standard gRPC health service
+(``grpc.health.v1``) answers SERVING for the StateService. ``stop()`` sends SIGTERM (the node
+drains and closes its shards, flushing memtables) and SIGKILL after a timeout.
+
+Also here: small raw-stub helpers for tests that must send what the client never would.
+"""
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import itertools
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from stateserver import wire
+from stateserver.keygroups import key_group_for
+from stateserver.v1 import state_pb2 as pb
+from stateserver.v1 import state_pb2_grpc
+
+SERVICE_NAME = "stateserver.v1.StateService"
+STARTUP_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 15.0
+REASON_METADATA_KEY = "stateserver-reason"
+
+
+class NodeStartError(RuntimeError):
+    """The node did not start; the message ends with the tail of its log."""
+
+
+@dataclass(kw_only=True)
+class NodeProcess:
+    """A running node: its process, address, data directory and log."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    data_dir: Path
+    log_path: Path
+    max_message_bytes: int
+    _channel: grpc.Channel | None = field(default=None, repr=False)
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def is_alive(self) -> bool:
+        return self.process.poll() is None
+
+    def channel(self) -> grpc.Channel:
+        """One shared raw channel to the node, sized like the node's message limit."""
+        if self._channel is None:
+            self._channel = grpc.insecure_channel(self.address, options=[
+                ("grpc.max_receive_message_length", self.max_message_bytes),
+                ("grpc.max_send_message_length", self.max_message_bytes),
+            ])
+        return self._channel
+
+    def stub(self) -> state_pb2_grpc.StateServiceStub:
+        return state_pb2_grpc.StateServiceStub(self.channel())
+
+    def health_status(self, service: str = SERVICE_NAME, timeout: float = 2.0) -> int:
+        """The health service's answer (``health_pb2.HealthCheckResponse.SERVING`` when well)."""
+        stub = health_pb2_grpc.HealthStub(self.channel())
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=timeout).status  # type: ignore[no-any-return]
+
+    def is_serving(self) -> bool:
+        try:
+            return self.is_alive() and self.health_status() == health_pb2.HealthCheckResponse.SERVING
+        except grpc.RpcError:
+            return False
+
+    def log_tail(self, lines: int = 40) -> str:
+        return _tail(self.log_path, lines)
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM (graceful: the node drains and flushes), SIGKILL after ``timeout``; the exit code."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGTERM)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.process.pid, signal.SIGKILL)
+                self.process.wait()
+        return self.process.returncode  # type: ignore[no-any-return]
+
+    def kill(self) -> None:
+        """SIGKILL at once: a crash, nothing flushed."""
+        if self._channel is not None:
+            self._channel.close()
+            self._channel = None
+        if self.process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+
+
+def start_node(data_dir: Path, *, max_message_bytes: int = 64 << 20, extra_args: Sequence[str] = (),
+               attempts: int = 3, port: int | None = None) -> NodeProcess:
+    """Start a node on ``data_dir`` and wait until its health service says SERVING.
+
+    The port is found free before the node binds it, so another process may take it in
+    between; the node then exits and we try again with another port (unless ``port`` is
+    given, as a cluster's node list needs).
+    """
+    data_dir.mkdir(parents=True, exist_ok=True)
+    last_error: NodeStartError | None = None
+    fixed_port = port
+    for attempt in range(1, 2 if fixed_port else attempts + 1):
+        port = fixed_port or free_loopback_port()
+        log_path = data_dir.parent / f"{data_dir.name}-node-{port}-{attempt}.log"
+        args = [sys.executable, "-m", "stateserver.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+                "--data-dir", str(data_dir), "--max-message-bytes", str(max_message_bytes), *extra_args]
+        with open(log_path, "wb") as log:
+            process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                       start_new_session=True, preexec_fn=_die_with_parent())
+        node = NodeProcess(process=process, port=port, data_dir=data_dir, log_path=log_path,
+                           max_message_bytes=max_message_bytes)
+        try:
+            _wait_until_serving(node)
+            return node
+        except NodeStartError as exc:
+            node.stop(timeout=5)
+            last_error = exc
+    assert last_error is not None
+    raise last_error
+
+
+@contextlib.contextmanager
+def run_node(data_dir: Path, **options: object) -> Iterator[NodeProcess]:
+    """A node for the ``with`` block, stopped (SIGTERM, then SIGKILL) however the block ends."""
+    node = start_node(data_dir, **options)  # type: ignore[arg-type]
+    try:
+        yield node
+    finally:
+        node.stop()
+
+
+def _wait_until_serving(node: NodeProcess) -> None:
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    problem = "no answer yet"
+    while time.monotonic() < deadline:
+        if not node.is_alive():
+            raise NodeStartError(f"the node exited with {node.process.returncode}\n{node.log_tail()}")
+        try:
+            status = node.health_status(timeout=1.0)
+            if status == health_pb2.HealthCheckResponse.SERVING:
+                return
+            problem = f"health status {status}"
+        except grpc.RpcError as exc:
+            problem = f"{exc.code().name}"  # type: ignore[attr-defined]
+        time.sleep(0.05)
+    raise NodeStartError(f"node on {node.address} not serving after {STARTUP_TIMEOUT_S}s ({problem})\n"
+                         f"{node.log_tail()}")
+
+
+def free_loopback_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def _die_with_parent() -> Callable[[], None] | None:
+    """A preexec_fn asking Linux to SIGKILL the child when the test process dies."""
+    if not sys.platform.startswith("linux"):
+        return None
+    prctl = ctypes.CDLL(None, use_errno=True).prctl  # looked up before fork, called after
+    pr_set_pdeathsig = 1
+    return lambda: prctl(pr_set_pdeathsig, signal.SIGKILL)
+
+
+def _tail(path: Path, lines: int) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+# -- raw requests ----------------------------------------------------------------------------
+
+
+def shard_ref(namespace: str, key_groups: tuple[int, int], epoch: int) -> pb.ShardRef:
+    return pb.ShardRef(namespace=namespace, key_group_start=key_groups[0], key_group_end=key_groups[1], epoch=epoch)
+
+
+def write_request(ref: pb.ShardRef, state: str, ops: Sequence[int], keys: Sequence[bytes],
+                  values: Sequence[bytes] | None = None, map_keys: Sequence[bytes] | None = None,
+                  sequence: int = 0) -> pb.WriteBatchRequest:
+    """A well-formed packed batch on one state (tests then break the field they are about)."""
+    packed_keys, key_lengths = wire.pack(list(keys))
+    request = pb.WriteBatchRequest(shard=ref, states=[state], ops=bytes(ops), keys=packed_keys,
+                                   key_lengths=key_lengths, sequence=sequence)
+    if values is not None:
+        request.values, lengths = wire.pack(list(values))
+        request.value_lengths.extend(lengths)
+    if map_keys is not None:
+        request.map_keys, lengths = wire.pack(list(map_keys))
+        request.map_key_lengths.extend(lengths)
+    return request
+
+
+def read_request(ref: pb.ShardRef, state: str, op: int, keys: Sequence[bytes],
+                 map_keys: Sequence[bytes] | None = None) -> pb.ReadBatchRequest:
+    packed_keys, key_lengths = wire.pack(list(keys))
+    request = pb.ReadBatchRequest(shard=ref, states=[state], ops=bytes([op]) * len(keys), keys=packed_keys,
+                                  key_lengths=key_lengths)
+    if map_keys is not None:
+        request.map_keys, lengths = wire.pack(list(map_keys))
+        request.map_key_lengths.extend(lengths)
+    return request
+
+
+def read_values(stub: state_pb2_grpc.StateServiceStub, request: pb.ReadBatchRequest) -> list[bytes | None]:
+    """What the node itself stores (no client buffer in between): one entry per read."""
+    reply = stub.ReadBatch(request, timeout=10)
+    values = wire.unpack(reply.values, reply.value_lengths)
+    return [value if found else None for value, found in zip(values, reply.found)]
+
+
+def rpc_error_reason(error: grpc.RpcError) -> str:
+    for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
+        if key == REASON_METADATA_KEY:
+            return str(value)
+    return ""
+
+
+def keys_in_key_groups(count: int, max_key_groups: int, start: int, end: int, prefix: str = "k") -> list[str]:
+    """``count`` distinct string keys whose key groups (of their UTF-8 bytes) lie in ``start..end``."""
+    found: list[str] = []
+    i = 0
+    while len(found) < count:
+        key = f"{prefix}{i}"
+        if start <= key_group_for(key.encode(), max_key_groups) <= end:
+            found.append(key)
+        i += 1
+    return found
+
+
+_namespace_numbers = itertools.count(1)
+
+
+def unique_namespace(test_name: str) -> str:
+    """A valid namespace name, unique in this test session, that says which test made it."""
+    cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", test_name).strip("-.")
+    return f"t{next(_namespace_numbers):04d}-{cleaned[:80]}"
