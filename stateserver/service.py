@@ -149,14 +149,19 @@ class StateService(state_pb2_grpc.StateServiceServicer):
     @translate_errors
     def WriteBatch(self, request: pb.WriteBatchRequest, context: grpc.ServicerContext) -> pb.WriteBatchResponse:
         shard = self._shard(request.shard)
-        batch = Batch(
-            ops=request.ops,
-            states=request.states,
-            state_indexes=request.state_indexes,
-            keys=wire.unpack(request.keys, request.key_lengths),
-            values=wire.unpack(request.values, request.value_lengths) if request.value_lengths else (),
-            map_keys=wire.unpack(request.map_keys, request.map_key_lengths) if request.map_key_lengths else (),
-        )
+        try:
+            batch = Batch(
+                ops=request.ops,
+                states=request.states,
+                state_indexes=request.state_indexes,
+                keys=wire.unpack(request.keys, request.key_lengths),
+                values=wire.unpack(request.values, request.value_lengths) if request.value_lengths else (),
+                map_keys=wire.unpack(request.map_keys, request.map_key_lengths) if request.map_key_lengths else (),
+            )
+        except ValueError as exc:
+            # A malformed batch still uses its turn, or the writer's later batches would wait for it.
+            with shard.turn(request.sequence, request.shard.epoch):
+                raise errors.InvalidInput(str(exc)) from None
         applied = shard_writes.apply_write_batch(shard, batch, epoch=request.shard.epoch, sequence=request.sequence)
         return pb.WriteBatchResponse(applied=applied)
 
