@@ -14,6 +14,7 @@ import grpc
 import pytest
 
 from stateserver import merge_operators, wire
+from stateserver.keygroups import key_group_for
 from stateserver.operations import ReadOp, WriteOp
 from stateserver.v1 import state_pb2 as pb
 from stateserver.v1 import state_pb2_grpc
@@ -217,8 +218,6 @@ def test_empty_keys(shard: SeededShard) -> None:
 
 def key_of_size(size: int) -> bytes:
     """A key of exactly ``size`` bytes in the test shard's key groups."""
-    from stateserver.keygroups import key_group_for
-
     for i in range(10_000):
         key = f"{i:08d}".encode().rjust(size, b"k")
         if LOW[0] <= key_group_for(key, 128) <= LOW[1]:
@@ -424,35 +423,40 @@ def _set(field: str, value: Any) -> Callable[[pb.WriteBatchRequest], None]:
     return change
 
 
-MALFORMED_BATCHES: dict[str, Callable[[pb.WriteBatchRequest], None]] = {
-    "key lengths add up to more than the keys": _set("key_lengths", [len(k) for k in INSIDE[:2]] + [len(INSIDE[2]) + 1]),
-    "key lengths add up to less than the keys": _set("key_lengths", [len(k) for k in INSIDE[:2]] + [len(INSIDE[2]) - 1]),
-    "value lengths do not add up": _set("value_lengths", [4, 4, 5]),
-    "fewer keys than operations": _set("key_lengths", [len(INSIDE[0]), len(INSIDE[1]) + len(INSIDE[2])][:1] + []),
-    "fewer values than operations": _set("value_lengths", [4, 8]),
-    "more values than operations": _set("value_lengths", [4, 4, 4, 0]),
-    "more operations than keys": _set("ops", bytes([WriteOp.PUT] * 4)),
-    "no operations": _set("ops", b""),
-    "no states": _set("states", []),
-    "too few state indexes": _set("state_indexes", [0, 0]),
-    "a state index past the states": _set("state_indexes", [0, 0, 1]),
-    "an unknown operation": _set("ops", bytes([WriteOp.PUT, WriteOp.PUT, 99])),
-    "operation 0": _set("ops", bytes([WriteOp.PUT, WriteOp.PUT, 0])),
-    "MERGE on a value state": _set("ops", bytes([WriteOp.PUT, WriteOp.PUT, WriteOp.MERGE])),
-    "LIST_APPEND on a value state": _set("ops", bytes([WriteOp.PUT, WriteOp.PUT, WriteOp.LIST_APPEND])),
-    "MAP_PUT on a value state": _set("ops", bytes([WriteOp.PUT, WriteOp.PUT, WriteOp.MAP_PUT])),
-    "map key lengths without map keys": _set("map_key_lengths", [1, 1, 1]),
-    "PUT without a value": _set("value_lengths", []),
+K0, K1, K2 = (len(k) for k in INSIDE)
+# What to break in a good batch of three puts, and a word the error message must contain.
+MALFORMED_BATCHES: dict[str, tuple[Callable[[pb.WriteBatchRequest], None], str]] = {
+    "key lengths add up to more than the keys": (_set("key_lengths", [K0, K1, K2 + 1]), "add up"),
+    "key lengths add up to less than the keys": (_set("key_lengths", [K0, K1, K2 - 1]), "add up"),
+    "value lengths do not add up": (_set("value_lengths", [4, 4, 5]), "add up"),
+    "a length far past the blob": (_set("key_lengths", [K0, K1, (1 << 32) - 1]), "add up"),
+    "map key lengths without map keys": (_set("map_key_lengths", [1, 1, 1]), "add up"),
+    "fewer keys than operations": (_set("key_lengths", [K0, K1 + K2]), "keys has 2 entries for 3"),
+    "more operations than keys": (_set("ops", bytes([WriteOp.PUT] * 4)), "keys has 3 entries for 4"),
+    "fewer values than operations": (_set("value_lengths", [4, 8]), "values has 2 entries for 3"),
+    "more values than operations": (_set("value_lengths", [4, 4, 4, 0]), "values has 4 entries for 3"),
+    "PUT without a value": (_set("value_lengths", []), "needs a value"),
+    "no operations": (_set("ops", b""), "no operations"),
+    "no states": (_set("states", []), "no state"),
+    "too few state indexes": (_set("state_indexes", [0, 0]), "state_indexes has 2 entries for 3"),
+    "a state index past the states": (_set("state_indexes", [0, 0, 1]), "state index"),
+    "an unknown operation": (_set("ops", bytes([WriteOp.PUT, WriteOp.PUT, 99])), "unknown operation 99"),
+    "operation 0": (_set("ops", bytes([WriteOp.PUT, WriteOp.PUT, 0])), "unknown operation 0"),
+    "MERGE on a value state": (_set("ops", bytes([WriteOp.PUT, WriteOp.PUT, WriteOp.MERGE])), "does not apply"),
+    "LIST_APPEND on a value state": (_set("ops", bytes([WriteOp.PUT, WriteOp.PUT, WriteOp.LIST_APPEND])),
+                                     "does not apply"),
+    "MAP_PUT on a value state": (_set("ops", bytes([WriteOp.PUT, WriteOp.PUT, WriteOp.MAP_PUT])), "does not apply"),
 }
 
 
 @pytest.mark.parametrize("breakage", list(MALFORMED_BATCHES), ids=str)
 def test_malformed_packed_write_batches(shard: SeededShard, breakage: str) -> None:
     before = shard.contents()
-    request = _break(shard, MALFORMED_BATCHES[breakage])
+    change, match = MALFORMED_BATCHES[breakage]
+    request = _break(shard, change)
     if breakage == "PUT without a value":
         request.values = b""
-    rpc_fails(lambda: shard.write(request), grpc.StatusCode.INVALID_ARGUMENT)
+    rpc_fails(lambda: shard.write(request), grpc.StatusCode.INVALID_ARGUMENT, match)
     assert shard.contents() == before
 
 
