@@ -36,6 +36,7 @@ from client._serializers import (
 )
 from client._states import AggregatingState, ListState, MapState, ValueState
 from client._writer import Writer
+from client.checkpointing import INITIAL_CHECKPOINT_ID, CheckpointCoordinator, KeyedStateBackend, first_checkpoint_id
 from stateserver.keygroups import KeyGroupRange, key_group_for, range_for_operator, ranges_for_parallelism
 
 __all__ = [
@@ -43,8 +44,10 @@ __all__ = [
     "AlreadyExistsError",
     "BYTES",
     "BytesSerializer",
+    "CheckpointCoordinator",
     "DataCorruptionError",
     "FencedError",
+    "INITIAL_CHECKPOINT_ID",
     "INT64",
     "Int64Serializer",
     "InternalError",
@@ -53,6 +56,7 @@ __all__ = [
     "JsonSerializer",
     "KeyGroupOutOfRangeError",
     "KeyGroupRange",
+    "KeyedStateBackend",
     "ListState",
     "MapState",
     "NotFoundError",
@@ -67,6 +71,7 @@ __all__ = [
     "ValueState",
     "WrongNodeError",
     "Writer",
+    "first_checkpoint_id",
     "key_group_for",
     "range_for_operator",
     "ranges_for_parallelism",

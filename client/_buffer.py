@@ -138,6 +138,25 @@ class WriteBuffer:
         return request
 
 
+def read_request(shard: pb.ShardRef, states: Sequence[str], ops: bytes, keys: Sequence[bytes],
+                 map_keys: Sequence[bytes] = (), state_indexes: Sequence[int] = ()) -> pb.ReadBatchRequest:
+    """A packed ReadBatchRequest: one op per key; ``state_indexes`` empty when all read states[0]."""
+    packed_keys, key_lengths = wire.pack(keys)
+    request = pb.ReadBatchRequest(shard=shard, states=states, ops=ops, keys=packed_keys, key_lengths=key_lengths)
+    if state_indexes:
+        request.state_indexes.extend(state_indexes)
+    if map_keys:
+        request.map_keys, lengths = wire.pack(map_keys)
+        request.map_key_lengths.extend(lengths)
+    return request
+
+
+def read_results(reply: pb.ReadBatchResponse) -> list[bytes | None]:
+    """The values of a ReadBatchResponse in request order, None where absent."""
+    values = wire.unpack(reply.values, reply.value_lengths)
+    return [value if found else None for value, found in zip(values, reply.found)]
+
+
 def _cleared(current: Overlay | None) -> Overlay:
     if isinstance(current, AggregateOverlay):
         return AggregateOverlay(True, [])

@@ -16,6 +16,7 @@
 from __future__ import annotations
 
 import grpc
+import grpc.aio
 
 REASON_METADATA_KEY = "stateserver-reason"
 
@@ -95,12 +96,17 @@ _BY_CODE: dict[grpc.StatusCode, type[StateServerError]] = {
 }
 
 
+# Errors that carry a status: the sync client's calls, and grpc.aio's (which are not grpc.Call).
+_CALL_ERRORS = (grpc.Call, grpc.aio.AioRpcError)
+
+
 def translate_rpc_error(error: grpc.RpcError, *, address: str) -> StateServerError:
-    code = error.code() if isinstance(error, grpc.Call) else grpc.StatusCode.UNKNOWN
-    details = (error.details() if isinstance(error, grpc.Call) else None) or str(error)
+    is_call = isinstance(error, _CALL_ERRORS)
+    code = error.code() if is_call else grpc.StatusCode.UNKNOWN  # type: ignore[attr-defined]
+    details = (error.details() if is_call else None) or str(error)  # type: ignore[attr-defined]
     reason = ""
-    if isinstance(error, grpc.Call):
-        for key, value in error.trailing_metadata() or ():
+    if is_call:
+        for key, value in error.trailing_metadata() or ():  # type: ignore[attr-defined]
             if key == REASON_METADATA_KEY:
                 reason = str(value)
     error_type = _BY_REASON.get(reason) or _BY_CODE.get(code, InternalError)

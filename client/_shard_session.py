@@ -5,7 +5,7 @@ import collections
 import dataclasses
 from collections.abc import Iterator, Sequence
 
-from client._buffer import WriteBuffer
+from client._buffer import WriteBuffer, read_request, read_results
 from client._connection import NodeConnection, PendingCall
 from stateserver import wire
 from stateserver.keygroups import KeyGroupRange
@@ -94,12 +94,7 @@ class ShardSession:
     def start_read(self, state: str, op: ReadOp, keys: Sequence[bytes],
                    map_keys: Sequence[bytes] = ()) -> PendingCall[pb.ReadBatchResponse]:
         self.wait_for_writes()
-        packed_keys, key_lengths = wire.pack(keys)
-        request = pb.ReadBatchRequest(shard=self.ref, states=[state], ops=bytes([op]) * len(keys),
-                                      keys=packed_keys, key_lengths=key_lengths)
-        if map_keys:
-            request.map_keys, lengths = wire.pack(map_keys)
-            request.map_key_lengths.extend(lengths)
+        request = read_request(self.ref, [state], bytes([op]) * len(keys), keys, map_keys)
         return self.connection.start("ReadBatch", request)
 
     def pages(self, state: str, key: bytes, page_size: int) -> Iterator[tuple[bytes, bytes]]:
@@ -120,6 +115,4 @@ class ShardSession:
 
 
 def finish_read(pending: PendingCall[pb.ReadBatchResponse]) -> list[bytes | None]:
-    reply = pending.result()
-    values = wire.unpack(reply.values, reply.value_lengths)
-    return [value if found else None for value, found in zip(values, reply.found)]
+    return read_results(pending.result())

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Generator, Sequence
+from typing import Any, Generic, Protocol, TypeVar
 
 from client._errors import KeyGroupOutOfRangeError, SnapshotFailedError, UnavailableError
 from client._serializers import JSON, STR, Serializer
@@ -15,19 +15,25 @@ from stateserver.v1 import checkpoint_pb2 as cpb
 from stateserver.v1 import state_pb2 as pb
 
 
-class Writer:
-    def __init__(self, *, namespace: str, max_key_groups: int, epoch: int, sessions: Sequence[ShardSession]) -> None:
-        self.namespace = namespace
-        self.max_key_groups = max_key_groups
-        self.replace_sessions(sessions, epoch)
-        self.states: dict[str, StateDescriptor] = {}
+class RoutedSession(Protocol):
+    @property
+    def key_groups(self) -> KeyGroupRange: ...
 
-    def replace_sessions(self, sessions: Sequence[ShardSession], epoch: int) -> None:
-        """Route to ``sessions`` from now on (after a rebalance); state handles stay valid."""
-        self.epoch = epoch
+
+Session = TypeVar("Session", bound=RoutedSession)
+
+
+class ShardRouter(Generic[Session]):
+    """Which of a writer's shard sessions a key goes to; no I/O, shared by the sync and asyncio writers."""
+
+    def __init__(self, *, max_key_groups: int, sessions: Sequence[Session]) -> None:
+        self.max_key_groups = max_key_groups
+        self.route_to(sessions)
+
+    def route_to(self, sessions: Sequence[Session]) -> None:
         self.sessions = list(sessions)
         # key group -> session, so routing a key is one hash and one list index.
-        self._by_key_group: list[ShardSession | None] = [None] * self.max_key_groups
+        self._by_key_group: list[Session | None] = [None] * self.max_key_groups
         for session in self.sessions:
             for key_group in range(session.key_groups.start, session.key_groups.end + 1):
                 self._by_key_group[key_group] = session
@@ -36,19 +42,19 @@ class Writer:
     def key_groups(self) -> list[KeyGroupRange]:
         return [session.key_groups for session in self.sessions]
 
-    def session_for(self, raw_key: bytes) -> ShardSession:
+    def session_for(self, raw_key: bytes) -> Session:
         session = self._by_key_group[key_group_for(raw_key, self.max_key_groups)]
         if session is None:
             raise self._not_owned(raw_key)
         return session
 
-    def group_by_session(self, raw_keys: Sequence[bytes]) -> list[tuple[ShardSession, list[int] | None]]:
+    def group_by_session(self, raw_keys: Sequence[bytes]) -> list[tuple[Session, list[int] | None]]:
         """Split keys by the shard they belong to: (session, indexes), indexes None for all keys."""
         max_key_groups, by_key_group = self.max_key_groups, self._by_key_group
         sessions = [by_key_group[h % max_key_groups] for h in map(stable_hash, raw_keys)]
         if len(self.sessions) == 1 and None not in sessions:
             return [(self.sessions[0], None)] if raw_keys else []
-        groups: dict[int, tuple[ShardSession, list[int]]] = {}
+        groups: dict[int, tuple[Session, list[int]]] = {}
         for i, session in enumerate(sessions):
             if session is None:
                 raise self._not_owned(raw_keys[i])
@@ -60,6 +66,19 @@ class Writer:
             f"key group {key_group_for(raw_key, self.max_key_groups)} of this key is not owned by this writer "
             f"(it owns {', '.join(map(str, self.key_groups))})"
         )
+
+
+class Writer(ShardRouter[ShardSession]):
+    def __init__(self, *, namespace: str, max_key_groups: int, epoch: int, sessions: Sequence[ShardSession]) -> None:
+        self.namespace = namespace
+        self.epoch = epoch
+        super().__init__(max_key_groups=max_key_groups, sessions=sessions)
+        self.states: dict[str, StateDescriptor] = {}
+
+    def replace_sessions(self, sessions: Sequence[ShardSession], epoch: int) -> None:
+        """Route to ``sessions`` from now on (after a rebalance); state handles stay valid."""
+        self.epoch = epoch
+        self.route_to(sessions)
 
     # -- state handles -------------------------------------------------------------------
 
@@ -120,24 +139,14 @@ class Writer:
 
     def await_snapshot(self, checkpoint_id: int, *, timeout: float = 300.0) -> list[cpb.ShardSnapshotHandle]:
         """Wait until every shard's snapshot is durable; returns their handles for the commit."""
-        deadline = time.monotonic() + timeout
-        handles = []
-        for session in self.sessions:
+        steps = awaiting_snapshots(self.sessions, checkpoint_id, timeout)
+        try:
+            session, request, rpc_timeout = next(steps)
             while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise UnavailableError(f"the snapshot of checkpoint {checkpoint_id} of shard {session.shard_id} "
-                                           f"is not durable after {timeout} s")
-                request = cpb.AwaitShardSnapshotRequest(shard=session.ref, checkpoint_id=checkpoint_id,
-                                                        timeout_millis=int(min(left, 10.0) * 1000))
-                reply = session.connection.call("AwaitShardSnapshot", request, timeout=min(left, 10.0) + 5)
-                if reply.state == cpb.SNAPSHOT_STATE_DURABLE:
-                    handles.append(reply.handle)
-                    break
-                if reply.state == cpb.SNAPSHOT_STATE_FAILED:
-                    raise SnapshotFailedError(f"the snapshot of checkpoint {checkpoint_id} of shard "
-                                              f"{session.shard_id} failed: {reply.error}")
-        return handles
+                reply = session.connection.call("AwaitShardSnapshot", request, timeout=rpc_timeout)
+                session, request, rpc_timeout = steps.send(reply)
+        except StopIteration as done:
+            return done.value  # type: ignore[no-any-return]
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """The checkpoint is committed: its uploads may be reused by the next one."""
@@ -166,5 +175,36 @@ class Writer:
             self.close()
 
 
+class _SnapshotSession(RoutedSession, Protocol):
+    @property
+    def ref(self) -> pb.ShardRef: ...
+    @property
+    def shard_id(self) -> str: ...
 
 
+AwaitStep = tuple[Any, cpb.AwaitShardSnapshotRequest, float]
+
+
+def awaiting_snapshots(sessions: Sequence[_SnapshotSession], checkpoint_id: int, timeout: float,
+                       clock: Callable[[], float] = time.monotonic,
+                       ) -> Generator[AwaitStep, cpb.AwaitShardSnapshotResponse, list[cpb.ShardSnapshotHandle]]:
+    """The async phase's wait without I/O, for the sync and asyncio writers alike: yields
+    (session, AwaitShardSnapshot request, RPC timeout), is sent each reply, returns the handles."""
+    deadline = clock() + timeout
+    handles = []
+    for session in sessions:
+        while True:
+            left = deadline - clock()
+            if left <= 0:
+                raise UnavailableError(f"the snapshot of checkpoint {checkpoint_id} of shard {session.shard_id} "
+                                       f"is not durable after {timeout} s")
+            request = cpb.AwaitShardSnapshotRequest(shard=session.ref, checkpoint_id=checkpoint_id,
+                                                    timeout_millis=int(min(left, 10.0) * 1000))
+            reply = yield session, request, min(left, 10.0) + 5
+            if reply.state == cpb.SNAPSHOT_STATE_DURABLE:
+                handles.append(reply.handle)
+                break
+            if reply.state == cpb.SNAPSHOT_STATE_FAILED:
+                raise SnapshotFailedError(f"the snapshot of checkpoint {checkpoint_id} of shard "
+                                          f"{session.shard_id} failed: {reply.error}")
+    return handles
