@@ -9,9 +9,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from client._buffer import Overlay, resolve_list, resolve_map_entry, resolve_value
+from client._connection import PendingCall
+from client._errors import InvalidArgumentError
 from client._serializers import INT64, BytesSerializer, Serializer
 from client._shard_session import ShardSession, finish_read
 from stateserver import wire
+from stateserver.errors import ReplyTooLarge
 from stateserver.operations import ReadOp, WriteOp
 from stateserver.states import StateDescriptor
 
@@ -55,12 +58,24 @@ class _Handle(Generic[K]):
                 call = session.start_read(self.name, op, chosen[start : start + step])
                 pending.append((positions[start : start + step], call, session, chosen[start : start + step]))
         for positions, call, session, chunk in pending:
-            fetched = finish_read(call)
+            fetched = self._finish_or_split(op, session, chunk, call)
             if len(session.buffer):
                 fetched = [self._resolve(session.buffer.overlay(self.name, raw), stored) for raw, stored in zip(chunk, fetched)]
             for i, value in zip(positions, fetched):
                 results[i] = value
         return results
+
+    def _finish_or_split(self, op: ReadOp, session: ShardSession, chunk: Sequence[bytes],
+                         call: PendingCall[Any]) -> list[bytes | None]:
+        """The chunk's stored values; a chunk whose values do not fit into one reply is read in halves."""
+        try:
+            return finish_read(call)
+        except InvalidArgumentError as exc:
+            if exc.reason != ReplyTooLarge.reason or len(chunk) == 1:
+                raise
+        halves = (chunk[: len(chunk) // 2], chunk[len(chunk) // 2 :])
+        return [value for half in halves
+                for value in self._finish_or_split(op, session, half, session.start_read(self.name, op, half))]
 
     def _resolve(self, overlay: Overlay | None, stored: bytes | None) -> bytes | None:
         return resolve_value(overlay, lambda: stored, self.descriptor.merge_operator)

@@ -2,7 +2,8 @@
 
     StateServerError                 internal: a bug or an unexpected failure
     ├── InvalidInput                 the request is malformed; do not retry it as it is
-    │   └── KeyGroupOutOfRange       a key's key group is not in the shard's range
+    │   ├── KeyGroupOutOfRange       a key's key group is not in the shard's range
+    │   └── ReplyTooLarge            the values read add up to more than one reply holds
     ├── NotFound                     unknown namespace, state, shard or checkpoint
     ├── AlreadyExists                created before with other parameters
     ├── Fenced                       a newer writer epoch owns the shard; stop writing
@@ -27,6 +28,10 @@ class InvalidInput(StateServerError):
 
 class KeyGroupOutOfRange(InvalidInput):
     reason = "key-group-out-of-range"
+
+
+class ReplyTooLarge(InvalidInput):
+    reason = "reply-too-large"
 
 
 class NotFound(StateServerError):

@@ -6,7 +6,7 @@ import dataclasses
 from stateserver import layout, wire
 from collections.abc import Sequence
 
-from stateserver.errors import InvalidInput
+from stateserver.errors import InvalidInput, ReplyTooLarge
 from stateserver.keygroups import KEY_GROUP_PREFIXES as _KEY_GROUP_PREFIXES
 from stateserver.operations import Batch, ReadOp
 from stateserver.shard import OpenState, Shard
@@ -51,7 +51,7 @@ def read_batch(shard: Shard, batch: Batch) -> list[bytes | None]:
             name = ReadOp(code).name if code in _VALID_OPS else f"unknown read operation {code}"
             raise InvalidInput(f"read {i}: {name} does not apply to {kind.name.lower()} state {states[state_index].descriptor.name!r}")
     if not batch.state_indexes and batch.ops.count(ReadOp.GET) == count:
-        return _get_values(shard, states[0], key_groups, batch.keys)
+        return _check_reply_size(shard, _get_values(shard, states[0], key_groups, batch.keys))
     # Point reads grouped per state for one multi-get each; whole lists read one by one.
     point_reads: dict[int, tuple[list[int], list[bytes]]] = {}
     list_reads: list[tuple[int, OpenState, bytes]] = []
@@ -86,6 +86,15 @@ def read_batch(shard: Shard, batch: Batch) -> list[bytes | None]:
     for i, state, prefix in list_reads:
         elements = _scan(state, prefix, None, now, limit=None, budget=budget).values
         results[i] = wire.pack_list(elements) if elements else None
+    return _check_reply_size(shard, results)
+
+
+def _check_reply_size(shard: Shard, results: list[bytes | None]) -> list[bytes | None]:
+    """Refuse reads whose values would not fit into one reply (gRPC would fail it as RESOURCE_EXHAUSTED)."""
+    size = sum(map(len, filter(None, results)))
+    if size > shard.limits.max_read_reply_bytes:
+        raise ReplyTooLarge(f"the values of these {len(results)} reads add up to {size} bytes, more than a reply "
+                            f"holds ({shard.limits.max_read_reply_bytes}); read fewer keys at once")
     return results
 
 

@@ -8,7 +8,8 @@ import grpc
 import client
 from client import _errors
 
-# The documented public names of `client` (README, the package and errors docstrings).
+# The documented public names of `client` (README, the package, errors and checkpointing docstrings).
+# A name added to or dropped from __all__ must be added or dropped here too, deliberately.
 PROMISED = {
     # connecting, writers and state handles
     "StateClient", "Writer", "ValueState", "ListState", "MapState", "AggregatingState",
@@ -17,6 +18,8 @@ PROMISED = {
     "BYTES", "STR", "INT64", "JSON",
     # key groups
     "KeyGroupRange", "key_group_for", "range_for_operator", "ranges_for_parallelism",
+    # checkpoint hooks for operators (client/checkpointing.py)
+    "KeyedStateBackend", "CheckpointCoordinator", "INITIAL_CHECKPOINT_ID", "first_checkpoint_id",
     # errors
     "StateServerError", "InvalidArgumentError", "KeyGroupOutOfRangeError", "NotFoundError",
     "AlreadyExistsError", "FencedError", "ShardNotOpenError", "WrongNodeError", "DataCorruptionError",

@@ -1,9 +1,9 @@
 """Value state through the client, against a real node: put, get, delete, get_many, put_many."""
 from __future__ import annotations
 
-import json
+import pytest
 
-from client import JSON, StateClient, Writer
+from client import BYTES, JSON, StateClient, Writer
 from stateserver.operations import ReadOp
 from stateserver.v1 import state_pb2_grpc
 from support.node import read_request, read_values, shard_ref
@@ -101,3 +101,15 @@ def test_a_new_writer_takes_over_an_open_shard_and_sees_flushed_state(
         second = other_client.open_writer(namespace, key_groups="0-127", epoch=5)
         taken_over = second.value_state("v")
         assert taken_over.get_many(["flushed", "never-flushed"]) == [1, None]
+
+
+@pytest.mark.timeout(120)
+def test_values_too_large_for_one_reply_are_still_read(writer: Writer) -> None:
+    # Five values of 15 MiB: each is allowed, but together they do not fit into one gRPC reply.
+    blobs = writer.value_state("blobs", value_serializer=BYTES)
+    values = {f"k{i}": bytes([65 + i]) * (15 << 20) for i in range(5)}
+    for key, value in values.items():
+        blobs.put(key, value)
+    writer.flush()
+    keys = ["missing", *values, "missing-too"]
+    assert blobs.get_many(keys) == [None, *values.values(), None]

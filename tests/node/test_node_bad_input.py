@@ -599,3 +599,18 @@ def test_the_mixed_batch_applies_without_the_bad_operation(shard: SeededShard) -
     assert contents["m"] == [[], [(b"mk1", b"new")], []]
     assert contents["s"] == [merge_operators.encode_int64(110), merge_operators.encode_int64(1), None]
     assert contents["h"] == [None, wire.pack_list([b"e", b"new"]), None]
+
+
+@pytest.mark.timeout(60)
+def test_reads_whose_values_do_not_fit_into_one_reply(shard: SeededShard) -> None:
+    big = [bytes([65 + i]) * (13 * MIB) for i in range(4)]  # 52 MiB together: more than a reply holds
+    keys = keys_in_key_groups(4, 128, *LOW, prefix="big")
+    for key, value in zip(keys, big):
+        shard.write(shard.batch("v", [WriteOp.PUT], [key.encode()], [value]))
+    raw_keys = [k.encode() for k in keys]
+    # A clear, final error (not RESOURCE_EXHAUSTED, which clients take for a transient one) ...
+    error = rpc_fails(lambda: shard.stub.ReadBatch(read_request(shard.ref, "v", ReadOp.GET, raw_keys), timeout=30),
+                      grpc.StatusCode.INVALID_ARGUMENT, "read fewer keys")
+    assert rpc_error_reason(error) == "reply-too-large"
+    # ... and fewer keys at once do fit.
+    assert read_values(shard.stub, read_request(shard.ref, "v", ReadOp.GET, raw_keys[:3])) == big[:3]
