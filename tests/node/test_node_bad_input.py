@@ -269,6 +269,11 @@ def test_oversized_batches(shard: SeededShard) -> None:
     rpc_fails(lambda: shard.stub.ReadBatch(read_request(shard.ref, "v", ReadOp.GET, keys), timeout=30),
               grpc.StatusCode.INVALID_ARGUMENT, str(MAX_BATCH_OPS))
     assert shard.contents() == before
+    # The limit itself is allowed, and applies in order: the last put of each key wins.
+    count = MAX_BATCH_OPS
+    keys = [INSIDE[i % 3] for i in range(count)]
+    assert shard.write(shard.batch("v", [WriteOp.PUT] * count, keys, [b"%d" % i for i in range(count)])).applied == count
+    assert shard.contents()["v"] == [b"%d" % (count - 3 + i) for i in (2, 0, 1)]
 
 
 def test_a_message_larger_than_the_node_accepts(shard: SeededShard, node: NodeProcess) -> None:
@@ -306,6 +311,18 @@ def test_malformed_namespace_names(shard: SeededShard, node: NodeProcess, name: 
     assert sorted(p.name for p in (node.data_dir / "namespaces").iterdir()) == namespaces_before
     assert sorted(p.name for p in node.data_dir.parent.iterdir() if p.is_dir()) == [node.data_dir.name]
     assert shard.contents() == before
+
+
+def test_names_of_up_to_128_characters(shard: SeededShard) -> None:
+    stub = shard.stub
+    longest = "n" * 127 + "9"
+    assert stub.CreateNamespace(pb.CreateNamespaceRequest(namespace=longest, max_key_groups=8)).created
+    rpc_fails(lambda: stub.CreateNamespace(pb.CreateNamespaceRequest(namespace=longest + "9", max_key_groups=8)),
+              grpc.StatusCode.INVALID_ARGUMENT, "128")
+    stub.DeclareStates(pb.DeclareStatesRequest(shard=shard.ref, states=[pb.StateDescriptor(name="S_.-9" * 25 + "abc",
+                                                                                             kind=pb.STATE_KIND_VALUE)]))
+    rpc_fails(lambda: stub.DeclareStates(pb.DeclareStatesRequest(shard=shard.ref, states=[pb.StateDescriptor(
+        name="s" * 129, kind=pb.STATE_KIND_VALUE)])), grpc.StatusCode.INVALID_ARGUMENT, "128")
 
 
 @pytest.mark.parametrize("name", MALFORMED_NAMES, ids=lambda name: f"{name[:8]!r}-{len(name)}")
