@@ -539,7 +539,7 @@ MALFORMED_READS: dict[str, Callable[[pb.ReadBatchRequest], None]] = {
     "no reads": lambda r: setattr(r, "ops", b""),
     "too few state indexes": lambda r: r.state_indexes.extend([0]),
     "a state index past the states": lambda r: r.state_indexes.extend([0, 0, 3]),
-    "map keys that do not match the reads": lambda r: (r.map_key_lengths.extend([1]), setattr(r, "map_keys", b"x")),
+    "map keys that do not match the reads": lambda r: r.MergeFrom(pb.ReadBatchRequest(map_keys=b"x", map_key_lengths=[1])),
 }
 
 
@@ -567,7 +567,7 @@ def test_bad_iterations(shard: SeededShard, state: str, limit: int) -> None:
 def _mixed_batch(shard: SeededShard, bad: tuple[str, int, bytes, bytes, bytes] | None) -> pb.WriteBatchRequest:
     """Good operations on every state, then (optionally) one bad operation, in one batch."""
     k0, k1, k2 = INSIDE
-    operations = [
+    operations: list[tuple[str, int, bytes, bytes, bytes]] = [
         ("v", WriteOp.PUT, k0, b"new", b""), ("v", WriteOp.DELETE, k1, b"", b""),
         ("l", WriteOp.LIST_APPEND, k0, b"new", b""), ("l", WriteOp.CLEAR, k1, b"", b""),
         ("m", WriteOp.MAP_PUT, k1, b"new", b"mk1"), ("m", WriteOp.MAP_REMOVE, k0, b"", b"mk0"),
