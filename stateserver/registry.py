@@ -154,11 +154,21 @@ class ShardRegistry:
         with self._lock:
             return list(self._shards.values())
 
-    def close_all(self) -> None:
+    def close_all(self) -> int:
+        """Close every open shard, going on past failures (each is logged); how many failed."""
         with self._lock:
             shards, self._shards = list(self._shards.values()), {}
+        failed = 0
         for shard in shards:
-            shard.close()
+            fields = {"namespace": shard.id.namespace, "shard": str(shard.id)}
+            try:
+                shard.close()
+            except Exception:
+                failed += 1
+                log.exception("shard close failed", extra=fields)
+            else:
+                log.info("shard closed", extra=fields)
+        return failed
 
 
 def _range(start: int, end: int, max_key_groups: int) -> KeyGroupRange:

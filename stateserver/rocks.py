@@ -26,6 +26,9 @@ class RocksTuning:
     # checkpoint in object storage, and a graceful close flushes memtables. On, writes
     # acknowledged since the last checkpoint also survive a crash of the node process.
     write_ahead_log: bool = False
+    # RocksDB's tickers, read at metrics scrapes (block cache hits): a few clock reads per
+    # RocksDB call, lost in a request's Python overhead (measured: no difference in bulk puts/gets).
+    statistics: bool = True
 
 
 _COMPRESSION = {
@@ -61,6 +64,8 @@ class RocksResources:
         options.set_max_open_files(self.tuning.max_open_files_per_shard)
         options.set_max_background_jobs(2)
         options.set_compression_type(_COMPRESSION[self.tuning.compression]())
+        if self.tuning.statistics:
+            options.enable_statistics()
         return options
 
     def write_options(self) -> rocksdict.WriteOptions:

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import grpc
 
 from stateserver import errors, shard_reads, shard_writes, wire
+from stateserver.metrics import NodeMetrics
 from stateserver.operations import Batch
 from stateserver.cluster import ClusterView
 from stateserver.keygroups import KeyGroupRange
@@ -93,12 +94,14 @@ def translate_errors(handler: Handler) -> Handler:
 
 class StateService(state_pb2_grpc.StateServiceServicer):
     def __init__(self, registry: ShardRegistry, *, node_id: str, version: str,
-                 checkpointing: Checkpointing | None = None, cluster: ClusterView | None = None) -> None:
+                 checkpointing: Checkpointing | None = None, cluster: ClusterView | None = None,
+                 metrics: NodeMetrics | None = None) -> None:
         self.registry = registry
         self.checkpointing = checkpointing
         self.cluster = cluster or ClusterView(node_id, ())
         self.node_id = node_id
         self.version = version
+        self.metrics = metrics if metrics is not None else NodeMetrics()
 
     def _shard(self, ref: pb.ShardRef) -> Shard:
         return self.registry.shard(ref.namespace, ref.key_group_start, ref.key_group_end, ref.epoch)
@@ -163,6 +166,7 @@ class StateService(state_pb2_grpc.StateServiceServicer):
             with shard.turn(request.sequence, request.shard.epoch):
                 raise errors.InvalidInput(str(exc)) from None
         applied = shard_writes.apply_write_batch(shard, batch, epoch=request.shard.epoch, sequence=request.sequence)
+        self.metrics.record_write_batch(applied, len(request.keys) + len(request.values) + len(request.map_keys))
         return pb.WriteBatchResponse(applied=applied)
 
     @translate_errors
@@ -178,6 +182,7 @@ class StateService(state_pb2_grpc.StateServiceServicer):
         results = shard_reads.read_batch(shard, batch)
         values, lengths = wire.pack([r if r is not None else b"" for r in results])
         found = bytes(r is not None for r in results)
+        self.metrics.record_read(len(results), len(values))
         return pb.ReadBatchResponse(found=found, values=values, value_lengths=lengths)
 
     @translate_errors
@@ -187,6 +192,7 @@ class StateService(state_pb2_grpc.StateServiceServicer):
         page = shard_reads.iterate(shard, request.state, request.key, start_after, request.limit or 1000)
         entry_keys, entry_key_lengths = wire.pack(page.entry_keys)
         values, value_lengths = wire.pack(page.values)
+        self.metrics.record_read(len(page.values), len(entry_keys) + len(values))
         return pb.IterateResponse(entry_keys=entry_keys, entry_key_lengths=entry_key_lengths,
                                   values=values, value_lengths=value_lengths, has_more=page.has_more)
 

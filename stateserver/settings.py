@@ -207,11 +207,22 @@ def _node_id(raw: object) -> str:
     return _address(value) if value else ""
 
 
+def _node_entry(text: str) -> str:
+    """host:port, or dns:NAME:PORT: every address behind a name, as a Kubernetes headless service gives."""
+    if text.startswith("dns:"):
+        try:
+            _address(text.removeprefix("dns:"))
+        except _Invalid:
+            raise _Invalid("must be dns:NAME:PORT, such as dns:stateserver:7700") from None
+        return text
+    return _address(text)
+
+
 def _nodes(raw: object) -> tuple[str, ...]:
     items = raw.split(",") if isinstance(raw, str) else raw
     if not isinstance(items, (list, tuple)):
         raise _Invalid("must be a list of host:port addresses (comma-separated in flags and the environment)")
-    nodes = tuple(_address(_as_str(item)) for item in items if not isinstance(item, str) or item.strip())
+    nodes = tuple(_node_entry(_as_str(item)) for item in items if not isinstance(item, str) or item.strip())
     twice = sorted({node for node in nodes if nodes.count(node) > 1})
     if twice:
         raise _Invalid(f"must list each node once ({', '.join(twice)} appear more than once)")
@@ -317,8 +328,8 @@ class Settings:
     retained_checkpoints: int = _setting(3, _count(1), "Local checkpoints kept per shard.", metavar="N")
     upload_threads: int = _setting(8, _count(1), "Concurrent snapshot file uploads.", metavar="N")
     nodes: tuple[str, ...] = _setting(
-        (), _nodes, "Cluster members as host:port, the same list on every node and client; "
-        "empty means this node alone.", shown_default="(this node alone)", metavar="HOST:PORT,...")
+        (), _nodes, "Cluster members as host:port, or dns:NAME:PORT for every address of NAME; the same list "
+        "on every node and client; empty means this node alone.", shown_default="(this node alone)", metavar="HOST:PORT,...")
     node_id: str = _setting("", _node_id, "This node's own entry in nodes.", shown_default="<host>:<port>",
                             metavar="HOST:PORT")
     drain_seconds: float = _setting(10.0, _seconds, "On shutdown, how long in-flight requests may finish.",
@@ -520,7 +531,8 @@ def _check_together(values: dict[str, object], origins: dict[str, str], problems
     if get("node_id") == "" and host is not None and port is not None:
         values["node_id"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     nodes, node_id = get("nodes"), get("node_id")
-    if nodes and node_id and node_id not in nodes:
+    # A dns: entry is resolved when the node starts, so membership can only be checked then.
+    if nodes and node_id and node_id not in nodes and not any(node.startswith("dns:") for node in nodes):
         problems.append(f"setting 'node_id': must be one of the nodes ({', '.join(nodes)}) so that this node "
                         f"finds its own shards, got {node_id!r} (from {origin('node_id')})")
 

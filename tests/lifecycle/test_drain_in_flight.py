@@ -1,0 +1,105 @@
+"""Node.stop() with a write batch in flight, on a node in this process whose batches are slowed down.
+
+gRPC's ``stop(grace)`` refuses new calls at once and cancels calls still running at the end of
+the grace period, but the handler threads go on: the shard must close only after they return.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from client import BYTES, StateClient, StateServerError
+from stateserver import shard_writes
+from stateserver.server import Node, NodeConfig, NodeStartError
+
+APPLY_SECONDS = 1.0
+
+
+@pytest.fixture
+def slow_batches(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Event, list[bool]]]:
+    """Every write batch waits APPLY_SECONDS before it is applied; then says whether its shard was closed."""
+    entered = threading.Event()
+    closed_after_apply: list[bool] = []
+    apply = shard_writes.apply_write_batch
+
+    def slow_apply(shard: Any, batch: Any, **options: Any) -> int:
+        entered.set()
+        time.sleep(APPLY_SECONDS)
+        applied = apply(shard, batch, **options)
+        closed_after_apply.append(shard.closed)
+        return applied
+
+    monkeypatch.setattr(shard_writes, "apply_write_batch", slow_apply)
+    yield entered, closed_after_apply
+
+
+def start_node(data_dir: Path, drain_seconds: float) -> Node:
+    node = Node(NodeConfig(host="127.0.0.1", port=0, data_dir=data_dir, drain_seconds=drain_seconds))
+    node.start()
+    return node
+
+
+@pytest.mark.parametrize("drain_seconds", [3.0, 0.2], ids=["within-grace", "outlives-grace"])
+def test_stop_closes_shards_after_the_batch_in_flight(tmp_path: Path, slow_batches: tuple[threading.Event, list[bool]],
+                                                      drain_seconds: float) -> None:
+    entered, closed_after_apply = slow_batches
+    node = start_node(tmp_path / "data", drain_seconds)
+    outcome: dict[str, object] = {}
+    with StateClient(node.address, timeout=10) as client:
+        client.create_namespace("ns", max_key_groups=8)
+        writer = client.open_writer("ns", key_groups="0-7", epoch=1)
+        state = writer.value_state("v", value_serializer=BYTES)
+        state.put("in-flight", b"value")
+
+        def flush() -> None:
+            try:
+                writer.flush()
+                outcome["flush"] = "acknowledged"
+            except StateServerError as exc:
+                outcome["flush"] = exc
+
+        flushing = threading.Thread(target=flush)
+        flushing.start()
+        assert entered.wait(10)
+        stopping = threading.Thread(target=lambda: outcome.setdefault("clean", node.stop()))
+        stopping.start()
+        time.sleep(0.1)
+        health = grpc.insecure_channel(node.address)
+        with pytest.raises(grpc.RpcError) as refused:  # a new call during the drain
+            health.unary_unary("/stateserver.v1.StateService/NodeInfo")(b"", timeout=5)
+        health.close()
+        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        stopping.join(30)
+        flushing.join(30)
+
+    assert closed_after_apply == [False], "the shard closed while its batch was being applied"
+    assert outcome["clean"] is True
+    if drain_seconds > APPLY_SECONDS:
+        assert outcome["flush"] == "acknowledged"
+    else:  # cancelled by gRPC after the grace period: the client was told it failed
+        assert isinstance(outcome["flush"], StateServerError)
+
+    restarted = start_node(tmp_path / "data", drain_seconds)
+    try:
+        with StateClient(restarted.address, timeout=10) as client:
+            writer = client.open_writer("ns", key_groups="0-7", epoch=2)
+            # Applied before the close in both cases, so flushed to disk by it.
+            assert writer.value_state("v", value_serializer=BYTES).get("in-flight") == b"value"
+    finally:
+        restarted.stop()
+
+
+def test_a_second_node_on_the_same_data_directory_fails_to_start(tmp_path: Path) -> None:
+    node = start_node(tmp_path / "data", 1.0)
+    try:
+        with pytest.raises(NodeStartError, match="in use by another node"):
+            Node(NodeConfig(host="127.0.0.1", port=0, data_dir=tmp_path / "data"))
+    finally:
+        node.stop()
+    start_node(tmp_path / "data", 1.0).stop()  # the lock goes with the node
