@@ -14,7 +14,10 @@ and an object, once written, is never overwritten (invariant 1).
 """
 from __future__ import annotations
 
+import dataclasses
+import re
 import uuid
+from typing import Literal
 
 from stateserver.keygroups import KeyGroupRange
 
@@ -95,3 +98,34 @@ def parse_owner_record(key: str) -> tuple[KeyGroupRange, int] | None:
         return KeyGroupRange.parse(parts[2]), int(parts[3])
     except ValueError:
         return None
+
+
+ObjectKind = Literal["shared", "private", "manifest", "metadata"]
+
+_CHECKPOINT_RE = rf"(?P<checkpoint>\d{{{_CHECKPOINT_DIGITS}}})"
+_UNIQUE_RE = r"[0-9a-f]{32}"
+_RANGE_RE = r"\d+-\d+"
+# Exactly the spellings above, and nothing looser: garbage collection deletes only keys that
+# match one of these, so an object someone else put under the namespace is never touched.
+_SPELLINGS: tuple[tuple[ObjectKind, re.Pattern[str]], ...] = (
+    ("shared", re.compile(rf"(?P<ns>[^/]+)/shared/{_CHECKPOINT_RE}-{_UNIQUE_RE}-[^/]+")),
+    ("private", re.compile(rf"(?P<ns>[^/]+)/private/{_CHECKPOINT_RE}/{_RANGE_RE}/{_UNIQUE_RE}-[^/]+")),
+    ("manifest", re.compile(rf"(?P<ns>[^/]+)/manifests/{_CHECKPOINT_RE}/{_RANGE_RE}/{_UNIQUE_RE}\.pb")),
+    ("metadata", re.compile(rf"(?P<ns>[^/]+)/checkpoints/{_CHECKPOINT_RE}/{re.escape(METADATA_NAME)}")),
+)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True, slots=True)
+class ParsedKey:
+    namespace: str
+    kind: ObjectKind
+    checkpoint_id: int
+
+
+def parse_key(key: str) -> ParsedKey | None:
+    """What an object key spelled by this module names; None for any other key."""
+    for kind, pattern in _SPELLINGS:
+        match = pattern.fullmatch(key)
+        if match is not None:
+            return ParsedKey(namespace=match["ns"], kind=kind, checkpoint_id=int(match["checkpoint"]))
+    return None

@@ -1,0 +1,27 @@
+"""Restoring a shard from a committed checkpoint: two explicit variants, as Flink's restore operations.
+
+    full restore        one snapshot shard has exactly the key groups asked for: its files, as
+                        uploaded, are a RocksDB checkpoint and become the shard (``_full_restore``)
+    rescaling restore   otherwise: each overlapping snapshot shard is downloaded, opened read-only,
+                        and the keys of the key groups both hold are copied into a fresh shard
+                        (``_rescaling_restore``, ``_key_range_copy``)
+
+Both download in parallel and check every file's size and xxh3-128 checksum against the manifest
+(``_download``). ``restore_shard`` picks the variant; ``plan_restore`` says which it will be and
+what it will download, without I/O.
+
+    result = restore_shard(store, catalog.resolve("job", "latest"), KeyGroupRange(0, 63),
+                           data_dir / "namespaces/job/shards/0-63", resources=resources, executor=pool)
+"""
+from stateserver.restore._errors import CorruptObject, MissingObject
+from stateserver.restore._plan import RestorePlan, plan_restore
+from stateserver.restore._restore_operation import RestoreResult, restore_shard
+
+__all__ = [
+    "CorruptObject",
+    "MissingObject",
+    "RestorePlan",
+    "RestoreResult",
+    "plan_restore",
+    "restore_shard",
+]
