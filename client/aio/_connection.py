@@ -1,0 +1,37 @@
+"""One grpc.aio channel per node address; gRPC errors are translated by the sync client's translator."""
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import grpc
+import grpc.aio
+
+from client._connection import NodeConnection, channel_options
+from client._errors import StateServerError
+from stateserver.v1 import checkpoint_pb2_grpc, state_pb2_grpc
+
+
+class AsyncNodeConnection:
+    def __init__(self, address: str, *, max_message_bytes: int, timeout: float,
+                 on_unavailable: Callable[[str], None] | None = None) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._on_unavailable = on_unavailable
+        self.channel = grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
+        # Method names are unique across the node's services, so a call names only the method.
+        self._methods: dict[str, Any] = {}
+        for stub in (state_pb2_grpc.StateServiceStub(self.channel), checkpoint_pb2_grpc.CheckpointServiceStub(self.channel)):
+            self._methods.update({name: value for name, value in vars(stub).items() if not name.startswith("_")})
+
+    async def call(self, method: str, request: Any, *, timeout: float | None = None) -> Any:
+        try:
+            return await self._methods[method](request, timeout=timeout or self.timeout)
+        except grpc.aio.AioRpcError as exc:
+            raise self.translate(exc) from exc
+
+    # The sync connection's: translates, and reports a node that answered UNAVAILABLE.
+    translate: Callable[[AsyncNodeConnection, grpc.RpcError], StateServerError] = NodeConnection.translate  # type: ignore[assignment]
+
+    async def close(self) -> None:
+        await self.channel.close()

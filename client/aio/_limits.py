@@ -1,0 +1,78 @@
+"""A bound on the operations a shard session has accepted and not yet answered."""
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable
+
+
+class OutstandingLimit:
+    """Permits for outstanding operations: a caller past the bound waits, in arrival order.
+
+    A write holds its permit until the node applied its batch, a read until it is answered, so
+    the buffer, the batches in flight and the reads waiting together never exceed ``limit``
+    operations: a slow node slows the callers instead of growing memory.
+    """
+
+    def __init__(self, limit: int, *, on_wait: Callable[[], None] = lambda: None) -> None:
+        if limit < 1:
+            raise ValueError("the limit of outstanding operations must be at least 1")
+        self.limit = limit
+        self.in_use = 0
+        self.peak = 0      # the most permits ever held at once
+        self.waits = 0     # how many acquisitions had to wait
+        self._on_wait = on_wait
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+
+    @property
+    def waiting(self) -> bool:
+        return bool(self._waiters)
+
+    def try_acquire(self, count: int = 1) -> bool:
+        if self._waiters or self.in_use + count > self.limit:
+            return False
+        self.in_use += count
+        if self.in_use > self.peak:
+            self.peak = self.in_use
+        return True
+
+    async def acquire(self, count: int = 1) -> None:
+        if count > self.limit:
+            raise ValueError(f"{count} operations at once exceed the limit of {self.limit}")
+        if self.try_acquire(count):
+            return
+        self.waits += 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (count, future)
+        self._waiters.append(entry)
+        self._on_wait()  # the session sends what it holds rather than wait for batches to fill
+        try:
+            await future
+        except asyncio.CancelledError:
+            if future.done() and not future.cancelled():
+                self.release(count)  # granted just as the caller gave up
+            else:
+                self._waiters.remove(entry)
+                self._grant()
+            raise
+
+    def fail(self, error: BaseException) -> None:
+        """Raise ``error`` in every waiting caller: nothing will release permits any more."""
+        while self._waiters:
+            _count, future = self._waiters.popleft()
+            if not future.done():
+                future.set_exception(error)
+
+    def release(self, count: int = 1) -> None:
+        self.in_use -= count
+        self._grant()
+
+    def _grant(self) -> None:
+        while self._waiters and self.in_use + self._waiters[0][0] <= self.limit:
+            count, future = self._waiters.popleft()
+            if future.done():
+                continue
+            self.in_use += count
+            if self.in_use > self.peak:
+                self.peak = self.in_use
+            future.set_result(None)
