@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -43,9 +43,6 @@ def namespace(request: pytest.FixtureRequest, client: StateClient) -> str:
 
 @pytest.fixture(scope="session")
 def operator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("operator_loop_example", EXAMPLES / "operator_loop.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    return importlib.import_module("operator_loop")
