@@ -59,6 +59,7 @@ class _WriteInFlight:
     task: asyncio.Task[Any]
     count: int
     keys: set[tuple[str, bytes]]
+    settled: bool = False
 
 
 class AsyncShardSession:
@@ -172,7 +173,7 @@ class AsyncShardSession:
             last = max((i for i, batch in enumerate(self._in_flight)
                         if any((r.state, r.key) in batch.keys for r in reads)), default=-1)
             for batch in list(self._in_flight)[: last + 1]:
-                await asyncio.shield(batch.task)
+                await self._wait_applied(batch)
         self._reading = reads
         try:
             reply = await self.connection.call("ReadBatch", _read_batch(self.ref, reads))
@@ -189,7 +190,7 @@ class AsyncShardSession:
 
     async def _send_writes(self) -> None:
         while len(self._in_flight) >= self.limits.max_in_flight:
-            await asyncio.shield(self._in_flight[0].task)
+            await self._wait_applied(self._in_flight[0])
         request = self.buffer.to_request(self.ref)
         self._sequence += 1
         request.sequence = self._sequence
@@ -204,14 +205,24 @@ class AsyncShardSession:
         self.write_batches += 1
 
     def _applied(self, batch: _WriteInFlight) -> None:
+        """Once per batch, from its done callback or from the pump, whichever comes first."""
+        if batch.settled:
+            return
+        batch.settled = True
         self._in_flight.remove(batch)
         self.outstanding.release(batch.count)
         if not batch.task.cancelled() and batch.task.exception() is not None:
             self._fail(batch.task.exception())  # type: ignore[arg-type]
 
+    async def _wait_applied(self, batch: _WriteInFlight) -> None:
+        # Awaiting a finished task does not yield, so its done callback may not have run yet.
+        await asyncio.wait([batch.task])
+        self._applied(batch)
+        self._check()
+
     async def _drain_writes(self) -> None:
         while self._in_flight:
-            await asyncio.shield(self._in_flight[0].task)
+            await self._wait_applied(self._in_flight[0])
 
     def _fail(self, error: BaseException) -> None:
         if self._error is None:
