@@ -30,8 +30,9 @@ class AsyncNodeConnection:
         except grpc.aio.AioRpcError as exc:
             raise self.translate(exc) from exc
 
-    # The sync connection's: translates, and reports a node that answered UNAVAILABLE.
-    translate: Callable[[AsyncNodeConnection, grpc.RpcError], StateServerError] = NodeConnection.translate  # type: ignore[assignment]
+    def translate(self, error: grpc.RpcError) -> StateServerError:
+        """The sync connection's: translates, and reports a node that answered UNAVAILABLE."""
+        return NodeConnection.translate(self, error)  # type: ignore[arg-type]
 
     async def close(self) -> None:
         await self.channel.close()

@@ -84,7 +84,7 @@ class AsyncAggregatingState(_AsyncHandle[K], Generic[K, V]):
 
     async def get(self, key: K) -> V | None:
         value = await self._get(key)
-        return None if value is None else self._decode(value)  # type: ignore[arg-type]
+        return None if value is None else self._decode(value)  # type: ignore[misc]
 
     async def get_many(self, keys: Sequence[K]) -> list[V | None]:
         return list(await asyncio.gather(*(self.get(key) for key in keys)))
