@@ -154,7 +154,10 @@ def read_request(shard: pb.ShardRef, states: Sequence[str], ops: bytes, keys: Se
 def read_results(reply: pb.ReadBatchResponse) -> list[bytes | None]:
     """The values of a ReadBatchResponse in request order, None where absent."""
     values = wire.unpack(reply.values, reply.value_lengths)
-    return [value if found else None for value, found in zip(values, reply.found)]
+    found = reply.found
+    if len(found) == len(values) and 0 not in found:  # every key found: the values as they are
+        return values  # type: ignore[return-value]
+    return [value if flag else None for value, flag in zip(values, found)]
 
 
 def _cleared(current: Overlay | None) -> Overlay:

@@ -61,8 +61,11 @@ class _Handle(Generic[K]):
             fetched = self._finish_or_split(op, session, chunk, call)
             if len(session.buffer):
                 fetched = [self._resolve(session.buffer.overlay(self.name, raw), stored) for raw, stored in zip(chunk, fetched)]
-            for i, value in zip(positions, fetched):
-                results[i] = value
+            if isinstance(positions, range) and len(positions) == len(fetched):  # one shard: a run of positions
+                results[positions.start : positions.stop] = fetched
+            else:
+                for i, value in zip(positions, fetched):
+                    results[i] = value
         return results
 
     def _finish_or_split(self, op: ReadOp, session: ShardSession, chunk: Sequence[bytes],
@@ -92,10 +95,15 @@ class ValueState(_Handle[K], Generic[K, V]):
         session.add(WriteOp.PUT, self.name, raw, self._values.dumps(value))
 
     def put_many(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> None:
-        pairs = list(items.items() if isinstance(items, Mapping) else items)
-        if not pairs:
-            return
-        keys, objects = zip(*pairs)
+        if isinstance(items, Mapping):  # keys and values in the same order, without a tuple per pair
+            if not items:
+                return
+            keys, objects = list(items.keys()), list(items.values())
+        else:
+            pairs = list(items)
+            if not pairs:
+                return
+            keys, objects = zip(*pairs)
         raws = _dump_all(self._keys, keys)
         values = _dump_all(self._values, objects)
         for session, indexes in self._writer.group_by_session(raws):
@@ -112,8 +120,10 @@ class ValueState(_Handle[K], Generic[K, V]):
         return self.get_many([key], default)[0]
 
     def get_many(self, keys: Sequence[K], default: V | None = None) -> list[V | None]:
+        fetched = self._read_many(ReadOp.GET, list(map(self._keys.dumps, keys)))
+        if default is None and type(self._values) is BytesSerializer:
+            return fetched  # loads is the identity and absent values stay None
         loads = self._values.loads
-        fetched = self._read_many(ReadOp.GET, [self._keys.dumps(key) for key in keys])
         return [loads(value) if value is not None else default for value in fetched]
 
 

@@ -205,14 +205,16 @@ class Shard:
         """
         if not keys:
             return []
-        lengths = list(map(len, keys))
-        if min(lengths) == 0:
-            raise InvalidInput(f"key {lengths.index(0)} of the batch is empty; keys must not be empty")
-        longest = max(lengths)
+        if not all(keys):  # an empty key is false
+            raise InvalidInput(f"key {[len(k) for k in keys].index(0)} of the batch is empty; keys must not be empty")
+        longest = max(map(len, keys))
         if longest > self.limits.max_key_bytes:
-            raise InvalidInput(f"key {lengths.index(longest)} of the batch has {longest} bytes; the limit is {self.limits.max_key_bytes}")
+            index = [len(k) for k in keys].index(longest)
+            raise InvalidInput(f"key {index} of the batch has {longest} bytes; the limit is {self.limits.max_key_bytes}")
         max_key_groups = self.max_key_groups
         key_groups = [h % max_key_groups for h in map(stable_hash, keys)]
+        if self.key_groups.start == 0 and self.key_groups.end >= max_key_groups - 1:
+            return key_groups  # the shard has every key group: no key can be outside it
         if min(key_groups) < self.key_groups.start or max(key_groups) > self.key_groups.end:
             index = next(i for i, g in enumerate(key_groups) if g not in self.key_groups)
             raise KeyGroupOutOfRange(f"key {index} of the batch is in key group {key_groups[index]}, outside shard {self.id}")

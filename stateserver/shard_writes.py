@@ -105,15 +105,17 @@ def _apply_puts(shard: Shard, state: OpenState, key_groups: list[int], batch: Ba
     """The common case, a batch of puts to one value state, without a per-operation branch."""
     prefixes = KEY_GROUP_PREFIXES
     expiry = shard.expiry_for(state.descriptor)
-    if expiry is None:
-        values = [layout.HEADER_PLAIN + v for v in batch.values]
-    else:
-        values = [layout.encode_value(v, expiry) for v in batch.values]
     writes = rocksdict.WriteBatch(raw_mode=True)
     writes.set_default_column_family(state.handle)
     put = writes.put
-    for key_group, key, value in zip(key_groups, batch.keys, values):
-        put(prefixes[key_group] + key, value)
+    if expiry is None:
+        header = layout.HEADER_PLAIN  # stored values are built in the loop: no list of them
+        for key_group, key, value in zip(key_groups, batch.keys, batch.values):
+            put(prefixes[key_group] + key, header + value)
+    else:
+        encode = layout.encode_value
+        for key_group, key, value in zip(key_groups, batch.keys, batch.values):
+            put(prefixes[key_group] + key, encode(value, expiry))
     shard.db.write(writes)
 
 
