@@ -120,7 +120,9 @@ class ValueState(_Handle[K], Generic[K, V]):
         return self.get_many([key], default)[0]
 
     def get_many(self, keys: Sequence[K], default: V | None = None) -> list[V | None]:
-        fetched = self._read_many(ReadOp.GET, list(map(self._keys.dumps, keys)))
+        # BytesSerializer.dumps is bytes(): called directly, without a Python frame per key.
+        dumps = bytes if type(self._keys) is BytesSerializer else self._keys.dumps
+        fetched = self._read_many(ReadOp.GET, list(map(dumps, keys)))
         if default is None and type(self._values) is BytesSerializer:
             return fetched  # loads is the identity and absent values stay None
         loads = self._values.loads

@@ -44,7 +44,10 @@ def read_batch(shard: Shard, batch: Batch) -> list[bytes | None]:
     states = [shard.state(name) for name in batch.states]
     key_groups = shard.key_groups_of(batch.keys)
     state_indexes = batch.state_indexes or [0] * count
-    for code, state_index in set(zip(batch.ops, state_indexes)):
+    # The distinct (op, state) pairs, in order of first appearance; without state indexes from
+    # the distinct ops alone, rather than a tuple per read.
+    pairs = set(zip(batch.ops, state_indexes)) if batch.state_indexes else {(code, 0) for code in dict.fromkeys(batch.ops)}
+    for code, state_index in pairs:
         kind = states[state_index].descriptor.kind
         if code not in _VALID_OPS or kind not in _ALLOWED[ReadOp(code)]:
             i = next(i for i, pair in enumerate(zip(batch.ops, state_indexes)) if pair == (code, state_index))
