@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from support.cluster import Cluster, run_cluster
+from support.seaweedfs import SeaweedS3
+
+
+@pytest.fixture
+def cluster(tmp_path: Path, seaweed: SeaweedS3, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cluster]:
+    """Three nodes that know each other, snapshotting into a fresh prefix of a real S3 server."""
+    for name, value in seaweed.env.items():
+        monkeypatch.setenv(name, value)  # the node processes inherit the credentials
+    with run_cluster(tmp_path / "nodes", seaweed.fresh_url()) as nodes:
+        yield nodes

@@ -1,0 +1,46 @@
+"""Acceptance of the cluster issue: a fourth node takes about a quarter of the shards."""
+from __future__ import annotations
+
+import pytest
+
+from client import BYTES, StateClient, ranges_for_parallelism
+from stateserver import placement
+from stateserver.v1 import state_pb2 as pb
+from support.cluster import Cluster
+
+NAMESPACE = "rebalanced"
+MAX_KEY_GROUPS = 256
+SHARDS = 64  # enough shards that "about a quarter" is a meaningful fraction
+
+pytestmark = pytest.mark.timeout(240)
+
+
+def test_adding_a_node_moves_only_the_shards_it_wins_and_keeps_every_value(cluster: Cluster) -> None:
+    ranges = ranges_for_parallelism(MAX_KEY_GROUPS, SHARDS)
+    items = {f"key-{i}".encode(): f"value-{i}".encode() for i in range(20_000)}
+    with StateClient(cluster.addresses) as state:
+        state.create_namespace(NAMESPACE, MAX_KEY_GROUPS)
+        writer = state.open_writer(NAMESPACE, key_groups=ranges, epoch=1)
+        values = writer.value_state("v", key_serializer=BYTES, value_serializer=BYTES)
+        values.put_many(items)
+        writer.snapshot(1)
+        state.commit_checkpoint(NAMESPACE, 1, writer.await_snapshot(1), writers=[writer])
+        writer.notify_checkpoint_complete(1)
+        before = {r: s.connection.address for r, s in zip(ranges, writer.sessions)}
+
+        fourth = cluster.add_node()
+        state.nodes = list(cluster.addresses)  # the operator rolls the new node list out
+        moved = state.rebalance(writer, checkpoint_id=1, epoch=2)
+
+        expected = {r for r in ranges if placement.owner(f"{NAMESPACE}/{r}", cluster.addresses) == fourth}
+        assert set(moved) == expected, "exactly the shards the new node wins by rendezvous hashing move"
+        assert 0.10 * SHARDS <= len(moved) <= 0.45 * SHARDS, f"about a quarter should move, {len(moved)} did"
+        after = {s.key_groups: s.connection.address for s in writer.sessions}
+        for key_groups in ranges:
+            assert after[key_groups] == (fourth if key_groups in expected else before[key_groups])
+
+        fetched = values.get_many(list(items))
+        assert fetched == list(items.values()), "every key keeps its value"
+        open_on_fourth = set(cluster.nodes[fourth].stub().NodeInfo(pb.NodeInfoRequest(), timeout=10).open_shards)
+        assert open_on_fourth == {f"{NAMESPACE}/{r}" for r in expected}
+        writer.close()
