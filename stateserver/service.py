@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -92,6 +92,18 @@ def translate_errors(handler: Handler) -> Handler:
     return wrapper  # type: ignore[return-value]
 
 
+def decode_batch(request: pb.WriteBatchRequest | pb.ReadBatchRequest, values: Sequence[bytes] = ()) -> Batch:
+    """The packed fields both batch kinds share; raises ValueError when lengths do not add up."""
+    return Batch(
+        ops=request.ops,
+        states=request.states,
+        state_indexes=request.state_indexes,
+        keys=wire.unpack(request.keys, request.key_lengths),
+        values=values,
+        map_keys=wire.unpack(request.map_keys, request.map_key_lengths) if request.map_key_lengths else (),
+    )
+
+
 class StateService(state_pb2_grpc.StateServiceServicer):
     def __init__(self, registry: ShardRegistry, *, node_id: str, version: str,
                  checkpointing: Checkpointing | None = None, cluster: ClusterView | None = None,
@@ -153,14 +165,8 @@ class StateService(state_pb2_grpc.StateServiceServicer):
     def WriteBatch(self, request: pb.WriteBatchRequest, context: grpc.ServicerContext) -> pb.WriteBatchResponse:
         shard = self._shard(request.shard)
         try:
-            batch = Batch(
-                ops=request.ops,
-                states=request.states,
-                state_indexes=request.state_indexes,
-                keys=wire.unpack(request.keys, request.key_lengths),
-                values=wire.unpack(request.values, request.value_lengths) if request.value_lengths else (),
-                map_keys=wire.unpack(request.map_keys, request.map_key_lengths) if request.map_key_lengths else (),
-            )
+            batch = decode_batch(request, values=wire.unpack(request.values, request.value_lengths)
+                                 if request.value_lengths else ())
         except ValueError as exc:
             # A malformed batch still uses its turn, or the writer's later batches would wait for it.
             with shard.turn(request.sequence, request.shard.epoch):
@@ -172,14 +178,7 @@ class StateService(state_pb2_grpc.StateServiceServicer):
     @translate_errors
     def ReadBatch(self, request: pb.ReadBatchRequest, context: grpc.ServicerContext) -> pb.ReadBatchResponse:
         shard = self._shard(request.shard)
-        batch = Batch(
-            ops=request.ops,
-            states=request.states,
-            state_indexes=request.state_indexes,
-            keys=wire.unpack(request.keys, request.key_lengths),
-            map_keys=wire.unpack(request.map_keys, request.map_key_lengths) if request.map_key_lengths else (),
-        )
-        results = shard_reads.read_batch(shard, batch)
+        results = shard_reads.read_batch(shard, decode_batch(request))
         if None in results:
             found = bytes([r is not None for r in results])
             values, lengths = wire.pack([r if r is not None else b"" for r in results])
