@@ -2,11 +2,15 @@
 
 One object per node, handed to the gRPC CheckpointService and to the shard registry (for
 OpenShard with a restore source). The thread pools are shared by all shards of the node.
+After each commit, retention runs in the background: the node keeps the last
+``retained_checkpoints`` committed checkpoints of the namespace and deletes what only older
+ones reference, as ``stateserver gc`` does.
 """
 from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import datetime
 import logging
 import pathlib
 import shutil
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING
 
 from stateserver.checkpoints import CheckpointCatalog
 from stateserver.errors import Fenced, NotFound
+from stateserver.gc import collect_garbage
 from stateserver.keygroups import KeyGroupRange
 from stateserver.objectstore import ObjectStore
 from stateserver.ownership import Ownership
@@ -24,12 +29,21 @@ from stateserver.registry import Restorer
 from stateserver.rocks import RocksResources
 from stateserver.shard import Shard, ShardId
 from stateserver.snapshot import ShardSnapshots, SnapshotStatus, UploadResult
+from stateserver.snapshot.shard_snapshots import SnapshotObserver
 from stateserver.v1 import checkpoint_pb2 as cpb
 
 if TYPE_CHECKING:
     from stateserver.restore import RestoreResult
 
 log = logging.getLogger(__name__)
+
+# Retention after a commit leaves alone the objects of checkpoints that may still commit until
+# they are this old, as `stateserver gc` does by default.
+IN_FLIGHT_MIN_AGE = datetime.timedelta(hours=1)
+
+
+class CheckpointObserver(SnapshotObserver):
+    def observe_restore(self, seconds: float, restored_bytes: int) -> None: ...
 
 
 @dataclasses.dataclass(frozen=True)
@@ -41,7 +55,8 @@ class SnapshotOutcome:
 
 class Checkpointing:
     def __init__(self, store: ObjectStore, *, work_dir: pathlib.Path, resources: RocksResources,
-                 upload_threads: int = 8, snapshot_threads: int = 4) -> None:
+                 upload_threads: int = 8, snapshot_threads: int = 4, retained_checkpoints: int = 3,
+                 observer: CheckpointObserver | None = None) -> None:
         self.store = store
         self.catalog = CheckpointCatalog(store)
         self.ownership = Ownership(store)
@@ -49,8 +64,13 @@ class Checkpointing:
         self.resources = resources
         self.file_executor = concurrent.futures.ThreadPoolExecutor(upload_threads, thread_name_prefix="transfer")
         self.snapshot_executor = concurrent.futures.ThreadPoolExecutor(snapshot_threads, thread_name_prefix="snapshot")
+        self.retained_checkpoints = retained_checkpoints
+        self.observer = observer
+        # One thread: collections of a namespace never overlap, and a commit never waits for one.
+        self.retention_executor = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="retention")
         self._lock = threading.Lock()
         self._shards: dict[ShardId, ShardSnapshots] = {}
+        self._retention_pending: set[str] = set()
 
     def snapshots_of(self, shard: Shard) -> ShardSnapshots:
         with self._lock:
@@ -60,7 +80,7 @@ class Checkpointing:
                 # keeping only what it may still reuse.
                 fresh = ShardSnapshots(shard, self.store, work_dir=self.work_dir / str(shard.id).replace("/", "_"),
                                        snapshot_executor=self.snapshot_executor, file_executor=self.file_executor,
-                                       ownership=self.ownership)
+                                       ownership=self.ownership, observer=self.observer)
                 if snapshots is not None:
                     fresh.inherit(snapshots)
                 snapshots = self._shards[shard.id] = fresh
@@ -99,7 +119,24 @@ class Checkpointing:
             self.ownership.check(namespace, shard_key_groups(handle), handle.writer_epoch)
         key = self.catalog.commit(namespace, checkpoint_id, handles)
         log.info("checkpoint committed", extra={"namespace": namespace, "checkpoint": checkpoint_id, "key": key})
+        self._schedule_retention(namespace)
         return key
+
+    def _schedule_retention(self, namespace: str) -> None:
+        with self._lock:
+            if namespace in self._retention_pending:
+                return  # the pending collection will see this commit too
+            self._retention_pending.add(namespace)
+        self.retention_executor.submit(self._collect_garbage, namespace)
+
+    def _collect_garbage(self, namespace: str) -> None:
+        with self._lock:
+            self._retention_pending.discard(namespace)
+        try:
+            collect_garbage(self.store, namespace, retain=self.retained_checkpoints, min_age=IN_FLIGHT_MIN_AGE,
+                            now=datetime.datetime.now(datetime.timezone.utc), dry_run=False)
+        except Exception:  # retention is housekeeping: the next commit tries again
+            log.exception("retention failed", extra={"namespace": namespace})
 
     def restored(self, shard: Shard, result: RestoreResult) -> None:
         """Registry callback: a full restore's files are committed uploads the shard may reuse."""
@@ -114,6 +151,7 @@ class Checkpointing:
             shards = list(self._shards.values())
         for snapshots in shards:
             snapshots.close()
+        self.retention_executor.shutdown(wait=True)
         self.snapshot_executor.shutdown(wait=True)
         self.file_executor.shutdown(wait=True)
 
@@ -139,6 +177,8 @@ def restore_target(checkpointing: Checkpointing, source_checkpoint: int | str) -
             path.rename(discarded)
             shutil.rmtree(discarded, ignore_errors=True)
         temporary.rename(path)
+        if checkpointing.observer is not None:
+            checkpointing.observer.observe_restore(result.seconds, result.bytes_downloaded)
         log.info("shard restored", extra={"namespace": shard_id.namespace, "shard": str(shard_id),
                                           "checkpoint": metadata.checkpoint_id, "rescaled": result.rescaled,
                                           "bytes": result.bytes_downloaded})

@@ -68,6 +68,8 @@ class NodeConfig:
     snapshot_url: str = ""
     snapshot_options: Mapping[str, str] = dataclasses.field(default_factory=dict)
     upload_threads: int = 8
+    # Committed checkpoints of a namespace kept when a commit runs retention.
+    retained_checkpoints: int = 3
     # The cluster's nodes ("host:port" or "dns:NAME:PORT"); empty for a single node.
     nodes: tuple[str, ...] = ()
     # Port 0: no metrics endpoint.
@@ -90,7 +92,8 @@ def config_from_settings(settings: Settings) -> NodeConfig:
         tuning=RocksTuning(block_cache_bytes=settings.block_cache_bytes,
                            write_buffer_bytes=settings.write_buffer_bytes),
         snapshot_url=settings.snapshot_url, snapshot_options=dict(settings.snapshot_options),
-        upload_threads=settings.upload_threads, nodes=settings.nodes,
+        upload_threads=settings.upload_threads, retained_checkpoints=settings.retained_checkpoints,
+        nodes=settings.nodes,
         metrics_host=settings.metrics_host, metrics_port=settings.metrics_port,
     )
 
@@ -107,14 +110,15 @@ def version() -> str:
         return "0+unknown"
 
 
-def open_checkpointing(config: NodeConfig, resources: RocksResources) -> Checkpointing:
+def open_checkpointing(config: NodeConfig, resources: RocksResources, metrics: NodeMetrics) -> Checkpointing:
     url = config.snapshot_url or (config.data_dir / "snapshots").resolve().as_uri()
     try:
         store = RetryingObjectStore(open_store(url, options=dict(config.snapshot_options) or None))
     except StoreError as exc:
         raise NodeStartError(f"cannot open the snapshot store: {exc}") from exc
     return Checkpointing(store, work_dir=config.data_dir / "checkpoints", resources=resources,
-                         upload_threads=config.upload_threads)
+                         upload_threads=config.upload_threads, retained_checkpoints=config.retained_checkpoints,
+                         observer=metrics)
 
 
 class Node:
@@ -129,7 +133,7 @@ class Node:
             nodes = _cluster_nodes(config.nodes)
             resources = RocksResources(config.tuning)
             self.registry = ShardRegistry(config.data_dir, resources, config.limits)
-            self.checkpointing = open_checkpointing(config, resources)
+            self.checkpointing = open_checkpointing(config, resources, self.metrics)
             self.registry.on_restored = self.checkpointing.restored
             self.metrics.add_collector(ShardCollector(self.registry.open_shards))
             self.health = health.HealthServicer()

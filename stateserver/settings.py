@@ -325,7 +325,9 @@ class Settings:
     max_value_bytes: int = _setting(16 * MiB, _size(), "Largest value a request may carry.", metavar="BYTES")
     max_batch_ops: int = _setting(100_000, _count(1), "Most operations in one write batch.", metavar="N")
     worker_threads: int = _setting(16, _count(1), "Threads serving gRPC requests.", metavar="N")
-    retained_checkpoints: int = _setting(3, _count(1), "Local checkpoints kept per shard.", metavar="N")
+    retained_checkpoints: int = _setting(
+        3, _count(1), "Committed checkpoints kept per namespace: after each commit the node deletes, in the "
+        "background, what only older checkpoints reference (as `stateserver gc --retain N`).", metavar="N")
     upload_threads: int = _setting(8, _count(1), "Concurrent snapshot file uploads.", metavar="N")
     nodes: tuple[str, ...] = _setting(
         (), _nodes, "Cluster members as host:port, or dns:NAME:PORT for every address of NAME; the same list "

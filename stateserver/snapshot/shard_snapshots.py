@@ -11,6 +11,8 @@ import enum
 import logging
 import pathlib
 import threading
+import time
+from typing import Protocol
 
 from stateserver.errors import InvalidInput, NotFound
 from stateserver.objectstore import ObjectStore
@@ -29,6 +31,14 @@ class SnapshotStatus(enum.Enum):
     FAILED = "failed"
 
 
+class SnapshotObserver(Protocol):
+    """Told the figures of every snapshot (NodeMetrics is one)."""
+
+    def observe_checkpoint_sync(self, seconds: float) -> None: ...
+
+    def observe_checkpoint_async(self, seconds: float, uploaded_bytes: int, reused_bytes: int) -> None: ...
+
+
 @dataclasses.dataclass
 class _InFlight:
     local: LocalCheckpoint
@@ -38,7 +48,7 @@ class _InFlight:
 class ShardSnapshots:
     def __init__(self, shard: Shard, store: ObjectStore, *, work_dir: pathlib.Path,
                  snapshot_executor: concurrent.futures.Executor, file_executor: concurrent.futures.Executor,
-                 ownership: Ownership | None = None) -> None:
+                 ownership: Ownership | None = None, observer: SnapshotObserver | None = None) -> None:
         """``snapshot_executor`` runs one task per snapshot, which waits on file transfers run
         by ``file_executor``: two pools, so that waiting tasks cannot starve the transfers."""
         self.shard = shard
@@ -47,6 +57,7 @@ class ShardSnapshots:
         self.snapshot_executor = snapshot_executor
         self.file_executor = file_executor
         self.ownership = ownership
+        self.observer = observer
         self._lock = threading.Lock()
         self._in_flight: dict[int, _InFlight] = {}
         # SST name -> upload, from the last checkpoint the engine confirmed.
@@ -81,11 +92,14 @@ class ShardSnapshots:
             reusable = dict(self._confirmed)
             upload = self.snapshot_executor.submit(self._upload, local, reusable)
             self._in_flight[checkpoint_id] = _InFlight(local, upload)
+        if self.observer is not None:
+            self.observer.observe_checkpoint_sync(local.sync_seconds)
         log.info("snapshot taken", extra={"namespace": local.namespace, "shard": str(self.shard.id),
                                           "checkpoint": checkpoint_id, "sync_ms": round(local.sync_seconds * 1000, 2)})
         return local
 
     def _upload(self, local: LocalCheckpoint, reusable: dict[str, cpb.StoredFile]) -> UploadResult:
+        started = time.monotonic()
         try:
             if self.ownership is not None:  # a fenced node uploads nothing
                 self.ownership.check(local.namespace, local.key_groups, local.epoch)
@@ -93,6 +107,9 @@ class ShardSnapshots:
         except Exception:
             log.exception("snapshot upload failed", extra={"shard": str(self.shard.id), "checkpoint": local.checkpoint_id})
             raise
+        if self.observer is not None:
+            self.observer.observe_checkpoint_async(time.monotonic() - started, result.uploaded_bytes,
+                                                   result.reused_bytes)
         log.info("snapshot durable", extra={"shard": str(self.shard.id), "checkpoint": local.checkpoint_id,
                                             "uploaded_bytes": result.uploaded_bytes, "reused_bytes": result.reused_bytes})
         return result

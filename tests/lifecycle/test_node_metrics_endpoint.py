@@ -9,6 +9,7 @@ import pytest
 
 from client import BYTES, AlreadyExistsError, StateClient
 from lifecycle_node import Samples, ServedNode, sample, served
+from stateserver import paths
 
 PUTS = 1000
 BATCH_OPS = 100
@@ -66,7 +67,7 @@ def test_scrape_matches_puts_gets_batches_and_errors(node: ServedNode) -> None:
         for name in ("stateserver_rocksdb_pending_compaction_bytes", "stateserver_rocksdb_l0_files",
                      "stateserver_rocksdb_block_cache_hits_total"):
             assert sample(samples, name, **shard) is not None, name
-        # Defined for the snapshot code to record into; nothing recorded them yet.
+        # No checkpoint or restore ran yet (the next test takes them).
         for name in ("stateserver_checkpoint_sync_seconds_count", "stateserver_checkpoint_async_seconds_count",
                      "stateserver_checkpoint_uploaded_bytes_total", "stateserver_checkpoint_reused_bytes_total",
                      "stateserver_restore_seconds_count", "stateserver_restore_bytes_total"):
@@ -77,3 +78,46 @@ def test_scrape_matches_puts_gets_batches_and_errors(node: ServedNode) -> None:
     assert requests(after_close, "CloseShard") == 1
     assert sample(after_close, "stateserver_shards", namespace="metrics") is None
     assert sample(after_close, "stateserver_rocksdb_memtable_bytes", **shard) is None
+
+
+def uploaded_bytes_by_checkpoint(snapshot_dir: Path) -> dict[int, int]:
+    """Bytes of shared and private files in the store, by the checkpoint that uploaded them."""
+    uploaded: dict[int, int] = {}
+    for path in snapshot_dir.rglob("*"):
+        parsed = paths.parse_key(path.relative_to(snapshot_dir).as_posix()) if path.is_file() else None
+        if parsed is not None and parsed.kind in ("shared", "private"):
+            uploaded[parsed.checkpoint_id] = uploaded.get(parsed.checkpoint_id, 0) + path.stat().st_size
+    return uploaded
+
+
+def test_scrape_matches_checkpoints_uploads_and_restores(node: ServedNode) -> None:
+    """Two checkpoints (the second reusing the first's SSTs), then a restore: the figures are the
+    bytes that landed in the store and came back from it."""
+    with StateClient(node.address) as client:
+        client.create_namespace("snap", max_key_groups=64)
+        writer = client.open_writer("snap", key_groups="0-63", epoch=1)
+        state = writer.value_state("v", value_serializer=BYTES)
+        handles = []
+        for checkpoint_id, first_key in ((1, 0), (2, 5000)):
+            state.put_many({f"k{i}": bytes([i % 256]) * 100 for i in range(first_key, first_key + 5000)})
+            writer.snapshot(checkpoint_id)
+            handles += writer.await_snapshot(checkpoint_id)
+            client.commit_checkpoint("snap", checkpoint_id, handles[-1:], [writer])
+            writer.notify_checkpoint_complete(checkpoint_id)
+        samples = node.scrape()
+        uploaded = uploaded_bytes_by_checkpoint(node.data_dir / "snapshots")
+        assert sorted(uploaded) == [1, 2]
+        assert sample(samples, "stateserver_checkpoint_sync_seconds_count") == 2
+        assert sample(samples, "stateserver_checkpoint_async_seconds_count") == 2
+        assert sample(samples, "stateserver_checkpoint_uploaded_bytes_total") == uploaded[1] + uploaded[2]
+        reused = handles[1].state_bytes - uploaded[2]  # checkpoint 2 names cp 1's SSTs it did not upload
+        assert reused > 0
+        assert sample(samples, "stateserver_checkpoint_reused_bytes_total") == reused
+        assert sample(samples, "stateserver_restore_seconds_count") == 0
+
+        restored = client.open_writer("snap", key_groups="0-63", epoch=2, restore=2)
+        assert restored.value_state("v", value_serializer=BYTES).get("k9999") == bytes([9999 % 256]) * 100
+        after_restore = node.scrape()
+        assert sample(after_restore, "stateserver_restore_seconds_count") == 1
+        assert sample(after_restore, "stateserver_restore_bytes_total") == handles[1].state_bytes
+        restored.close()
