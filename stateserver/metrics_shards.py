@@ -20,7 +20,6 @@ import pathlib
 import re
 from collections.abc import Callable, Iterable, Iterator
 
-import rocksdict
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
@@ -64,13 +63,11 @@ def read_shard_figures(shard: Shard) -> ShardFigures | None:
 
 def _column_family_sums(shard: Shard) -> dict[str, int]:
     sums = dict.fromkeys((_MEMTABLE_BYTES, _PENDING_COMPACTION_BYTES, _L0_FILES), 0)
-    for name in rocksdict.Rdict.list_cf(str(shard.path)):
-        family = shard.db.get_column_family(name)
-        try:
-            for prop in sums:
-                sums[prop] += family.property_int_value(prop) or 0
-        finally:
-            del family  # the handle must not outlive the lock (see the module docstring)
+    # The shard's own views, not new ones: a view dropped after the scrape would flush its
+    # memtable, so every scrape would cut small L0 files and make snapshots upload more.
+    for family in shard.column_family_views():
+        for prop in sums:
+            sums[prop] += family.property_int_value(prop) or 0
     return sums
 
 
