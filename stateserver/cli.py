@@ -10,7 +10,7 @@ import logging
 import os
 import sys
 
-from stateserver import cli_checkpoints
+from stateserver import cli_checkpoints, cli_compaction
 from stateserver.health import check_health
 from stateserver.logs import configure_logging
 from stateserver.server import Node, NodeStartError, config_from_settings, version
@@ -89,6 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "empty (the default) asks about the node as a whole")
     health.set_defaults(run=_health)
     cli_checkpoints.register_commands(commands)
+    cli_compaction.register_commands(commands)
     return parser
 
 
