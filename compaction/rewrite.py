@@ -19,11 +19,9 @@ from compaction.plan import OutputShard
 from compaction.sources import Entries, SourceShards
 from compaction.sst_files import DEFAULT_TARGET_FILE_BYTES, ingest, write_sst_files
 from stateserver.limits import Limits
-from stateserver.restore import RestorePlan
 # One rule for restore and compaction: which states and column families a shard made of several
-# sources gets. (Private names of the restore package today; they would serve better exported.)
-from stateserver.restore._key_range_copy import _destination
-from stateserver.restore._rescaling_restore import _union_of_states
+# sources gets.
+from stateserver.restore import RestorePlan, destination_family, union_of_states
 from stateserver.rocks import RocksResources
 from stateserver.shard import META_COLUMN_FAMILY, Shard, ShardId
 from stateserver.v1 import checkpoint_pb2 as cpb
@@ -57,7 +55,7 @@ def rewrite_shard(source: cpb.CheckpointMetadata, output: OutputShard, sources: 
                   path=directory, resources=resources, limits=Limits())
     try:
         shard.take_ownership(epoch)
-        shard.declare_states(_union_of_states(plan))
+        shard.declare_states(union_of_states(plan))
         opened = [sources.get(handle) for handle in output.sources]
         counter = _Counter()
         for family in dict.fromkeys(f for s in opened for f in s.families):
@@ -65,7 +63,7 @@ def rewrite_shard(source: cpb.CheckpointMetadata, output: OutputShard, sources: 
             entries = _counted(itertools.chain.from_iterable(parts), counter,
                                expire_before_ms if family.startswith(_STATE_FAMILY_PREFIX) else None)
             files = write_sst_files(entries, scratch_dir, resources.options(), target_file_bytes=target_file_bytes)
-            ingest(_destination(shard, family, resources, f"an input shard of output shard {output.key_groups}"),
+            ingest(destination_family(shard, family, resources, f"an input shard of output shard {output.key_groups}"),
                    files)
         _compact_meta(shard)
     except BaseException:

@@ -14,7 +14,9 @@ what it will download, without I/O.
                            data_dir / "namespaces/job/shards/0-63", resources=resources, executor=pool)
 """
 from stateserver.restore._errors import CorruptObject, MissingObject
+from stateserver.restore._key_range_copy import destination_family
 from stateserver.restore._plan import RestorePlan, plan_restore
+from stateserver.restore._rescaling_restore import union_of_states
 from stateserver.restore._restore_operation import RestoreResult, restore_shard
 
 __all__ = [
@@ -22,6 +24,8 @@ __all__ = [
     "MissingObject",
     "RestorePlan",
     "RestoreResult",
+    "destination_family",
     "plan_restore",
     "restore_shard",
+    "union_of_states",
 ]

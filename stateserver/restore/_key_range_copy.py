@@ -37,7 +37,7 @@ def copy_key_groups(source_dir: pathlib.Path, key_groups: KeyGroupRange, target:
         for family in rocksdict.Rdict.list_cf(str(source_dir)):
             if family == META_COLUMN_FAMILY:
                 continue
-            destination = _destination(target, family, resources, source_name)
+            destination = destination_family(target, family, resources, source_name)
             table = source if family == DEFAULT_COLUMN_FAMILY else source.get_column_family(family)
             sst = scratch_dir / f"{uuid.uuid4().hex}.sst"
             entries = _write_sst(table, key_groups, sst, resources)
@@ -73,7 +73,7 @@ def _write_sst(table: rocksdict.Rdict, key_groups: KeyGroupRange, path: pathlib.
     return entries
 
 
-def _destination(target: Shard, family: str, resources: RocksResources, source_name: str) -> rocksdict.Rdict:
+def destination_family(target: Shard, family: str, resources: RocksResources, source_name: str) -> rocksdict.Rdict:
     if family == DEFAULT_COLUMN_FAMILY:
         return target.db
     if family.startswith(_STATE_FAMILY_PREFIX):

@@ -30,7 +30,7 @@ def restore_rescaled(store: ObjectStore, plan: RestorePlan, directory: pathlib.P
                      resources: RocksResources, executor: concurrent.futures.Executor,
                      progress: SerializedProgress) -> Downloaded:
     """Build the shard in ``directory`` (must not exist), downloading into ``work_dir``."""
-    descriptors = _union_of_states(plan)
+    descriptors = union_of_states(plan)
     shard = Shard(shard_id=ShardId(plan.namespace, plan.key_groups), max_key_groups=plan.max_key_groups,
                   path=directory, resources=resources, limits=Limits())
     files = size = 0
@@ -67,7 +67,7 @@ def restore_rescaled(store: ObjectStore, plan: RestorePlan, directory: pathlib.P
     return Downloaded(files=files, bytes=size)
 
 
-def _union_of_states(plan: RestorePlan) -> list[StateDescriptor]:
+def union_of_states(plan: RestorePlan) -> list[StateDescriptor]:
     """Every state any source declares; the same name must mean the same kind everywhere."""
     union: dict[str, tuple[StateDescriptor, cpb.ShardSnapshotHandle]] = {}
     for handle in plan.sources:

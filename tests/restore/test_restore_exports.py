@@ -1,4 +1,4 @@
-"""The restore package exports what its docstring and the node's registry rely on, and no more."""
+"""The restore package exports what its docstring, the node's registry and offline compaction rely on, and no more."""
 from __future__ import annotations
 
 import inspect
@@ -8,7 +8,7 @@ import stateserver.restore as restore
 
 def test_exported_names() -> None:
     assert sorted(restore.__all__) == ["CorruptObject", "MissingObject", "RestorePlan", "RestoreResult",
-                                       "plan_restore", "restore_shard"]
+                                       "destination_family", "plan_restore", "restore_shard", "union_of_states"]
     assert all(hasattr(restore, name) for name in restore.__all__)
 
 
