@@ -22,6 +22,14 @@ class RocksTuning:
     memtable_bytes: int = 16 << 20
     max_open_files_per_shard: int = 256
     compression: str = "lz4"
+    # Universal compaction: with keys spread evenly (hashed key groups), leveled compaction
+    # rewrites the whole of a small shard every few checkpoints, and an incremental snapshot
+    # uploads every rewritten file. Measured at 1% churn per checkpoint on a 67 MB shard over
+    # 60 checkpoints: leveled uploads about 15% of the state per checkpoint, universal about 5%
+    # (benchmarks/results/compaction_style.md). The size-amplification bound keeps the
+    # state on disk (and what a restore downloads) within 1.5x of the live data.
+    compaction_style: str = "universal"
+    max_size_amplification_percent: int = 50
     # Off by default, as in Flink's RocksDB backend: the durable copy of state is the
     # checkpoint in object storage, and a graceful close flushes memtables. On, writes
     # acknowledged since the last checkpoint also survive a crash of the node process.
@@ -39,12 +47,17 @@ _COMPRESSION = {
 }
 
 
+_COMPACTION_STYLES = ("level", "universal")
+
+
 class RocksResources:
     """Owns the node-wide cache and write-buffer manager; makes options for shards."""
 
     def __init__(self, tuning: RocksTuning) -> None:
         if tuning.compression not in _COMPRESSION:
             raise ValueError(f"unknown compression {tuning.compression!r}; use one of {sorted(_COMPRESSION)}")
+        if tuning.compaction_style not in _COMPACTION_STYLES:
+            raise ValueError(f"unknown compaction style {tuning.compaction_style!r}; use one of {_COMPACTION_STYLES}")
         self.tuning = tuning
         self.block_cache = rocksdict.Cache(tuning.block_cache_bytes)
         self.write_buffer_manager = rocksdict.WriteBufferManager(tuning.write_buffer_bytes, False)
@@ -68,6 +81,11 @@ class RocksResources:
         options.set_max_open_files(self.tuning.max_open_files_per_shard)
         options.set_max_background_jobs(2)
         options.set_compression_type(_COMPRESSION[self.tuning.compression]())
+        if self.tuning.compaction_style == "universal":
+            options.set_compaction_style(rocksdict.DBCompactionStyle.universal())
+            universal = rocksdict.UniversalCompactOptions()
+            universal.max_size_amplification_percent = self.tuning.max_size_amplification_percent
+            options.set_universal_compaction_options(universal)
         if self.tuning.statistics:
             options.enable_statistics()
         return options
