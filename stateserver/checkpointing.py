@@ -17,7 +17,7 @@ import shutil
 import threading
 import uuid
 from collections.abc import Iterable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from stateserver.checkpoints import CheckpointCatalog
 from stateserver.errors import Fenced, NotFound
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 IN_FLIGHT_MIN_AGE = datetime.timedelta(hours=1)
 
 
-class CheckpointObserver(SnapshotObserver):
+class CheckpointObserver(SnapshotObserver, Protocol):
     def observe_restore(self, seconds: float, restored_bytes: int) -> None: ...
 
 
