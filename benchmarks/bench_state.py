@@ -41,7 +41,7 @@ import grpc  # noqa: E402
 import rocksdict  # noqa: E402
 
 from client import BYTES, StateClient  # noqa: E402
-from client._shard_session import BatchLimits  # noqa: E402
+from client._shard_session import BatchLimits, read_batch_size  # noqa: E402
 from stateserver.rocks import RocksResources, RocksTuning  # noqa: E402
 from stateserver.server import NodeConfig  # noqa: E402
 from stateserver.v1 import state_pb2 as pb  # noqa: E402
@@ -427,7 +427,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="about 100k keys and fewer latency samples")
     parser.add_argument("--rounds", type=int, help="fresh loads and read passes per system (default 3; 2 with --quick)")
     parser.add_argument("--get-call-keys", type=int, default=16_000,
-                        help="keys per get_many call: ceil(N/1000) batches in flight (default 16000)")
+                        help="keys per get_many call, all in flight at once (default 16000)")
     parser.add_argument("--embedded-threads", type=int, default=4, help="worker threads for embedded multi-gets")
     parser.add_argument("--latency-samples", type=int, help="single-key samples per latency figure (default 2000)")
     parser.add_argument("--max-in-flight", type=int, default=BatchLimits().max_in_flight,
@@ -442,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     count = options.keys or (100_000 if options.quick else 1_000_000)
     rounds = options.rounds or (2 if options.quick else 3)
     samples = options.latency_samples or (500 if options.quick else 2000)
-    in_flight = math.ceil(options.get_call_keys / BATCH)
+    in_flight = math.ceil(options.get_call_keys / BATCH)  # embedded and Redis: 1000-key batches in flight
     command = " ".join([".venv/bin/python", "benchmarks/bench_state.py", *(argv if argv is not None else sys.argv[1:])])
 
     log(f"making {count:,} keys")
@@ -512,7 +512,7 @@ def main(argv: list[str] | None = None) -> int:
                     for call_keys in (1000, 4000, 8000, 16_000, 32_000):
                         measured: list[Measured] = []
                         node_bench.get(measured, subset, call_keys)
-                        sweep.append((math.ceil(call_keys / BATCH), measured[0]))
+                        sweep.append((call_keys, measured[0]))
                     state, writer = node_bench.state, node_bench.writer
                     keys, values = data.shuffled, data.values
                     latencies["node get (1 key)"] = latency(lambda i: state.get(keys[i]), samples)
@@ -554,6 +554,13 @@ def main(argv: list[str] | None = None) -> int:
 # -- the report ----------------------------------------------------------------------------------
 
 
+def read_batches(call_keys: int, limits: BatchLimits) -> str:
+    """How the client splits one get_many of ``call_keys`` keys, e.g. "4 batches of 4000"."""
+    size = read_batch_size(call_keys, limits)
+    count = math.ceil(call_keys / size)
+    return f"{count} batch{'es' if count > 1 else ''} of {min(size, call_keys)}"
+
+
 def render(*, results: dict[str, list[Measured]], sweep: list[tuple[int, Measured]],
            latencies: dict[str, tuple[float, float]], count: int, rounds: int, in_flight: int,
            options: argparse.Namespace, command: str, redis_note: str, redis_version: str, redis_parser: str) -> str:
@@ -582,13 +589,13 @@ def render(*, results: dict[str, list[Measured]], sweep: list[tuple[int, Measure
 
     tuning = RocksTuning()
     node_config = NodeConfig(data_dir=Path("."))
-    limits = BatchLimits()
+    limits = BatchLimits(max_in_flight=options.max_in_flight)
     descriptions = {
         "node put": "node: `ValueState.put_many` of 1000 pairs per call, then `Writer.flush()`",
         "embedded put": "embedded rocksdict: `WriteBatch` of 1000 puts, `db.write`, WAL off",
         "redis put": "Redis: `MSET` of 1000 keys per call",
         "node get": f"node: `ValueState.get_many` of {options.get_call_keys:,} random keys per call "
-                    f"({in_flight} batches of 1000 in flight)",
+                    f"({read_batches(options.get_call_keys, limits)} in flight)",
         "embedded get": "embedded rocksdict: multi-get `db[keys]` of 1000 random keys, one thread",
         "embedded get threaded": f"embedded rocksdict: multi-get of 1000 random keys on {options.embedded_threads} "
                                  f"worker threads, {in_flight} batches in flight",
@@ -636,12 +643,14 @@ def render(*, results: dict[str, list[Measured]], sweep: list[tuple[int, Measure
     if redis_note:
         lines += ["", f"Redis: {redis_note}."]
     if sweep:
-        lines += ["", "## Node gets by batches in flight", "",
-                  f"`get_many` over {sweep[0][1].keys:,} random keys, last round; 1000 keys a batch.", "",
-                  "| batches in flight | keys/s | client CPU µs/key | node CPU µs/key |", "| ---: | ---: | ---: | ---: |"]
-        for flight, m in sweep:
-            lines.append(f"| {flight} | {m.rate / 1e3:,.0f}k | {m.client_cpu / m.keys * 1e6:.2f} | "
-                         f"{m.server_cpu / m.keys * 1e6:.2f} |")
+        lines += ["", "## Node gets by keys per call", "",
+                  f"`get_many` over {sweep[0][1].keys:,} random keys, last round; a call's read batches are all in "
+                  "flight at once.", "",
+                  "| keys per call | read batches in flight | keys/s | client CPU µs/key | node CPU µs/key |",
+                  "| ---: | ---: | ---: | ---: | ---: |"]
+        for call_keys, m in sweep:
+            lines.append(f"| {call_keys:,} | {read_batches(call_keys, limits)} | {m.rate / 1e3:,.0f}k | "
+                         f"{m.client_cpu / m.keys * 1e6:.2f} | {m.server_cpu / m.keys * 1e6:.2f} |")
     if latencies:
         lines += ["", "## Single-key latency", "",
                   f"{options.latency_samples or (500 if options.quick else 2000)} sequential calls each, random stored keys.", "",
@@ -661,7 +670,9 @@ def render(*, results: dict[str, list[Measured]], sweep: list[tuple[int, Measure
         f"- node: `python -m stateserver.cli serve` as its own process on loopback"
         + (f" with `{' '.join(options.node_arg)}`" if options.node_arg else "")
         + f", one shard of {MAX_KEY_GROUPS} key groups; default worker threads {node_config.worker_threads}; "
-        f"client `BatchLimits(max_ops={limits.max_ops}, max_in_flight={options.max_in_flight})`",
+        f"client `BatchLimits(max_ops={limits.max_ops}, max_in_flight={options.max_in_flight}, "
+        f"max_ops_when_busy={limits.max_ops_when_busy})`: write batches grow to max_ops_when_busy while every batch "
+        "in flight is being applied; a get_many goes out as max_in_flight read batches of max_ops to max_ops_when_busy",
         f"- RocksDB (node shards and embedded alike, from `RocksResources(RocksTuning()).options()`): "
         f"memtable {tuning.memtable_bytes >> 20} MiB with a whole-key bloom filter, "
         f"write-buffer manager {tuning.write_buffer_bytes >> 20} MiB, "

@@ -26,7 +26,8 @@ class StateClient:
     """
 
     def __init__(self, addresses: Sequence[str] | str, *, timeout: float = 30.0, max_message_bytes: int = 64 << 20,
-                 batch_ops: int = 1000, batch_bytes: int = 4 << 20, max_in_flight: int = 4) -> None:
+                 batch_ops: int = 1000, batch_bytes: int = 4 << 20, max_in_flight: int = 4,
+                 busy_batch_ops: int | None = None) -> None:
         self.seeds = [addresses] if isinstance(addresses, str) else list(addresses)
         if not self.seeds:
             raise ValueError("give at least one node address")
@@ -34,7 +35,10 @@ class StateClient:
         self.unavailable: set[str] = set()
         self._timeout = timeout
         self._max_message_bytes = max_message_bytes
-        self._batch_limits = BatchLimits(max_ops=batch_ops, max_bytes=batch_bytes, max_in_flight=max_in_flight)
+        # While the node is still applying every batch in flight, the next batch grows up to
+        # busy_batch_ops (default 4 x batch_ops) instead of waiting (see BatchLimits).
+        self._batch_limits = BatchLimits(max_ops=batch_ops, max_bytes=batch_bytes, max_in_flight=max_in_flight,
+                                         max_ops_when_busy=max(busy_batch_ops or 4 * batch_ops, batch_ops))
         self._connections: dict[str, NodeConnection] = {}
         self._refreshed = False
 

@@ -27,6 +27,9 @@ class PendingCall(Generic[Reply]):
         self._future = future
         self._connection = connection
 
+    def done(self) -> bool:
+        return bool(self._future.done())
+
     def result(self) -> Reply:
         try:
             return self._future.result()  # type: ignore[no-any-return]

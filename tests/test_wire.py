@@ -53,3 +53,13 @@ def test_unpack_of_many_items_and_of_lengths_far_past_the_blob() -> None:
     for lengths in ([(1 << 32) - 1], [(1 << 32) - 1, 1], [1 << 31, 1 << 31]):  # uint32 lengths from the wire
         with pytest.raises(ValueError, match="add up"):
             wire.unpack(b"abc", lengths)
+
+
+def test_unpack_reuses_a_layout_only_for_the_same_lengths() -> None:
+    first, second = [b"k" * 16, b"v" * 300], [b"x" * 16, b"y" * 300]  # 300: past the cached layouts
+    for items in (first, second, [b"a" * 16, b"b" * 100], [b"c" * 16, b"d" * 100], [b"e" * 100, b"f" * 16]):
+        blob, lengths = wire.pack(items)
+        assert wire.unpack(blob, lengths) == items
+    blob, lengths = wire.pack([b"a" * 16, b"b" * 100])
+    with pytest.raises(ValueError, match="add up"):  # a cached layout still checks the blob's size
+        wire.unpack(blob + b"!", lengths)

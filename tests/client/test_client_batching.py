@@ -1,6 +1,7 @@
 """Batched writes: applied atomically and in order, several batches in flight per shard."""
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -11,8 +12,9 @@ from client import StateClient, Writer
 
 @pytest.fixture
 def small_batch_writer(node_address: str, namespace: str) -> Iterator[Writer]:
-    """A writer whose batches hold 10 operations, so a few hundred writes make many batches."""
-    with StateClient(node_address, batch_ops=10) as client:
+    """A writer whose batches hold 10 operations, so a few hundred writes make many batches
+    (and no more while the node is busy)."""
+    with StateClient(node_address, batch_ops=10, busy_batch_ops=10) as client:
         client.create_namespace(namespace, max_key_groups=128)
         yield client.open_writer(namespace, key_groups="0-127", epoch=1)
 
@@ -113,3 +115,46 @@ def test_flushes_by_size_as_well_as_by_count(node_address: str, namespace: str) 
         assert 4 <= len(sent) <= 5  # sent while writing, without a flush
         writer.flush()
         assert blobs.get_many([f"k{i}" for i in range(20)]) == ["x" * (16 << 10)] * 20
+
+
+
+class _HeldCall:
+    """A call in flight that reports itself not done while ``held`` is set (a busy node)."""
+
+    def __init__(self, call: Any, held: threading.Event) -> None:
+        self._call, self._held = call, held
+
+    def done(self) -> bool:
+        return not self._held.is_set() and bool(self._call.done())
+
+    def result(self) -> Any:
+        return self._call.result()
+
+
+def test_batches_grow_while_every_batch_in_flight_is_being_applied(node_address: str, namespace: str) -> None:
+    with StateClient(node_address, batch_ops=10, busy_batch_ops=40, max_in_flight=1) as client:
+        client.create_namespace(namespace, max_key_groups=128)
+        writer = client.open_writer(namespace, key_groups="0-127", epoch=1)
+        session = writer.sessions[0]
+        sizes: list[int] = []
+        busy = threading.Event()
+        original = session.connection.start
+
+        def start(method: str, request: Any, **kwargs: Any) -> Any:
+            if method == "WriteBatch":
+                sizes.append(len(request.ops))
+            return _HeldCall(original(method, request, **kwargs), busy)
+
+        session.connection.start = start  # type: ignore[method-assign]
+        values = writer.value_state("v")
+        busy.set()
+        for i in range(50):
+            values.put(f"k{i}", i)
+        values.put_many({f"k{i}": i for i in range(50, 130)})
+        assert sizes == [10, 40, 40, 40]  # the first leaves at 10; the node "busy", the next ones grow
+        busy.clear()
+        writer.flush()
+        values.put_many({f"k{i}": i for i in range(130, 140)})  # nothing in flight: leaves at 10 again
+        assert sizes == [10, 40, 40, 40, 10]
+        writer.flush()
+        assert values.get_many([f"k{i}" for i in range(140)]) == list(range(140))

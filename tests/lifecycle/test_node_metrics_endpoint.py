@@ -30,7 +30,7 @@ def requests(samples: Samples, method: str, code: str = "OK") -> float | None:
 def test_scrape_matches_puts_gets_batches_and_errors(node: ServedNode) -> None:
     values = {f"key-{i}": bytes([i % 251]) * (1 + i % 37) for i in range(PUTS)}
     read_keys = list(values)[:HITS] + [f"missing-{i}" for i in range(MISSES)]
-    with StateClient(node.address, batch_ops=BATCH_OPS) as client:
+    with StateClient(node.address, batch_ops=BATCH_OPS, busy_batch_ops=BATCH_OPS) as client:  # batches of exactly BATCH_OPS
         client.create_namespace("metrics", max_key_groups=128)
         with pytest.raises(AlreadyExistsError):
             client.create_namespace("metrics", max_key_groups=64)
