@@ -13,7 +13,7 @@ namespace of four shards, loaded with 16-byte random keys and 100-byte random va
 2. the async phase: 1% of the keys get new values before each checkpoint; the bytes each
    checkpoint uploaded are summed from the object store's listing, against the checkpoint's state.
 3. restore: the latest checkpoint, every shard, through the product's restore path
-   (``restore_shard``, as ``stateserver restore`` calls it) against a plain parallel download of
+   (``restore_shards``, as ``stateserver restore`` calls it) against a plain parallel download of
    the same objects (obstore ``get`` into files, same number of threads); per-round ratios.
 
 See benchmarks/README.md for what each figure means.
@@ -53,7 +53,7 @@ from stateserver.checksums import file_checksum  # noqa: E402
 from stateserver.keygroups import KeyGroupRange  # noqa: E402
 from stateserver.objectstore import ObjectStore, RetryingObjectStore, open_store  # noqa: E402
 from stateserver.registry import shard_directory  # noqa: E402
-from stateserver.restore import restore_shard  # noqa: E402
+from stateserver.restore import restore_shards  # noqa: E402
 from stateserver.rocks import RocksResources, RocksTuning  # noqa: E402
 from stateserver.shard import ShardId  # noqa: E402
 from stateserver.v1 import checkpoint_pb2 as cpb  # noqa: E402
@@ -272,18 +272,14 @@ def count_uploads(store: ObjectStore, record: CheckpointRecord) -> None:
 
 def restore_namespace(store: ObjectStore, checkpoint_metadata: cpb.CheckpointMetadata,
                       handles: Sequence[cpb.ShardSnapshotHandle], data_dir: Path) -> int:
-    """The shards of ``handles`` restored one after another on one pool, as `stateserver restore`
-    does; returns the bytes downloaded."""
-    resources = RocksResources(RocksTuning())
-    size = 0
+    """The shards of ``handles`` restored together (``restore_shards``) with one transfer pool, as
+    `stateserver restore` does; returns the bytes downloaded."""
+    targets = [(key_groups, shard_directory(data_dir, ShardId(NAMESPACE, key_groups)))
+               for key_groups in (KeyGroupRange(h.key_group_start, h.key_group_end) for h in handles)]
     with concurrent.futures.ThreadPoolExecutor(RESTORE_PARALLELISM, thread_name_prefix="restore") as executor:
-        for handle in handles:
-            key_groups = KeyGroupRange(handle.key_group_start, handle.key_group_end)
-            target = shard_directory(data_dir, ShardId(NAMESPACE, key_groups))
-            result = restore_shard(store, checkpoint_metadata, key_groups, target, resources=resources,
-                                   executor=executor)
-            size += result.bytes_downloaded
-    return size
+        results = restore_shards(store, checkpoint_metadata, targets, resources=RocksResources(RocksTuning()),
+                                 executor=executor)
+    return sum(result.bytes_downloaded for result in results)
 
 
 def plain_download(store: obstore.store.ObjectStore, keys: Sequence[str], directory: Path, *,
@@ -559,7 +555,7 @@ def render(results: Sequence[StoreResult], options: argparse.Namespace, command:
         "are new files to upload. Keys are spread evenly over the key groups, so every compaction into a level "
         "overlaps all of that level's files, and a compaction into the last level rewrites the whole shard: the "
         "checkpoints that upload 20% of the state or more.",
-        f"- **{PRODUCT}**: `restore_shard` for every shard, one after another on one pool of "
+        f"- **{PRODUCT}**: `restore_shards`, up to 4 shards at a time sharing one transfer pool of "
         f"{RESTORE_PARALLELISM} threads, as `stateserver restore` runs it: each file streamed into a temporary "
         "file, fsynced, renamed, then checked against the manifest's size and xxh3-128 checksum. "
         f"**{PLAIN}**: the same objects through obstore alone (`obstore.get(...).stream()` into a file), "

@@ -20,7 +20,6 @@ import concurrent.futures
 import dataclasses
 import datetime
 import pathlib
-import shutil
 import sys
 
 from tqdm import tqdm  # type: ignore[import-untyped]
@@ -43,7 +42,7 @@ from stateserver.gc import collect_garbage
 from stateserver.keygroups import KeyGroupRange
 from stateserver.limits import Limits
 from stateserver.registry import ShardRegistry, shard_directory
-from stateserver.restore import RestoreResult, plan_restore, restore_shard
+from stateserver.restore import plan_restore, restore_shards
 from stateserver.rocks import RocksResources, RocksTuning
 from stateserver.shard import ShardId
 from stateserver.states import StateKind
@@ -187,16 +186,8 @@ def _restore(options: argparse.Namespace) -> int:
     with concurrent.futures.ThreadPoolExecutor(options.parallelism, thread_name_prefix="restore") as executor, \
             tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False,
                  desc=f"restore {namespace} checkpoint {metadata.checkpoint_id}", disable=None) as bar:
-        results: list[RestoreResult] = []
-        try:
-            for target in targets:
-                results.append(restore_shard(store, metadata, target.key_groups, target.directory,
-                                             resources=resources, executor=executor, progress=bar.update))
-        except BaseException:
-            # All or nothing: shards restored before the failure would refuse a rerun.
-            for target in targets[:len(results)]:
-                shutil.rmtree(target.directory, ignore_errors=True)
-            raise
+        results = restore_shards(store, metadata, [(t.key_groups, t.directory) for t in targets],
+                                 resources=resources, executor=executor, progress=bar.update)
     for target, result in zip(targets, results):
         how = "rescaled" if result.rescaled else "full"
         rate = result.bytes_downloaded / result.seconds if result.seconds > 0 else 0.0

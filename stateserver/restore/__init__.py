@@ -8,7 +8,7 @@
 
 Both download in parallel and check every file's size and xxh3-128 checksum against the manifest
 (``_download``). ``restore_shard`` picks the variant; ``plan_restore`` says which it will be and
-what it will download, without I/O.
+what it will download, without I/O. ``restore_shards`` restores several shards at once, all or nothing.
 
     result = restore_shard(store, catalog.resolve("job", "latest"), KeyGroupRange(0, 63),
                            data_dir / "namespaces/job/shards/0-63", resources=resources, executor=pool)
@@ -18,6 +18,7 @@ from stateserver.restore._key_range_copy import destination_family
 from stateserver.restore._plan import RestorePlan, plan_restore
 from stateserver.restore._rescaling_restore import union_of_states
 from stateserver.restore._restore_operation import RestoreResult, restore_shard
+from stateserver.restore._restore_shards import restore_shards
 
 __all__ = [
     "CorruptObject",
@@ -27,5 +28,6 @@ __all__ = [
     "destination_family",
     "plan_restore",
     "restore_shard",
+    "restore_shards",
     "union_of_states",
 ]

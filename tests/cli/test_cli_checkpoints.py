@@ -103,7 +103,7 @@ def test_verify_and_restore_name_a_corrupt_and_a_missing_object(
     restore = ["restore", *store_args(url), "--checkpoint", "1", "--data-dir", str(data_dir)]
     assert_one_clear_error(run(*restore, "--key-groups", "0-31"), 1, corrupt, "corrupt")
     assert_one_clear_error(run(*restore, "--key-groups", "70-80"), 1, missing, "missing")
-    store.put(corrupt, original)  # repaired: shards 0-31 and 32-63 now restore before 64-95 fails
+    store.put(corrupt, original)  # repaired: shards 0-31 and 32-63 now restore while 64-95 fails
     assert_one_clear_error(run(*restore), 1, missing)
     shards = data_dir / "namespaces" / NAMESPACE / "shards"
     assert not shards.exists() or list(shards.iterdir()) == []  # all or nothing: no shard is left behind

@@ -8,7 +8,8 @@ import stateserver.restore as restore
 
 def test_exported_names() -> None:
     assert sorted(restore.__all__) == ["CorruptObject", "MissingObject", "RestorePlan", "RestoreResult",
-                                       "destination_family", "plan_restore", "restore_shard", "union_of_states"]
+                                       "destination_family", "plan_restore", "restore_shard", "restore_shards",
+                                       "union_of_states"]
     assert all(hasattr(restore, name) for name in restore.__all__)
 
 

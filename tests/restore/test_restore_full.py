@@ -13,7 +13,7 @@ from restore.state_builder import (
 from stateserver.errors import AlreadyExists, InvalidInput
 from stateserver.keygroups import KeyGroupRange
 from stateserver.objectstore import RetryingObjectStore, open_store
-from stateserver.restore import plan_restore, restore_shard
+from stateserver.restore import MissingObject, plan_restore, restore_shard, restore_shards
 from stateserver.shard import Shard
 
 
@@ -134,3 +134,38 @@ def test_a_restored_shard_is_one_the_node_code_opens_and_writes(tmp_path: pathli
         assert merge_dumps([dump_shard(shard)]) == everything
     finally:
         shard.close()
+
+
+def test_shards_restored_together_match_their_snapshots_and_fail_all_or_nothing(
+        tmp_path: pathlib.Path, executor: concurrent.futures.Executor) -> None:
+    store = RetryingObjectStore(open_store((tmp_path / "store").as_uri()))
+    source = NamespaceState(tmp_path / "source", store, "many", parallelism=4)
+    try:
+        source.write_every_kind(2000)
+        metadata = source.checkpoint(1)
+        before = [dump_shard(shard) for shard in source.shards]
+    finally:
+        source.close()
+    ranges = [KeyGroupRange(h.key_group_start, h.key_group_end) for h in metadata.shards]
+    # Three full restores and one rescaled (two snapshot shards into one), all at once.
+    targets = [(r, tmp_path / "ok" / str(r)) for r in ranges[:3]] + [
+        (KeyGroupRange(ranges[2].start, ranges[3].end), tmp_path / "ok" / "merged")]
+    progress: list[int] = []
+    results = restore_shards(store, metadata, targets, resources=small_resources(), executor=executor,
+                             progress=progress.append, shards_at_once=4)
+    assert [r.key_groups for r in results] == [k for k, _ in targets]
+    assert [r.rescaled for r in results] == [False, False, False, True]
+    assert sum(progress) == sum(plan_restore(metadata, k).download_bytes for k, _ in targets)
+    for (key_groups, directory), expected in zip(targets, [*before[:3], merge_dumps(before[2:])]):
+        shard = open_restored(directory, "many", key_groups)
+        try:
+            assert dump_shard(shard) == expected
+        finally:
+            shard.close()
+
+    store.delete(metadata.shards[3].shared_files[0].object_key)
+    failing = [(r, tmp_path / "failing" / str(r)) for r in ranges]
+    with pytest.raises(MissingObject, match=metadata.shards[3].shared_files[0].object_key):
+        restore_shards(store, metadata, failing, resources=small_resources(), executor=executor)
+    assert not any(directory.exists() for _, directory in failing)
+    assert list((tmp_path / "failing").iterdir()) == []  # no build leftovers either
