@@ -1,6 +1,8 @@
 """StateClient: connections to the nodes of a cluster, namespaces, writers, failover."""
 from __future__ import annotations
 
+import concurrent.futures
+import threading
 from collections.abc import Sequence
 
 
@@ -15,6 +17,7 @@ from stateserver.v1 import state_pb2 as pb
 
 KeyGroups = KeyGroupRange | str | Sequence[KeyGroupRange | str]
 _OPEN_ATTEMPTS = 4
+_OPENS_AT_ONCE = 8
 
 
 class StateClient:
@@ -40,6 +43,7 @@ class StateClient:
         self._batch_limits = BatchLimits(max_ops=batch_ops, max_bytes=batch_bytes, max_in_flight=max_in_flight,
                                          max_ops_when_busy=max(busy_batch_ops or 4 * batch_ops, batch_ops))
         self._connections: dict[str, NodeConnection] = {}
+        self._connections_lock = threading.Lock()  # shards open from several threads at once
         self._refreshed = False
 
     # -- the cluster -------------------------------------------------------------------
@@ -47,10 +51,13 @@ class StateClient:
     def connection(self, address: str) -> NodeConnection:
         connection = self._connections.get(address)
         if connection is None:
-            connection = self._connections[address] = NodeConnection(
-                address, max_message_bytes=self._max_message_bytes, timeout=self._timeout,
-                on_unavailable=self.mark_unavailable,
-            )
+            with self._connections_lock:
+                connection = self._connections.get(address)
+                if connection is None:
+                    connection = self._connections[address] = NodeConnection(
+                        address, max_message_bytes=self._max_message_bytes, timeout=self._timeout,
+                        on_unavailable=self.mark_unavailable,
+                    )
         return connection
 
     def mark_unavailable(self, address: str) -> None:
@@ -113,7 +120,12 @@ class StateClient:
         shards of the lost node go to the next node in their placement order.
         """
         max_key_groups = self.max_key_groups(namespace)
-        sessions = [self._open_session(namespace, max_key_groups, r, epoch, restore) for r in _ranges(key_groups)]
+        ranges = _ranges(key_groups)
+        # Shards open at the same time: with a restore, each downloads its snapshot on its node.
+        with concurrent.futures.ThreadPoolExecutor(min(len(ranges), _OPENS_AT_ONCE) or 1,
+                                                   thread_name_prefix="open-shard") as pool:
+            sessions = list(pool.map(
+                lambda r: self._open_session(namespace, max_key_groups, r, epoch, restore), ranges))
         for session in sessions:
             session.reset_sequence()
         return Writer(namespace=namespace, max_key_groups=max_key_groups, epoch=epoch, sessions=sessions)

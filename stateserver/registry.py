@@ -40,6 +40,10 @@ class ShardRegistry:
         self._lock = threading.Lock()
         self._max_key_groups: dict[str, int] = {}
         self._shards: dict[tuple[str, int, int], Shard] = {}
+        # Shards being built (restored, opened) outside the lock, so that a long restore holds up
+        # neither other shards' opens nor scrapes; opens overlapping one of them wait for it.
+        self._building: set[ShardId] = set()
+        self._built = threading.Condition(self._lock)
         # Told about every shard opened from a checkpoint, with the restorer's result.
         self.on_restored: Callable[[Shard, Any], None] | None = None
         for path in sorted((data_dir / "namespaces").glob("*/namespace.json")):
@@ -92,24 +96,41 @@ class ShardRegistry:
         key_groups = _range(start, end, max_key_groups)
         shard_id = ShardId(namespace, key_groups)
         with self._lock:
+            while any(shard_id.key_groups.overlaps(other.key_groups)
+                      for other in self._building if other.namespace == namespace):
+                self._built.wait()
             shard = self._shards.get((namespace, start, end))
-            if shard is not None and restore is None:
-                pass  # reopened by a writer: ownership is checked below
-            else:
+            build = shard is None or restore is not None  # else reopened by a writer: ownership below
+            if build:
                 self._take_over(shard_id, epoch)
-                path = shard_directory(self.data_dir, shard_id)
-                result = restore(shard_id, path) if restore is not None else None
-                shard = Shard(shard_id=shard_id, max_key_groups=max_key_groups, path=path, resources=self.resources,
-                              limits=self.limits, clock=self.clock)
-                if result is not None:
-                    shard.reset_epoch(epoch)  # the restored record is the old writer's epoch
-                    if self.on_restored is not None:
-                        self.on_restored(shard, result)
-                self._shards[(namespace, start, end)] = shard
-                log.info("shard opened", extra={"namespace": namespace, "shard": str(shard_id), "epoch": epoch,
-                                                "restored": result is not None})
+                self._building.add(shard_id)
+        if build:
+            built: Shard | None = None
+            try:
+                built = self._build(shard_id, epoch, restore)
+            finally:
+                with self._lock:
+                    self._building.discard(shard_id)
+                    if built is not None:
+                        self._shards[(namespace, start, end)] = built
+                    self._built.notify_all()
+            shard = built
+        assert shard is not None
         shard.take_ownership(epoch)
         shard.declare_states(states)
+        return shard
+
+    def _build(self, shard_id: ShardId, epoch: int, restore: Restorer | None) -> Shard:
+        path = shard_directory(self.data_dir, shard_id)
+        result = restore(shard_id, path) if restore is not None else None
+        shard = Shard(shard_id=shard_id, max_key_groups=self.max_key_groups(shard_id.namespace), path=path,
+                      resources=self.resources, limits=self.limits, clock=self.clock)
+        if result is not None:
+            shard.reset_epoch(epoch)  # the restored record is the old writer's epoch
+            if self.on_restored is not None:
+                self.on_restored(shard, result)
+        log.info("shard opened", extra={"namespace": shard_id.namespace, "shard": str(shard_id), "epoch": epoch,
+                                        "restored": result is not None})
         return shard
 
     def _take_over(self, shard_id: ShardId, epoch: int) -> None:
@@ -157,6 +178,8 @@ class ShardRegistry:
     def close_all(self) -> int:
         """Close every open shard, going on past failures (each is logged); how many failed."""
         with self._lock:
+            while self._building:  # a shard being restored is closed once it is built
+                self._built.wait()
             shards, self._shards = list(self._shards.values()), {}
         failed = 0
         for shard in shards:

@@ -1,0 +1,94 @@
+"""The registry builds shards outside its lock: restores of different shards run at the same time,
+a long restore holds up neither scrapes nor other shards, and overlapping opens wait for it."""
+from __future__ import annotations
+
+import concurrent.futures
+import pathlib
+import threading
+
+import pytest
+
+from restore.state_builder import small_resources
+from stateserver.errors import Fenced
+from stateserver.limits import Limits
+from stateserver.registry import ShardRegistry
+from stateserver.shard import ShardId
+
+WAIT_S = 10.0
+
+
+class GatedRestorer:
+    """A restorer that makes an empty shard directory, once ``gate`` opens; records who entered."""
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+        self.entered: list[ShardId] = []
+        self.inside = threading.Semaphore(0)
+
+    def __call__(self, shard_id: ShardId, path: pathlib.Path) -> None:
+        self.entered.append(shard_id)
+        self.inside.release()
+        assert self.gate.wait(WAIT_S), "the test never opened the gate"
+        path.mkdir(parents=True, exist_ok=True)
+
+
+@pytest.fixture
+def registry(tmp_path: pathlib.Path) -> ShardRegistry:
+    registry = ShardRegistry(tmp_path / "data", small_resources(), Limits())
+    registry.create_namespace("ns", 16)
+    return registry
+
+
+def test_restores_of_different_shards_run_together_and_do_not_block_scrapes(registry: ShardRegistry) -> None:
+    restorer = GatedRestorer()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        first = pool.submit(registry.open_shard, "ns", 0, 7, 1, [], restorer)
+        second = pool.submit(registry.open_shard, "ns", 8, 15, 1, [], restorer)
+        for _ in range(2):  # both are inside their restore at once
+            assert restorer.inside.acquire(timeout=WAIT_S)
+        assert registry.open_shards() == []  # a scrape is answered meanwhile
+        restorer.gate.set()
+        shards = [first.result(WAIT_S), second.result(WAIT_S)]
+    assert sorted(str(s.key_groups) for s in registry.open_shards()) == ["0-7", "8-15"]
+    assert [s.epoch for s in shards] == [1, 1]
+    assert registry.close_all() == 0
+
+
+def test_an_overlapping_open_waits_for_the_restore_and_a_stale_one_is_fenced(registry: ShardRegistry) -> None:
+    restorer = GatedRestorer()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        restoring = pool.submit(registry.open_shard, "ns", 0, 15, 2, [], restorer)
+        assert restorer.inside.acquire(timeout=WAIT_S)
+        stale = pool.submit(registry.open_shard, "ns", 0, 7, 1, [])
+        assert not stale.done()  # waits: its key groups are being restored
+        restorer.gate.set()
+        assert restoring.result(WAIT_S).epoch == 2
+        with pytest.raises(Fenced):
+            stale.result(WAIT_S)
+    assert [str(s.key_groups) for s in registry.open_shards()] == ["0-15"]
+    assert restorer.entered == [ShardId("ns", registry.open_shards()[0].key_groups)]
+    assert registry.close_all() == 0
+
+
+def test_close_all_waits_for_a_shard_being_restored_and_closes_it(registry: ShardRegistry) -> None:
+    restorer = GatedRestorer()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        restoring = pool.submit(registry.open_shard, "ns", 0, 15, 1, [], restorer)
+        assert restorer.inside.acquire(timeout=WAIT_S)
+        closing = pool.submit(registry.close_all)
+        assert not closing.done()
+        restorer.gate.set()
+        shard = restoring.result(WAIT_S)
+        assert closing.result(WAIT_S) == 0
+    assert shard.closed and registry.open_shards() == []
+
+
+def test_a_failed_restore_leaves_no_shard_and_releases_its_key_groups(registry: ShardRegistry) -> None:
+    def failing(shard_id: ShardId, path: pathlib.Path) -> None:
+        raise OSError("the store went away")
+
+    with pytest.raises(OSError):
+        registry.open_shard("ns", 0, 15, 1, [], failing)  # type: ignore[arg-type]
+    assert registry.open_shards() == []
+    assert registry.open_shard("ns", 0, 7, 1, []).epoch == 1  # not waiting for the failed one
+    assert registry.close_all() == 0
