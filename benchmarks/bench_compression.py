@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import concurrent.futures
-import contextlib
 import dataclasses
 import datetime
 import json
@@ -35,7 +34,6 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from importlib import metadata as package_metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,6 +57,7 @@ from stateserver.snapshot.incremental_upload import is_shared_file  # noqa: E402
 from stateserver.states import StateDescriptor, StateKind  # noqa: E402
 from stateserver.v1 import checkpoint_pb2 as cpb  # noqa: E402
 from support.seaweedfs import run_seaweedfs  # noqa: E402
+from bench_common import cpu_model, log, version  # noqa: E402  (benchmarks/ is the script's directory)
 
 KEY_BYTES = 16
 BATCH = 1000
@@ -738,25 +737,6 @@ def render(trials: Sequence[Trial], uploads: SmallObjectUploads | None, upload_n
         "",
     ]
     return "\n".join(lines)
-
-
-def version(package: str) -> str:
-    try:
-        return package_metadata.version(package)
-    except package_metadata.PackageNotFoundError:
-        return "absent"
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # -- the run -------------------------------------------------------------------------------------------

@@ -34,7 +34,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from importlib import metadata as package_metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -63,6 +62,7 @@ from support.node import NodeProcess, run_node, shard_ref  # noqa: E402
 from support.seaweedfs import SeaweedS3, run_seaweedfs  # noqa: E402
 
 from bench_state import settle  # noqa: E402  (benchmarks/ is the script's directory)
+from bench_common import cpu_model, log, version  # noqa: E402  (benchmarks/ is the script's directory)
 
 KEY_BYTES = 16
 VALUE_BYTES = 100
@@ -577,25 +577,6 @@ def render(results: Sequence[StoreResult], options: argparse.Namespace, command:
         "",
     ]
     return "\n".join(lines)
-
-
-def version(package: str) -> str:
-    try:
-        return package_metadata.version(package)
-    except package_metadata.PackageNotFoundError:
-        return "absent"
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 # -- the run -------------------------------------------------------------------------------------------

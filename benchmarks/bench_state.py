@@ -30,7 +30,6 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
-from importlib import metadata
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -46,6 +45,7 @@ from stateserver.rocks import RocksResources, RocksTuning  # noqa: E402
 from stateserver.server import NodeConfig  # noqa: E402
 from stateserver.v1 import state_pb2 as pb  # noqa: E402
 from stateserver.v1 import state_pb2_grpc  # noqa: E402
+from bench_common import cpu_model, log, version  # noqa: E402  (benchmarks/ is the script's directory)
 
 KEY_BYTES = 16
 VALUE_BYTES = 100
@@ -389,24 +389,11 @@ def median(values: Sequence[float]) -> float:
 
 
 def versions() -> dict[str, str]:
-    found = {}
-    for package in ("grpcio", "rocksdict", "protobuf", "redis", "hiredis", "xxhash"):
-        try:
-            found[package] = metadata.version(package)
-        except metadata.PackageNotFoundError:
-            found[package] = "absent"
+    found = {package: version(package) for package in ("grpcio", "rocksdict", "protobuf", "redis", "hiredis", "xxhash")}
     from google.protobuf.internal import api_implementation
 
     found["protobuf backend"] = api_implementation.Type()
     return found
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown"
 
 
 def redis_version(executable: str) -> str:
@@ -415,10 +402,6 @@ def redis_version(executable: str) -> str:
     except OSError:
         return "unknown"
     return next((part.split("=", 1)[1] for part in out.split() if part.startswith("v=")), out.strip())
-
-
-def log(message: str) -> None:
-    print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
