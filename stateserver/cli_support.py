@@ -104,6 +104,9 @@ def duration(text: str) -> datetime.timedelta:
 # -- errors ------------------------------------------------------------------------------------------
 
 
+DEBUG_VARIABLE = "STATESERVER_DEBUG"
+
+
 def guarded(command: Command) -> Command:
     """Run ``command``, turning every expected failure into one line on stderr and an exit code."""
 
@@ -125,6 +128,11 @@ def guarded(command: Command) -> Command:
             return fail(f"{exc.strerror or exc}: {exc.filename or ''}".rstrip(": "))
         except KeyboardInterrupt:
             return fail("interrupted", 130)
+        except Exception as exc:  # a bug, or an error no layer below translated: still one line
+            if os.environ.get(DEBUG_VARIABLE):
+                raise
+            return fail(f"unexpected {type(exc).__name__}: {exc} (a bug worth reporting; set "
+                        f"{DEBUG_VARIABLE}=1 to see the traceback)")
 
     return run
 
