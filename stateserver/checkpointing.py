@@ -151,7 +151,7 @@ class Checkpointing:
             shards = list(self._shards.values())
         for snapshots in shards:
             snapshots.close()
-        self.retention_executor.shutdown(wait=True)
+        self.retention_executor.shutdown(wait=True, cancel_futures=True)  # the next commit collects again
         self.snapshot_executor.shutdown(wait=True)
         self.file_executor.shutdown(wait=True)
 
