@@ -3,7 +3,7 @@
     TTL cleanup          entries whose expiry is at or before a given time are dropped (``expiry``)
     offline compaction   each output shard is written as sorted SST files in one level, with no
                          tombstones, so a job restoring it starts with no compaction debt
-                         (``sst_files``, ``rewrite``)
+                         (``rewrite``, with ``stateserver.sst_files``)
     re-sharding          the output may have other key-group ranges than the input: each output
                          shard takes exactly its key groups from every input shard overlapping it
 

@@ -24,7 +24,7 @@ from compaction.commit import commit_compacted
 from compaction.plan import CompactionPlan
 from compaction.rewrite import rewrite_shard
 from compaction.sources import SourceShards
-from compaction.sst_files import DEFAULT_TARGET_FILE_BYTES
+from stateserver.sst_files import DEFAULT_TARGET_FILE_BYTES
 from compaction.upload import upload_shard
 from stateserver.checkpoints import CheckpointCatalog
 from stateserver.keygroups import KeyGroupRange

@@ -17,7 +17,7 @@ from collections.abc import Iterator
 from compaction.expiry import is_expired
 from compaction.plan import OutputShard
 from compaction.sources import Entries, SourceShards
-from compaction.sst_files import DEFAULT_TARGET_FILE_BYTES, ingest, write_sst_files
+from stateserver.sst_files import DEFAULT_TARGET_FILE_BYTES, ingest, write_sst_files
 from stateserver.limits import Limits
 # One rule for restore and compaction: which states and column families a shard made of several
 # sources gets.

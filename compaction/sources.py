@@ -14,14 +14,14 @@ from collections.abc import Callable, Iterator
 
 import rocksdict
 
-from stateserver.keygroups import MAX_KEY_GROUPS_LIMIT, KeyGroupRange, key_group_prefix
+from stateserver.keygroups import MAX_KEY_GROUPS_LIMIT, KeyGroupRange
 from stateserver.objectstore import ObjectStore
 from stateserver.restore import restore_shard
 from stateserver.rocks import DEFAULT_COLUMN_FAMILY, RocksResources
 from stateserver.shard import META_COLUMN_FAMILY
+from stateserver.sst_files import scan_key_groups
 from stateserver.v1 import checkpoint_pb2 as cpb
 
-_READAHEAD_BYTES = 4 << 20
 Entries = Iterator[tuple[bytes, bytes]]
 
 
@@ -41,15 +41,9 @@ class SourceShard:
         key_groups = self.key_groups.intersection(wanted)
         if family not in self.families or key_groups is None:
             return
-        read_options = rocksdict.ReadOptions()
-        # A one-off scan must not evict hot blocks. (The stub omits the argument.)
-        read_options.fill_cache(False)  # type: ignore[call-arg]
-        read_options.set_readahead_size(_READAHEAD_BYTES)
-        if key_groups.end + 1 < MAX_KEY_GROUPS_LIMIT:
-            read_options.set_iterate_upper_bound(key_group_prefix(key_groups.end + 1))
         table = self.db if family == DEFAULT_COLUMN_FAMILY else self.db.get_column_family(family)
         try:
-            yield from table.items(from_key=key_group_prefix(key_groups.start), read_opt=read_options)
+            yield from scan_key_groups(table, key_groups)
         finally:
             del table  # a column family view must go before its database closes
 

@@ -107,7 +107,7 @@ class ShardRegistry:
         if build:
             built: Shard | None = None
             try:
-                built = self._build(shard_id, epoch, restore)
+                built = self._build(shard_id, max_key_groups, epoch, restore)
             finally:
                 with self._lock:
                     self._building.discard(shard_id)
@@ -120,10 +120,10 @@ class ShardRegistry:
         shard.declare_states(states)
         return shard
 
-    def _build(self, shard_id: ShardId, epoch: int, restore: Restorer | None) -> Shard:
+    def _build(self, shard_id: ShardId, max_key_groups: int, epoch: int, restore: Restorer | None) -> Shard:
         path = shard_directory(self.data_dir, shard_id)
         result = restore(shard_id, path) if restore is not None else None
-        shard = Shard(shard_id=shard_id, max_key_groups=self.max_key_groups(shard_id.namespace), path=path,
+        shard = Shard(shard_id=shard_id, max_key_groups=max_key_groups, path=path,
                       resources=self.resources, limits=self.limits, clock=self.clock)
         if result is not None:
             shard.reset_epoch(epoch)  # the restored record is the old writer's epoch
