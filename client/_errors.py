@@ -7,9 +7,14 @@
     ├── AlreadyExistsError                exists with other parameters
     ├── FencedError                       a newer writer owns the shard; stop this writer
     ├── ShardNotOpenError                 the node does not have the shard open; reopen it
+    │   └── RestoreRequiredError          the shard's local copy cannot be served; reopen from a checkpoint (or empty)
+    ├── SessionFailedError                a batch of this writer failed; reopen the writer from a checkpoint
     ├── WrongNodeError                    another node owns the shard; refresh routing, retry
     ├── DataCorruptionError               stored data failed a check
+    ├── ResourceExhaustedError            the node is out of a resource (disk full); retry once freed
     ├── UnavailableError                  node down, overloaded or shutting down; retry
+    │   ├── OutOfOrderError               a batch overtook its predecessor; resent by the client itself
+    │   └── ShardClosedError              the shard was closed during the request; reopen or retry
     ├── SnapshotFailedError               a shard snapshot could not be made durable; abort the checkpoint
     └── InternalError                     a bug on the node
 """
@@ -55,6 +60,14 @@ class ShardNotOpenError(StateServerError):
     pass
 
 
+class RestoreRequiredError(ShardNotOpenError):
+    pass
+
+
+class SessionFailedError(StateServerError):
+    pass
+
+
 class WrongNodeError(StateServerError):
     retriable = True
     refresh_routing = True
@@ -65,6 +78,18 @@ class DataCorruptionError(StateServerError):
 
 
 class UnavailableError(StateServerError):
+    retriable = True
+
+
+class OutOfOrderError(UnavailableError):
+    pass
+
+
+class ShardClosedError(UnavailableError):
+    pass
+
+
+class ResourceExhaustedError(StateServerError):
     retriable = True
 
 
@@ -81,6 +106,11 @@ _BY_REASON: dict[str, type[StateServerError]] = {
     "shard-not-open": ShardNotOpenError,
     "wrong-node": WrongNodeError,
     "key-group-out-of-range": KeyGroupOutOfRangeError,
+    "restore-required": RestoreRequiredError,
+    "session-failed": SessionFailedError,
+    "out-of-order": OutOfOrderError,
+    "shard-closed": ShardClosedError,
+    "resource-exhausted": ResourceExhaustedError,
 }
 _BY_CODE: dict[grpc.StatusCode, type[StateServerError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
@@ -91,7 +121,8 @@ _BY_CODE: dict[grpc.StatusCode, type[StateServerError]] = {
     grpc.StatusCode.DATA_LOSS: DataCorruptionError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
     grpc.StatusCode.DEADLINE_EXCEEDED: UnavailableError,
-    grpc.StatusCode.RESOURCE_EXHAUSTED: UnavailableError,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: UnavailableError,  # gRPC's own (message too large) unless the reason says
+    grpc.StatusCode.ABORTED: UnavailableError,
     grpc.StatusCode.CANCELLED: UnavailableError,
 }
 

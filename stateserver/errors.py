@@ -8,9 +8,14 @@
     ├── AlreadyExists                created before with other parameters
     ├── Fenced                       a newer writer epoch owns the shard; stop writing
     ├── ShardNotOpen                 open the shard (again) first
+    │   └── RestoreRequired          the local copy cannot be served as it is; reopen from a checkpoint (or empty)
+    ├── SessionFailed                a batch of this writer's session failed; reopen the writer from a checkpoint
     ├── WrongNode                    another node owns the shard; refresh routing and retry
     ├── CorruptData                  stored data failed a check
+    ├── ResourceExhausted            the node is out of a resource (disk full); retry once it is freed
     └── Unavailable                  transient (shutting down, overloaded); retry later
+        ├── OutOfOrder               a write batch arrived before the batch it follows; resend it after that one
+        └── ShardClosed              the shard was closed while the request waited; reopen or retry
 
 The gRPC service maps each kind to one status code at the boundary (``service.py``); the
 ``reason`` travels in trailing metadata so that clients can tell the kinds apart.
@@ -50,6 +55,14 @@ class ShardNotOpen(StateServerError):
     reason = "shard-not-open"
 
 
+class RestoreRequired(ShardNotOpen):
+    reason = "restore-required"
+
+
+class SessionFailed(StateServerError):
+    reason = "session-failed"
+
+
 class WrongNode(StateServerError):
     reason = "wrong-node"
 
@@ -58,5 +71,17 @@ class CorruptData(StateServerError):
     reason = "corrupt-data"
 
 
+class ResourceExhausted(StateServerError):
+    reason = "resource-exhausted"
+
+
 class Unavailable(StateServerError):
     reason = "unavailable"
+
+
+class OutOfOrder(Unavailable):
+    reason = "out-of-order"
+
+
+class ShardClosed(Unavailable):
+    reason = "shard-closed"

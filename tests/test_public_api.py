@@ -24,6 +24,7 @@ PROMISED = {
     "StateServerError", "InvalidArgumentError", "KeyGroupOutOfRangeError", "NotFoundError",
     "AlreadyExistsError", "FencedError", "ShardNotOpenError", "WrongNodeError", "DataCorruptionError",
     "UnavailableError", "SnapshotFailedError", "InternalError",
+    "RestoreRequiredError", "SessionFailedError", "OutOfOrderError", "ShardClosedError", "ResourceExhaustedError",
 }
 
 
@@ -51,7 +52,9 @@ def test_the_error_tree_is_the_one_drawn_in_the_errors_module() -> None:
         assert name in drawn, f"{name} is missing from the tree in client/_errors.py"
     assert issubclass(client.KeyGroupOutOfRangeError, client.InvalidArgumentError)
     retriable = {name for name, error in errors.items() if error.retriable}
-    assert retriable == {"UnavailableError", "WrongNodeError"}
+    assert retriable == {"UnavailableError", "WrongNodeError", "OutOfOrderError", "ShardClosedError",
+                         "ResourceExhaustedError"}
+    assert issubclass(client.RestoreRequiredError, client.ShardNotOpenError)
     assert {name for name, error in errors.items() if error.refresh_routing} == {"WrongNodeError"}
 
 
