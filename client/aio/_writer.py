@@ -7,7 +7,8 @@ from typing import Any
 
 from client._serializers import JSON, STR, Serializer
 from client._states import operand_serializer_for
-from client._writer import ShardRouter, awaiting_snapshots
+from client._failure import WriterFailure
+from client._writer import ShardRouter, awaiting_snapshots, state_descriptor
 from client.aio._session import AsyncShardSession
 from client.aio._states import AsyncAggregatingState, AsyncListState, AsyncMapState, AsyncValueState
 from stateserver.states import StateDescriptor, StateKind
@@ -32,25 +33,25 @@ class AsyncWriter(ShardRouter[AsyncShardSession]):
 
     async def value_state(self, name: str, *, key_serializer: Serializer[Any] = STR,
                           value_serializer: Serializer[Any] = JSON, ttl_ms: int = 0) -> AsyncValueState[Any, Any]:
-        descriptor = await self._declare(StateDescriptor(name=name, kind=StateKind.VALUE, ttl_ms=ttl_ms))
+        descriptor = await self._declare(state_descriptor(name=name, kind=StateKind.VALUE, ttl_ms=ttl_ms))
         return AsyncValueState(self, descriptor, key_serializer, value_serializer)
 
     async def list_state(self, name: str, *, key_serializer: Serializer[Any] = STR,
                          value_serializer: Serializer[Any] = JSON, ttl_ms: int = 0) -> AsyncListState[Any, Any]:
-        descriptor = await self._declare(StateDescriptor(name=name, kind=StateKind.LIST, ttl_ms=ttl_ms))
+        descriptor = await self._declare(state_descriptor(name=name, kind=StateKind.LIST, ttl_ms=ttl_ms))
         return AsyncListState(self, descriptor, key_serializer, value_serializer)
 
     async def map_state(self, name: str, *, key_serializer: Serializer[Any] = STR,
                         map_key_serializer: Serializer[Any] = STR, value_serializer: Serializer[Any] = JSON,
                         ttl_ms: int = 0) -> AsyncMapState[Any, Any, Any]:
-        descriptor = await self._declare(StateDescriptor(name=name, kind=StateKind.MAP, ttl_ms=ttl_ms))
+        descriptor = await self._declare(state_descriptor(name=name, kind=StateKind.MAP, ttl_ms=ttl_ms))
         return AsyncMapState(self, descriptor, key_serializer, map_key_serializer, value_serializer)
 
     async def aggregating_state(self, name: str, *, merge_operator: str, key_serializer: Serializer[Any] = STR,
                                 element_serializer: Serializer[Any] | None = JSON,
                                 ttl_ms: int = 0) -> AsyncAggregatingState[Any, Any]:
         """``sum_int64``, ``max_int64``, ``min_int64`` take ints; ``list_append`` takes elements."""
-        descriptor = await self._declare(StateDescriptor(name=name, kind=StateKind.AGGREGATING,
+        descriptor = await self._declare(state_descriptor(name=name, kind=StateKind.AGGREGATING,
                                                          merge_operator=merge_operator, ttl_ms=ttl_ms))
         return AsyncAggregatingState(self, descriptor, key_serializer,
                                      operand_serializer_for(merge_operator, element_serializer))
