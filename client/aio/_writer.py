@@ -17,11 +17,15 @@ from stateserver.v1 import state_pb2 as pb
 
 
 class AsyncWriter(ShardRouter[AsyncShardSession]):
+    """Once a write batch fails, the writer is failed as a whole: every later call raises
+    ``SessionFailedError`` (chained to the failure) until the writer is reopened with a restore."""
+
     def __init__(self, *, namespace: str, max_key_groups: int, epoch: int,
-                 sessions: Sequence[AsyncShardSession]) -> None:
+                 sessions: Sequence[AsyncShardSession], failure: WriterFailure | None = None) -> None:
         self.namespace = namespace
         self.epoch = epoch
-        super().__init__(max_key_groups=max_key_groups, sessions=sessions)
+        super().__init__(max_key_groups=max_key_groups, sessions=sessions,
+                         failure=failure or (sessions[0].failure if sessions else WriterFailure()))
         self.states: dict[str, StateDescriptor] = {}
 
     @property
@@ -57,6 +61,7 @@ class AsyncWriter(ShardRouter[AsyncShardSession]):
                                      operand_serializer_for(merge_operator, element_serializer))
 
     async def _declare(self, descriptor: StateDescriptor) -> StateDescriptor:
+        self.failure.check()
         if self.states.get(descriptor.name) != descriptor:
             request_state = descriptor.to_proto()
             await self._on_every_shard("DeclareStates", lambda s: pb.DeclareStatesRequest(shard=s.ref, states=[request_state]))
@@ -70,6 +75,7 @@ class AsyncWriter(ShardRouter[AsyncShardSession]):
 
     async def flush(self) -> None:
         """Wait until the nodes applied every write accepted so far."""
+        self.failure.check()
         await asyncio.gather(*(session.flush() for session in self.sessions))
 
     async def snapshot(self, checkpoint_id: int) -> float:
@@ -82,6 +88,7 @@ class AsyncWriter(ShardRouter[AsyncShardSession]):
 
     async def await_snapshot(self, checkpoint_id: int, *, timeout: float = 300.0) -> list[cpb.ShardSnapshotHandle]:
         """Wait until every shard's snapshot is durable; returns their handles for the commit."""
+        self.failure.check()
         steps = awaiting_snapshots(self.sessions, checkpoint_id, timeout)
         try:
             session, request, rpc_timeout = next(steps)
@@ -93,6 +100,7 @@ class AsyncWriter(ShardRouter[AsyncShardSession]):
 
     async def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """The checkpoint is committed: its uploads may be reused by the next one."""
+        self.failure.check()
         await self._on_every_shard("NotifyCheckpointComplete",
                                    lambda s: cpb.NotifyCheckpointRequest(shard=s.ref, checkpoint_id=checkpoint_id))
 
