@@ -141,12 +141,12 @@ class StateClient:
         for attempt in range(_OPEN_ATTEMPTS):
             connection = self.connection(self.node_for(shard_id))
             session = ShardSession(namespace=namespace, key_groups=key_groups, epoch=epoch, connection=connection,
-                                   limits=self._batch_limits, node_limits=connection.node_limits(),
-                                   failure=failure)
+                                   limits=self._batch_limits, failure=failure)
             request = pb.OpenShardRequest(shard=session.ref, unavailable_nodes=sorted(self.unavailable))
             if restore is not None:
                 request.restore.CopyFrom(_restore_source(restore))
             try:
+                session.use_node_limits(connection.node_limits())  # asked once per node
                 # A node that joined after the namespace was created learns it here.
                 connection.call("CreateNamespace",
                                 pb.CreateNamespaceRequest(namespace=namespace, max_key_groups=max_key_groups))

@@ -60,12 +60,17 @@ class ShardSession:
         self.ref = pb.ShardRef(namespace=namespace, key_group_start=key_groups.start,
                                key_group_end=key_groups.end, epoch=epoch)
         self.connection = connection
-        self.node_limits = node_limits or NodeLimits(max_message_bytes=connection.max_message_bytes)
-        self.limits = within_node_limits(limits, self.node_limits)
+        self._client_limits = limits
+        self.use_node_limits(node_limits or NodeLimits(max_message_bytes=connection.max_message_bytes))
         self.failure = failure or WriterFailure()  # shared by the writer's sessions
         self.buffer = WriteBuffer()
         self._sequence = 0
         self._in_flight: collections.deque[_SentBatch] = collections.deque()
+
+    def use_node_limits(self, node_limits: NodeLimits) -> None:
+        """Check writes and size batches by what the node accepts (as its NodeInfo says)."""
+        self.node_limits = node_limits
+        self.limits = within_node_limits(self._client_limits, node_limits)
 
     @property
     def shard_id(self) -> str:

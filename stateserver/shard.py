@@ -31,6 +31,8 @@ _EPOCH_KEY = b"epoch"
 _STATE_KEY_PREFIX = b"state/"
 
 Clock = Callable[[], int]
+# How long a batch waits for a predecessor that has not arrived before it is refused as out of order.
+ARRIVAL_GRACE_SECONDS = 0.02
 
 
 def wall_clock_ms() -> int:
@@ -196,8 +198,8 @@ class Shard:
 
         Every write is checked here, under the lock, against the current epoch and session.
         A batch waits only for predecessors that arrived (their handlers run); one whose
-        predecessor has not arrived is refused with OutOfOrder at once, and the writer resends
-        it. A sequenced batch that fails (other than out of order) fails its session: every
+        predecessor has not arrived within ARRIVAL_GRACE_SECONDS is refused with OutOfOrder, and
+        the writer resends it. A sequenced batch that fails (other than out of order) fails its session: every
         later write of the session is refused. A batch uses its turn even when it fails.
         """
         with self.write_lock:
@@ -225,6 +227,7 @@ class Shard:
 
     def _wait_for_turn(self, sequence: int, epoch: int, arrival: Arrival | None, timeout: float) -> None:
         deadline = time.monotonic() + timeout
+        grace_ends: float | None = None
         while True:
             self.check_writer(epoch)
             session = self.session
@@ -240,11 +243,20 @@ class Shard:
                 raise error
             with self._arrivals_lock:
                 waiting_for = sum(1 for s in session.arrived if session.applied_sequence < s < sequence)
-            left = deadline - time.monotonic()
-            if waiting_for < sequence - session.applied_sequence - 1 or left <= 0:
-                raise OutOfOrder(f"shard {self.id}: batch {sequence} arrived before batch "
+            now = time.monotonic()
+            if waiting_for < sequence - session.applied_sequence - 1:
+                # gRPC reads and decodes a request on the handler's thread, so a batch sent right
+                # after another often starts first: a predecessor gets a moment to arrive.
+                grace_ends = grace_ends or now + ARRIVAL_GRACE_SECONDS
+                if now >= grace_ends:
+                    raise OutOfOrder(f"shard {self.id}: batch {sequence} arrived before batch "
+                                     f"{session.applied_sequence + 1}; resend it after batch {sequence - 1}")
+                self._turns.wait(grace_ends - now)
+                continue
+            if now >= deadline:
+                raise OutOfOrder(f"shard {self.id}: batch {sequence} waited {timeout} s for batch "
                                  f"{session.applied_sequence + 1}; resend it after batch {sequence - 1}")
-            self._turns.wait(left)  # bounded by the work of batches that arrived, not by the network
+            self._turns.wait(deadline - now)  # bounded by the work of batches that arrived, not by the network
 
     def close(self) -> None:
         with self.write_lock:

@@ -12,6 +12,8 @@ import pytest
 
 from stateserver import wire
 from stateserver.operations import ReadOp, WriteOp
+from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.v1 import checkpoint_pb2_grpc
 from stateserver.v1 import state_pb2 as pb
 from stateserver.v1 import state_pb2_grpc
 from grpc_health.v1 import health_pb2
@@ -104,7 +106,8 @@ def assert_session_failed(stub: state_pb2_grpc.StateServiceStub, request: pb.Wri
     assert "batch 2 failed" in error.value.details() and "reopen" in error.value.details()
 
 
-def test_a_failed_batch_fails_the_session(stub: state_pb2_grpc.StateServiceStub, ref: pb.ShardRef) -> None:
+def test_a_failed_batch_fails_the_session(node: NodeProcess, stub: state_pb2_grpc.StateServiceStub,
+                                          ref: pb.ShardRef) -> None:
     """Batch 1 applies, batch 2 fails on the node, batch 3 (and any later write, sequence 0 too) is
     refused: the shard holds batch 1 only. (Old code: batch 3 applied, so the state was not a prefix
     of the writer's writes.)"""
@@ -117,6 +120,11 @@ def test_a_failed_batch_fails_the_session(stub: state_pb2_grpc.StateServiceStub,
     assert_session_failed(stub, put(ref, b"four", 4))
     assert_session_failed(stub, put(ref, b"unsequenced", 0))
     assert value_of(stub, ref) == b"one"
+    # Nor can a checkpoint be taken of it: it would hold batch 1 without batch 2.
+    with pytest.raises(grpc.RpcError) as snapshot:
+        checkpoint_pb2_grpc.CheckpointServiceStub(node.channel()).SnapshotShard(
+            cpb.SnapshotShardRequest(shard=ref, checkpoint_id=1), timeout=10)
+    assert rpc_error_reason(snapshot.value) == "session-failed"
     # Resuming the session is refused too: only a reopen from a checkpoint (or empty) clears it.
     with pytest.raises(grpc.RpcError) as reopen:
         stub.OpenShard(pb.OpenShardRequest(shard=ref), timeout=10)
