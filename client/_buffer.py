@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
+from client._node_limits import OVERHEAD_PER_OP
 from stateserver import merge_operators, wire
 from stateserver.operations import WriteOp
 from stateserver.v1 import state_pb2 as pb
@@ -77,7 +78,7 @@ class WriteBuffer:
         self.values.append(value)
         self.map_keys.append(map_key)
         self.has_map_keys = self.has_map_keys or bool(map_key)
-        self.byte_size += len(key) + len(value) + len(map_key) + 6
+        self.byte_size += len(key) + len(value) + len(map_key) + OVERHEAD_PER_OP
 
     def add_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
         """Operations without map keys, in bulk."""
@@ -87,7 +88,7 @@ class WriteBuffer:
         self.keys.extend(keys)
         self.values.extend(values)
         self.map_keys.extend([b""] * count)
-        self.byte_size += sum(map(len, keys)) + sum(map(len, values)) + 6 * count
+        self.byte_size += sum(map(len, keys)) + sum(map(len, values)) + OVERHEAD_PER_OP * count
 
     def overlay(self, state: str, key: bytes) -> Overlay | None:
         """What the buffered operations do to ``key`` of ``state``, or None if nothing."""

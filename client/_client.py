@@ -7,7 +7,8 @@ from collections.abc import Sequence
 
 
 from client._connection import NodeConnection, PendingCall
-from client._errors import StateServerError, UnavailableError, WrongNodeError
+from client._errors import InvalidArgumentError, StateServerError, UnavailableError, WrongNodeError
+from client._failure import WriterFailure
 from client._shard_session import BatchLimits, ShardSession
 from client._writer import Writer
 from stateserver import placement
@@ -33,7 +34,7 @@ class StateClient:
                  busy_batch_ops: int | None = None) -> None:
         self.seeds = [addresses] if isinstance(addresses, str) else list(addresses)
         if not self.seeds:
-            raise ValueError("give at least one node address")
+            raise InvalidArgumentError("give at least one node address")
         self.nodes: list[str] = list(self.seeds)
         self.unavailable: set[str] = set()
         self._timeout = timeout
@@ -73,7 +74,7 @@ class StateClient:
             if address in self.unavailable:
                 continue
             try:
-                reply = self.connection(address).call("NodeInfo", pb.NodeInfoRequest(), timeout=min(self._timeout, 5.0))
+                reply = self.connection(address).node_info(timeout=min(self._timeout, 5.0))
             except StateServerError as exc:
                 last_error = exc
                 continue
@@ -119,28 +120,33 @@ class StateClient:
         at. After a node failure, open again with a higher epoch and ``restore="latest"``:
         shards of the lost node go to the next node in their placement order.
         """
-        max_key_groups = self.max_key_groups(namespace)
         ranges = _ranges(key_groups)
+        if restore is not None:
+            _restore_source(restore)  # bad input is refused before any shard is opened
+        max_key_groups = self.max_key_groups(namespace)
+        failure = WriterFailure()  # the writer's sessions fail together
         # Shards open at the same time: with a restore, each downloads its snapshot on its node.
         with concurrent.futures.ThreadPoolExecutor(min(len(ranges), _OPENS_AT_ONCE) or 1,
                                                    thread_name_prefix="open-shard") as pool:
             sessions = list(pool.map(
-                lambda r: self._open_session(namespace, max_key_groups, r, epoch, restore), ranges))
+                lambda r: self._open_session(namespace, max_key_groups, r, epoch, restore, failure), ranges))
         for session in sessions:
             session.reset_sequence()
-        return Writer(namespace=namespace, max_key_groups=max_key_groups, epoch=epoch, sessions=sessions)
+        return Writer(namespace=namespace, max_key_groups=max_key_groups, epoch=epoch, sessions=sessions,
+                      failure=failure)
 
     def _open_session(self, namespace: str, max_key_groups: int, key_groups: KeyGroupRange, epoch: int,
-                      restore: int | str | None) -> ShardSession:
+                      restore: int | str | None, failure: WriterFailure) -> ShardSession:
         shard_id = f"{namespace}/{key_groups}"
         for attempt in range(_OPEN_ATTEMPTS):
             connection = self.connection(self.node_for(shard_id))
             session = ShardSession(namespace=namespace, key_groups=key_groups, epoch=epoch, connection=connection,
-                                   limits=self._batch_limits)
+                                   limits=self._batch_limits, failure=failure)
             request = pb.OpenShardRequest(shard=session.ref, unavailable_nodes=sorted(self.unavailable))
             if restore is not None:
                 request.restore.CopyFrom(_restore_source(restore))
             try:
+                session.use_node_limits(connection.node_limits())  # asked once per node
                 # A node that joined after the namespace was created learns it here.
                 connection.call("CreateNamespace",
                                 pb.CreateNamespaceRequest(namespace=namespace, max_key_groups=max_key_groups))
@@ -170,7 +176,7 @@ class StateClient:
         for session in writer.sessions:
             restore = checkpoint_id if session.key_groups in moved else None
             sessions.append(self._open_session(writer.namespace, writer.max_key_groups, session.key_groups,
-                                               epoch, restore))
+                                               epoch, restore, writer.failure))
         for old in writer.sessions:
             if old.key_groups in moved:
                 try:
@@ -222,9 +228,12 @@ def _restore_source(restore: int | str) -> pb.RestoreSource:
         return pb.RestoreSource(latest=True)
     if isinstance(restore, int) and restore > 0:
         return pb.RestoreSource(checkpoint_id=restore)
-    raise ValueError(f"restore takes a checkpoint id or 'latest', not {restore!r}")
+    raise InvalidArgumentError(f"restore takes a checkpoint id or 'latest', not {restore!r}")
 
 
 def _ranges(key_groups: KeyGroups) -> list[KeyGroupRange]:
     items = [key_groups] if isinstance(key_groups, (KeyGroupRange, str)) else list(key_groups)
-    return [item if isinstance(item, KeyGroupRange) else KeyGroupRange.parse(item) for item in items]
+    try:
+        return [item if isinstance(item, KeyGroupRange) else KeyGroupRange.parse(item) for item in items]
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None

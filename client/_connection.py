@@ -7,7 +7,9 @@ from typing import Any, Generic, TypeVar
 import grpc
 
 from client._errors import StateServerError, translate_rpc_error
+from client._node_limits import NodeLimits
 from stateserver.v1 import checkpoint_pb2_grpc, state_pb2_grpc
+from stateserver.v1 import state_pb2 as pb
 
 Reply = TypeVar("Reply")
 
@@ -42,6 +44,8 @@ class NodeConnection:
                  on_unavailable: Callable[[str], None] | None = None) -> None:
         self.address = address
         self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
+        self.limits: NodeLimits | None = None  # learnt from the node's NodeInfo, once
         self._on_unavailable = on_unavailable
         self.channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
         # Method names are unique across the node's services, so a call names only the method.
@@ -60,6 +64,18 @@ class NodeConnection:
     def start(self, method: str, request: Any, *, timeout: float | None = None) -> PendingCall[Any]:
         future = self._methods[method].future(request, timeout=timeout or self.timeout)
         return PendingCall(future, self)
+
+    def node_info(self, *, timeout: float | None = None) -> pb.NodeInfoResponse:
+        reply: pb.NodeInfoResponse = self.call("NodeInfo", pb.NodeInfoRequest(), timeout=timeout)
+        self.limits = NodeLimits.from_node_info(reply, self.max_message_bytes)
+        return reply
+
+    def node_limits(self) -> NodeLimits:
+        """What the node accepts (asked once per connection)."""
+        if self.limits is None:
+            self.node_info(timeout=min(self.timeout, 5.0))
+        assert self.limits is not None
+        return self.limits
 
     def translate(self, error: grpc.RpcError) -> StateServerError:
         translated = translate_rpc_error(error, address=self.address)

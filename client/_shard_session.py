@@ -1,12 +1,17 @@
 """A writer's session with one shard: its routing, write buffer, reads and paging."""
 from __future__ import annotations
 
+import bisect
 import collections
 import dataclasses
+import itertools
 from collections.abc import Iterator, Sequence
 
 from client._buffer import WriteBuffer, read_request, read_results
 from client._connection import NodeConnection, PendingCall
+from client._errors import OutOfOrderError
+from client._failure import MAX_RESENDS, WriterFailure
+from client._node_limits import OVERHEAD_PER_OP, NodeLimits
 from stateserver import wire
 from stateserver.keygroups import KeyGroupRange
 from stateserver.operations import ReadOp, WriteOp
@@ -34,17 +39,38 @@ def read_batch_size(count: int, limits: BatchLimits) -> int:
     return max(limits.max_ops, min(limits.max_ops_when_busy, -(-count // limits.max_in_flight)))
 
 
+def within_node_limits(limits: BatchLimits, node: NodeLimits) -> BatchLimits:
+    """The client's batch sizes, cut to what the node accepts (operations, message bytes)."""
+    return dataclasses.replace(limits, max_ops=min(limits.max_ops, node.max_batch_ops),
+                               max_ops_when_busy=min(limits.max_ops_when_busy, node.max_batch_ops),
+                               max_bytes=min(limits.max_bytes, node.max_request_bytes))
+
+
+@dataclasses.dataclass
+class _SentBatch:
+    request: pb.WriteBatchRequest  # kept to be sent again if it overtook its predecessor
+    pending: PendingCall[pb.WriteBatchResponse]
+
+
 class ShardSession:
-    def __init__(self, *, namespace: str, key_groups: KeyGroupRange, epoch: int,
-                 connection: NodeConnection, limits: BatchLimits) -> None:
+    def __init__(self, *, namespace: str, key_groups: KeyGroupRange, epoch: int, connection: NodeConnection,
+                 limits: BatchLimits, node_limits: NodeLimits | None = None,
+                 failure: WriterFailure | None = None) -> None:
         self.key_groups = key_groups
         self.ref = pb.ShardRef(namespace=namespace, key_group_start=key_groups.start,
                                key_group_end=key_groups.end, epoch=epoch)
         self.connection = connection
-        self.limits = limits
+        self._client_limits = limits
+        self.use_node_limits(node_limits or NodeLimits(max_message_bytes=connection.max_message_bytes))
+        self.failure = failure or WriterFailure()  # shared by the writer's sessions
         self.buffer = WriteBuffer()
         self._sequence = 0
-        self._in_flight: collections.deque[PendingCall[pb.WriteBatchResponse]] = collections.deque()
+        self._in_flight: collections.deque[_SentBatch] = collections.deque()
+
+    def use_node_limits(self, node_limits: NodeLimits) -> None:
+        """Check writes and size batches by what the node accepts (as its NodeInfo says)."""
+        self.node_limits = node_limits
+        self.limits = within_node_limits(self._client_limits, node_limits)
 
     @property
     def shard_id(self) -> str:
@@ -53,24 +79,45 @@ class ShardSession:
     # -- writes ------------------------------------------------------------------------
 
     def add(self, op: WriteOp, state: str, key: bytes, value: bytes = b"", map_key: bytes = b"") -> None:
+        self.failure.check()
+        self.node_limits.check_write(key, value, map_key,
+                                     needs_map_key=op in (WriteOp.MAP_PUT, WriteOp.MAP_REMOVE))
+        size = len(key) + len(value) + len(map_key) + OVERHEAD_PER_OP
+        if len(self.buffer) and self.buffer.byte_size + size > self.limits.max_bytes:
+            self.start_flush()  # a batch stays within the message size the node accepts
         self.buffer.add(op, state, key, value, map_key)
         if len(self.buffer) >= self.limits.max_ops or self.buffer.byte_size >= self.limits.max_bytes:
             self._send_or_grow()  # the next batch fills while the node applies this one
 
     def add_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+        self.failure.check()
+        self.node_limits.check_writes(keys, values)
         start = 0
         while start < len(keys):
             batch_ops = self.limits.max_ops_when_busy if self._busy() else self.limits.max_ops
-            room = max(batch_ops - len(self.buffer), 1)
-            self.buffer.add_many(op, state, keys[start : start + room], values[start : start + room])
-            start += room
+            end = self._fitting(keys, values, start, min(len(keys), start + max(batch_ops - len(self.buffer), 1)))
+            if end == start:
+                self.start_flush()
+                continue
+            self.buffer.add_many(op, state, keys[start:end], values[start:end])
+            start = end
             if len(self.buffer) >= self.limits.max_ops or self.buffer.byte_size >= self.limits.max_bytes:
                 self._send_or_grow()
 
+    def _fitting(self, keys: Sequence[bytes], values: Sequence[bytes], start: int, end: int) -> int:
+        """The end of the operations from ``start`` that fit into the buffer's bytes (one at least
+        into an empty buffer); per-operation work only when they do not all fit."""
+        room = self.limits.max_bytes - self.buffer.byte_size
+        if sum(map(len, keys[start:end])) + sum(map(len, values[start:end])) + OVERHEAD_PER_OP * (end - start) <= room:
+            return end
+        sizes = itertools.accumulate(len(k) + len(v) + OVERHEAD_PER_OP for k, v in zip(keys[start:end], values[start:end]))
+        fitting = bisect.bisect_right(list(sizes), room)
+        return start + (fitting or (0 if len(self.buffer) else 1))
+
     def _busy(self) -> bool:
         """Every batch in flight is still being applied (those applied are collected here)."""
-        while self._in_flight and self._in_flight[0].done():
-            self._in_flight.popleft().result()  # raises a failed batch's error, as start_flush does
+        while self._in_flight and self._in_flight[0].pending.done():
+            self._collect_first()  # raises a failed batch's error, as start_flush does
         return len(self._in_flight) >= self.limits.max_in_flight
 
     def _send_or_grow(self) -> None:
@@ -86,26 +133,50 @@ class ShardSession:
 
     def start_flush(self) -> None:
         """Send the buffer without waiting for the node to apply it."""
+        self.failure.check()  # nothing buffered is sent once the writer failed
         if not len(self.buffer):
             return
         if len(self._in_flight) >= self.limits.max_in_flight:
-            self._in_flight.popleft().result()
+            self._collect_first()
         request = self.buffer.to_request(self.ref)
         self._sequence += 1
         request.sequence = self._sequence
         self.buffer.clear()  # the overlay goes too: reads wait for the writes and ask the node
-        self._in_flight.append(self.connection.start("WriteBatch", request))
+        self._in_flight.append(_SentBatch(request, self.connection.start("WriteBatch", request)))
+
+    def _collect_first(self) -> None:
+        """The outcome of the oldest batch in flight. One refused as out of order is sent again:
+        every batch before it has its outcome by now (they are collected in sequence order).
+        Any other failure fails the writer."""
+        sent = self._in_flight.popleft()
+        for attempt in range(MAX_RESENDS + 1):
+            try:
+                sent.pending.result()
+                return
+            except OutOfOrderError as exc:
+                if attempt == MAX_RESENDS or self.failure.failed:
+                    self.failure.record(exc)
+                    raise
+                sent.pending = self.connection.start("WriteBatch", sent.request)
+            except Exception as exc:
+                self.failure.record(exc)
+                raise
 
     def wait_for_writes(self) -> None:
-        """Wait until every batch in flight is applied; raises the first failure."""
-        first_error: BaseException | None = None
-        while self._in_flight:
-            try:
-                self._in_flight.popleft().result()
-            except Exception as exc:  # later batches still apply; report the first failure
-                first_error = first_error or exc
-        if first_error is not None:
-            raise first_error
+        """Wait until every batch in flight is applied; raises the first failure (and, once the
+        writer failed, SessionFailedError)."""
+        try:
+            while self._in_flight:
+                self._collect_first()
+        except Exception:
+            for sent in self._in_flight:  # refused or applied; leave no call behind
+                try:
+                    sent.pending.result()
+                except Exception:
+                    pass
+            self._in_flight.clear()
+            raise
+        self.failure.check()
 
     def flush(self) -> None:
         self.start_flush()
@@ -118,12 +189,14 @@ class ShardSession:
 
     def start_read(self, state: str, op: ReadOp, keys: Sequence[bytes],
                    map_keys: Sequence[bytes] = ()) -> PendingCall[pb.ReadBatchResponse]:
+        self.failure.check()
         self.wait_for_writes()
         request = read_request(self.ref, [state], bytes([op]) * len(keys), keys, map_keys)
         return self.connection.start("ReadBatch", request)
 
     def pages(self, state: str, key: bytes, page_size: int) -> Iterator[tuple[bytes, bytes]]:
         """Every (entry key, value) stored under ``key``, fetched a page at a time."""
+        self.failure.check()
         self.wait_for_writes()
         start_after: bytes | None = None
         while True:

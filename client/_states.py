@@ -107,11 +107,13 @@ class ValueState(_Handle[K], Generic[K, V]):
             keys, objects = zip(*pairs)
         raws = _dump_all(self._keys, keys)
         values = _dump_all(self._values, objects)
-        for session, indexes in self._writer.group_by_session(raws):
-            if indexes is None:
-                session.add_many(WriteOp.PUT, self.name, raws, values)
-            else:
-                session.add_many(WriteOp.PUT, self.name, [raws[i] for i in indexes], [values[i] for i in indexes])
+        groups = [(session, raws, values) if indexes is None else
+                  (session, [raws[i] for i in indexes], [values[i] for i in indexes])
+                  for session, indexes in self._writer.group_by_session(raws)]
+        for session, group_keys, group_values in groups:  # every item checked before any is buffered
+            session.node_limits.check_writes(group_keys, group_values)
+        for session, group_keys, group_values in groups:
+            session.add_many(WriteOp.PUT, self.name, group_keys, group_values)
 
     def delete(self, key: K) -> None:
         session, raw = self._route(key)
@@ -144,8 +146,11 @@ class AggregatingState(_Handle[K], Generic[K, V]):
         session.add(WriteOp.MERGE, self.name, raw, self._operands.dumps(operand))
 
     def merge_many(self, items: Iterable[tuple[K, Any]]) -> None:
-        for key, operand in items:
-            self.merge(key, operand)
+        routed = [(*self._route(key), self._operands.dumps(operand)) for key, operand in items]
+        for session, raw, operand in routed:  # every item checked before any is buffered
+            session.node_limits.check_write(raw, operand)
+        for session, raw, operand in routed:
+            session.add(WriteOp.MERGE, self.name, raw, operand)
 
     def get(self, key: K) -> V | None:
         return self.get_many([key])[0]
@@ -171,14 +176,20 @@ class ListState(_Handle[K], Generic[K, V]):
         session.add(WriteOp.LIST_APPEND, self.name, raw, self._values.dumps(value))
 
     def add_all(self, key: K, values: Iterable[V]) -> None:
-        session, raw = self._route(key)
-        for value in values:
-            session.add(WriteOp.LIST_APPEND, self.name, raw, self._values.dumps(value))
+        self._append(key, values, clear=False)
 
     def update(self, key: K, values: Iterable[V]) -> None:
         """Replace the whole list."""
-        self.clear(key)
-        self.add_all(key, values)
+        self._append(key, values, clear=True)
+
+    def _append(self, key: K, values: Iterable[V], *, clear: bool) -> None:
+        session, raw = self._route(key)
+        encoded = [self._values.dumps(value) for value in values]
+        session.node_limits.check_writes([raw] * len(encoded), encoded)  # all checked before any is buffered
+        if clear:
+            session.add(WriteOp.CLEAR, self.name, raw)
+        for value in encoded:
+            session.add(WriteOp.LIST_APPEND, self.name, raw, value)
 
     def get(self, key: K) -> list[V]:
         session, raw = self._route(key)
@@ -210,8 +221,12 @@ class MapState(_Handle[K], Generic[K, MK, V]):
         session.add(WriteOp.MAP_PUT, self.name, raw, self._values.dumps(value), self._map_keys.dumps(map_key))
 
     def put_all(self, key: K, entries: Mapping[MK, V]) -> None:
-        for map_key, value in entries.items():
-            self.put(key, map_key, value)
+        session, raw = self._route(key)
+        encoded = [(self._map_keys.dumps(map_key), self._values.dumps(value)) for map_key, value in entries.items()]
+        for map_key, value in encoded:  # every entry checked before any is buffered
+            session.node_limits.check_write(raw, value, map_key, needs_map_key=True)
+        for map_key, value in encoded:
+            session.add(WriteOp.MAP_PUT, self.name, raw, value, map_key)
 
     def remove(self, key: K, map_key: MK) -> None:
         session, raw = self._route(key)
@@ -262,5 +277,5 @@ def operand_serializer_for(merge_operator: str, element_serializer: Serializer[A
     if merge_operator.endswith("_int64"):
         return INT64
     if element_serializer is None:
-        raise ValueError(f"merge operator {merge_operator!r} needs an element serializer")
+        raise InvalidArgumentError(f"merge operator {merge_operator!r} needs an element serializer")
     return element_serializer

@@ -5,7 +5,8 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from client._errors import KeyGroupOutOfRangeError, SnapshotFailedError, UnavailableError
+from client._errors import InvalidArgumentError, KeyGroupOutOfRangeError, SnapshotFailedError, UnavailableError
+from client._failure import WriterFailure
 from client._serializers import JSON, STR, Serializer
 from client._shard_session import ShardSession
 from client._states import AggregatingState, ListState, MapState, ValueState, operand_serializer_for
@@ -13,6 +14,14 @@ from stateserver.keygroups import KeyGroupRange, key_group_for, stable_hash
 from stateserver.states import StateDescriptor, StateKind
 from stateserver.v1 import checkpoint_pb2 as cpb
 from stateserver.v1 import state_pb2 as pb
+
+
+def state_descriptor(*, name: str, kind: StateKind, merge_operator: str = "", ttl_ms: int = 0) -> StateDescriptor:
+    """A checked descriptor; a bad name or an unknown merge operator is InvalidArgumentError."""
+    try:
+        return StateDescriptor(name=name, kind=kind, merge_operator=merge_operator, ttl_ms=ttl_ms)
+    except ValueError as exc:
+        raise InvalidArgumentError(str(exc)) from None
 
 
 class RoutedSession(Protocol):
@@ -24,10 +33,15 @@ Session = TypeVar("Session", bound=RoutedSession)
 
 
 class ShardRouter(Generic[Session]):
-    """Which of a writer's shard sessions a key goes to; no I/O, shared by the sync and asyncio writers."""
+    """Which of a writer's shard sessions a key goes to; no I/O, shared by the sync and asyncio writers.
 
-    def __init__(self, *, max_key_groups: int, sessions: Sequence[Session]) -> None:
+    Routing is where every state handle's call starts, so it also refuses calls once the writer
+    failed (``failure``, shared with the sessions).
+    """
+
+    def __init__(self, *, max_key_groups: int, sessions: Sequence[Session], failure: WriterFailure) -> None:
         self.max_key_groups = max_key_groups
+        self.failure = failure
         self.route_to(sessions)
 
     def route_to(self, sessions: Sequence[Session]) -> None:
@@ -43,6 +57,7 @@ class ShardRouter(Generic[Session]):
         return [session.key_groups for session in self.sessions]
 
     def session_for(self, raw_key: bytes) -> Session:
+        self.failure.check()
         session = self._by_key_group[key_group_for(raw_key, self.max_key_groups)]
         if session is None:
             raise self._not_owned(raw_key)
@@ -50,6 +65,7 @@ class ShardRouter(Generic[Session]):
 
     def group_by_session(self, raw_keys: Sequence[bytes]) -> list[tuple[Session, list[int] | None]]:
         """Split keys by the shard they belong to: (session, indexes), indexes None for all keys."""
+        self.failure.check()
         max_key_groups, by_key_group = self.max_key_groups, self._by_key_group
         sessions = [by_key_group[h % max_key_groups] for h in map(stable_hash, raw_keys)]
         if len(self.sessions) == 1 and None not in sessions:
@@ -69,10 +85,15 @@ class ShardRouter(Generic[Session]):
 
 
 class Writer(ShardRouter[ShardSession]):
-    def __init__(self, *, namespace: str, max_key_groups: int, epoch: int, sessions: Sequence[ShardSession]) -> None:
+    """Once a write batch fails, the writer is failed as a whole: every later call raises
+    ``SessionFailedError`` (chained to the failure) until the writer is reopened with a restore."""
+
+    def __init__(self, *, namespace: str, max_key_groups: int, epoch: int, sessions: Sequence[ShardSession],
+                 failure: WriterFailure | None = None) -> None:
         self.namespace = namespace
         self.epoch = epoch
-        super().__init__(max_key_groups=max_key_groups, sessions=sessions)
+        super().__init__(max_key_groups=max_key_groups, sessions=sessions,
+                         failure=failure or (sessions[0].failure if sessions else WriterFailure()))
         self.states: dict[str, StateDescriptor] = {}
 
     def replace_sessions(self, sessions: Sequence[ShardSession], epoch: int) -> None:
@@ -84,28 +105,29 @@ class Writer(ShardRouter[ShardSession]):
 
     def value_state(self, name: str, *, key_serializer: Serializer[Any] = STR,
                     value_serializer: Serializer[Any] = JSON, ttl_ms: int = 0) -> ValueState[Any, Any]:
-        descriptor = self._declare(StateDescriptor(name=name, kind=StateKind.VALUE, ttl_ms=ttl_ms))
+        descriptor = self._declare(state_descriptor(name=name, kind=StateKind.VALUE, ttl_ms=ttl_ms))
         return ValueState(self, descriptor, key_serializer, value_serializer)
 
     def list_state(self, name: str, *, key_serializer: Serializer[Any] = STR,
                    value_serializer: Serializer[Any] = JSON, ttl_ms: int = 0) -> ListState[Any, Any]:
-        descriptor = self._declare(StateDescriptor(name=name, kind=StateKind.LIST, ttl_ms=ttl_ms))
+        descriptor = self._declare(state_descriptor(name=name, kind=StateKind.LIST, ttl_ms=ttl_ms))
         return ListState(self, descriptor, key_serializer, value_serializer)
 
     def map_state(self, name: str, *, key_serializer: Serializer[Any] = STR, map_key_serializer: Serializer[Any] = STR,
                   value_serializer: Serializer[Any] = JSON, ttl_ms: int = 0) -> MapState[Any, Any, Any]:
-        descriptor = self._declare(StateDescriptor(name=name, kind=StateKind.MAP, ttl_ms=ttl_ms))
+        descriptor = self._declare(state_descriptor(name=name, kind=StateKind.MAP, ttl_ms=ttl_ms))
         return MapState(self, descriptor, key_serializer, map_key_serializer, value_serializer)
 
     def aggregating_state(self, name: str, *, merge_operator: str, key_serializer: Serializer[Any] = STR,
                           element_serializer: Serializer[Any] | None = JSON,
                           ttl_ms: int = 0) -> AggregatingState[Any, Any]:
         """``sum_int64``, ``max_int64``, ``min_int64`` take ints; ``list_append`` takes elements."""
-        descriptor = self._declare(StateDescriptor(name=name, kind=StateKind.AGGREGATING,
+        descriptor = self._declare(state_descriptor(name=name, kind=StateKind.AGGREGATING,
                                                    merge_operator=merge_operator, ttl_ms=ttl_ms))
         return AggregatingState(self, descriptor, key_serializer, operand_serializer_for(merge_operator, element_serializer))
 
     def _declare(self, descriptor: StateDescriptor) -> StateDescriptor:
+        self.failure.check()
         if self.states.get(descriptor.name) != descriptor:
             request_state = descriptor.to_proto()
             pending = [s.connection.start("DeclareStates", pb.DeclareStatesRequest(shard=s.ref, states=[request_state]))
@@ -119,6 +141,7 @@ class Writer(ShardRouter[ShardSession]):
 
     def flush(self) -> None:
         """Send every buffered write and wait until the nodes applied them."""
+        self.failure.check()
         for session in self.sessions:
             session.start_flush()
         for session in self.sessions:
@@ -139,6 +162,7 @@ class Writer(ShardRouter[ShardSession]):
 
     def await_snapshot(self, checkpoint_id: int, *, timeout: float = 300.0) -> list[cpb.ShardSnapshotHandle]:
         """Wait until every shard's snapshot is durable; returns their handles for the commit."""
+        self.failure.check()
         steps = awaiting_snapshots(self.sessions, checkpoint_id, timeout)
         try:
             session, request, rpc_timeout = next(steps)
@@ -150,6 +174,7 @@ class Writer(ShardRouter[ShardSession]):
 
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """The checkpoint is committed: its uploads may be reused by the next one."""
+        self.failure.check()
         self._notify("NotifyCheckpointComplete", checkpoint_id)
 
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:

@@ -150,7 +150,7 @@ class Node:
             state_pb2_grpc.add_StateServiceServicer_to_server(
                 StateService(self.registry, node_id=self.node_id, version=version(),
                              checkpointing=self.checkpointing, cluster=ClusterView(self.node_id, nodes),
-                             metrics=self.metrics),
+                             metrics=self.metrics, max_message_bytes=config.max_message_bytes),
                 self.server,
             )
             checkpoint_pb2_grpc.add_CheckpointServiceServicer_to_server(

@@ -110,8 +110,9 @@ def decode_batch(request: pb.WriteBatchRequest | pb.ReadBatchRequest, values: Se
 class StateService(state_pb2_grpc.StateServiceServicer):
     def __init__(self, registry: ShardRegistry, *, node_id: str, version: str,
                  checkpointing: Checkpointing | None = None, cluster: ClusterView | None = None,
-                 metrics: NodeMetrics | None = None) -> None:
+                 metrics: NodeMetrics | None = None, max_message_bytes: int = 64 << 20) -> None:
         self.registry = registry
+        self.max_message_bytes = max_message_bytes
         self.checkpointing = checkpointing
         self.cluster = cluster or ClusterView(node_id, ())
         self.node_id = node_id
@@ -167,14 +168,19 @@ class StateService(state_pb2_grpc.StateServiceServicer):
     @translate_errors
     def WriteBatch(self, request: pb.WriteBatchRequest, context: grpc.ServicerContext) -> pb.WriteBatchResponse:
         shard = self._shard(request.shard)
-        try:
-            batch = decode_batch(request, values=wire.unpack(request.values, request.value_lengths)
-                                 if request.value_lengths else ())
-        except ValueError as exc:
-            # A malformed batch still uses its turn, or the writer's later batches would wait for it.
-            with shard.turn(request.sequence, request.shard.epoch):
-                raise errors.InvalidInput(str(exc)) from None
-        applied = shard_writes.apply_write_batch(shard, batch, epoch=request.shard.epoch, sequence=request.sequence)
+        epoch, sequence = request.shard.epoch, request.sequence
+        # Registered before decoding, so that the batches after it wait for it instead of being
+        # refused as out of order while it decodes.
+        with shard.arrival(sequence) as arrival:
+            try:
+                batch = decode_batch(request, values=wire.unpack(request.values, request.value_lengths)
+                                     if request.value_lengths else ())
+            except ValueError as exc:
+                # A malformed batch still uses its turn (and fails its session), or the writer's
+                # later batches would wait for it.
+                with shard.turn(sequence, epoch, arrival):
+                    raise errors.InvalidInput(str(exc)) from None
+            applied = shard_writes.apply_write_batch(shard, batch, epoch=epoch, sequence=sequence, arrival=arrival)
         self.metrics.record_write_batch(applied, len(request.keys) + len(request.values) + len(request.map_keys))
         return pb.WriteBatchResponse(applied=applied)
 
@@ -205,8 +211,11 @@ class StateService(state_pb2_grpc.StateServiceServicer):
     @translate_errors
     def NodeInfo(self, request: pb.NodeInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfoResponse:
         shards = [str(shard.id) for shard in self.registry.open_shards()]
+        limits = self.registry.limits
+        node_limits = pb.NodeLimits(max_key_bytes=limits.max_key_bytes, max_value_bytes=limits.max_value_bytes,
+                                    max_batch_ops=limits.max_batch_ops, max_message_bytes=self.max_message_bytes)
         return pb.NodeInfoResponse(node_id=self.node_id, version=self.version, open_shards=shards,
-                                   nodes=self.cluster.nodes)
+                                   nodes=self.cluster.nodes, limits=node_limits)
 
 
 def _restore_target(checkpointing: Checkpointing, checkpoint: int | str) -> Restorer:

@@ -16,7 +16,10 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 import rocksdict
 
 
-from stateserver.errors import AlreadyExists, Fenced, InvalidInput, KeyGroupOutOfRange, NotFound, ShardNotOpen, Unavailable
+from stateserver.errors import (
+    AlreadyExists, Fenced, InvalidInput, KeyGroupOutOfRange, NotFound, OutOfOrder, RestoreRequired, SessionFailed,
+    ShardNotOpen,
+)
 from stateserver.keygroups import KeyGroupRange, stable_hash
 from stateserver.limits import Limits
 from stateserver.names import check_name
@@ -28,6 +31,8 @@ _EPOCH_KEY = b"epoch"
 _STATE_KEY_PREFIX = b"state/"
 
 Clock = Callable[[], int]
+# How long a batch waits for a predecessor that has not arrived before it is refused as out of order.
+ARRIVAL_GRACE_SECONDS = 0.02
 
 
 def wall_clock_ms() -> int:
@@ -48,6 +53,32 @@ class OpenState:
     descriptor: StateDescriptor
     table: rocksdict.Rdict  # the column family, for reads and iteration
     handle: rocksdict.ColumnFamily  # for write batches
+
+
+class WriterSession:
+    """One writer session's sequencing: what it applied, which batches arrived, whether one failed.
+
+    A session starts at every open of the shard; its batches are numbered from 1.
+    """
+
+    def __init__(self) -> None:
+        self.applied_sequence = 0
+        self.arrived: set[int] = set()  # batches whose handler runs: they reach their turn without the network
+        self.failure = ""  # "batch N failed: ..." once a sequenced batch failed; never cleared
+
+    def fail(self, sequence: int, cause: BaseException) -> None:
+        if not self.failure:
+            text = str(cause) or type(cause).__name__
+            self.failure = f"batch {sequence} failed: {text[:300]}"
+
+
+@dataclasses.dataclass
+class Arrival:
+    """A sequenced batch whose handler runs, registered before it is decoded."""
+
+    session: WriterSession
+    sequence: int
+    left: bool = False
 
 
 class Shard:
@@ -71,7 +102,8 @@ class Shard:
         self.write_lock = threading.RLock()
         # Batches numbered by the writer are applied in order, whatever thread receives them.
         self._turns = threading.Condition(self.write_lock)
-        self.applied_sequence = 0
+        self.session = WriterSession()
+        self._arrivals_lock = threading.Lock()  # arrivals register without waiting for the write lock
         self.db = resources.open_db(path)
         self._meta = self._column_family(META_COLUMN_FAMILY)
         stored_epoch = self._meta.get(_EPOCH_KEY)
@@ -89,14 +121,21 @@ class Shard:
     # -- lifecycle -------------------------------------------------------------------
 
     def take_ownership(self, epoch: int) -> None:
-        """Let the writer with ``epoch`` own the shard; older epochs are fenced from now on."""
+        """Let the writer with ``epoch`` own the shard; older epochs are fenced from now on.
+
+        A shard whose session failed is not taken over as it is: only a shard built afresh
+        (restored from a checkpoint, or empty) starts a session again.
+        """
         with self.write_lock:
             if epoch < self.epoch:
                 raise Fenced(f"shard {self.id} is owned by epoch {self.epoch}; epoch {epoch} is stale")
+            if self.session.failure:
+                raise RestoreRequired(f"shard {self.id}: {self.session.failure}; "
+                                      "reopen it from a checkpoint (or empty)")
             if epoch != self.epoch:
                 self._meta.put(_EPOCH_KEY, str(epoch).encode(), _synced())
                 self.epoch = epoch
-            self.applied_sequence = 0  # the writer numbers its batches afresh after each open
+            self.session = WriterSession()  # the writer numbers its batches afresh after each open
             self._turns.notify_all()
 
     def reset_epoch(self, epoch: int) -> None:
@@ -125,28 +164,99 @@ class Shard:
                 raise Fenced(f"shard {self.id} is owned by epoch {self.epoch}; epoch {epoch} is fenced")
             raise ShardNotOpen(f"shard {self.id} is open at epoch {self.epoch}; open it with epoch {epoch} first")
 
+    def check_session(self) -> None:
+        """Refuse what would build on a failed session (writes, snapshots)."""
+        if self.session.failure:
+            raise SessionFailed(f"shard {self.id}: {self.session.failure}; reopen the writer from a checkpoint")
+
     @contextlib.contextmanager
-    def turn(self, sequence: int, epoch: int, timeout: float = 30.0) -> Iterator[None]:
+    def arrival(self, sequence: int) -> Iterator[Arrival | None]:
+        """Register batch ``sequence`` as arrived for as long as its handler runs (None: unsequenced)."""
+        if not sequence:
+            yield None
+            return
+        arrival = Arrival(self.session, sequence)
+        with self._arrivals_lock:
+            arrival.session.arrived.add(sequence)
+        try:
+            yield arrival
+        finally:
+            if not arrival.left:  # it never reached its turn: batches waiting for it must look again
+                with self.write_lock:
+                    self._leave(arrival)
+                    self._turns.notify_all()
+
+    def _leave(self, arrival: Arrival) -> None:
+        with self._arrivals_lock:
+            arrival.session.arrived.discard(arrival.sequence)
+        arrival.left = True
+
+    @contextlib.contextmanager
+    def turn(self, sequence: int, epoch: int, arrival: Arrival | None = None,
+             timeout: float = 30.0) -> Iterator[None]:
         """Hold the write lock for batch ``sequence`` once every earlier batch was applied.
 
-        A batch uses its turn even when it fails, so later batches are not held up.
+        Every write is checked here, under the lock, against the current epoch and session.
+        A batch waits only for predecessors that arrived (their handlers run); one whose
+        predecessor has not arrived within ARRIVAL_GRACE_SECONDS is refused with OutOfOrder, and
+        the writer resends it. A sequenced batch that fails (other than out of order) fails its session: every
+        later write of the session is refused. A batch uses its turn even when it fails.
         """
         with self.write_lock:
-            if sequence:
-                arrived = self._turns.wait_for(
-                    lambda: self.closed or self.epoch != epoch or sequence <= self.applied_sequence + 1, timeout
-                )
-                self.check_writer(epoch)
-                if not arrived:
-                    raise Unavailable(f"shard {self.id}: batch {self.applied_sequence + 1} never arrived; reopen the shard")
-                if sequence <= self.applied_sequence:
-                    raise InvalidInput(f"shard {self.id}: batch {sequence} was applied before")
+            session = self.session
+            try:
+                self._wait_for_turn(sequence, epoch, arrival, timeout)
+            except BaseException:
+                if arrival is not None:
+                    self._leave(arrival)
+                    self._turns.notify_all()
+                raise
+            session = self.session  # the one checked: the session may have changed while waiting
             try:
                 yield
-            finally:
+            except BaseException as exc:
                 if sequence:
-                    self.applied_sequence = sequence
+                    session.fail(sequence, exc)
+                raise
+            finally:
+                if arrival is not None:
+                    self._leave(arrival)
+                if sequence:
+                    session.applied_sequence = sequence
                     self._turns.notify_all()
+
+    def _wait_for_turn(self, sequence: int, epoch: int, arrival: Arrival | None, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        grace_ends: float | None = None
+        while True:
+            self.check_writer(epoch)
+            session = self.session
+            if arrival is not None and arrival.session is not session:
+                raise ShardNotOpen(f"shard {self.id} was reopened while batch {sequence} waited; "
+                                   "its writer session has ended")
+            self.check_session()
+            if not sequence or sequence == session.applied_sequence + 1:
+                return
+            if sequence <= session.applied_sequence:
+                error = InvalidInput(f"shard {self.id}: batch {sequence} was applied before")
+                session.fail(sequence, error)
+                raise error
+            with self._arrivals_lock:
+                waiting_for = sum(1 for s in session.arrived if session.applied_sequence < s < sequence)
+            now = time.monotonic()
+            if waiting_for < sequence - session.applied_sequence - 1:
+                # gRPC reads and decodes a request on the handler's thread, so a batch sent right
+                # after another often starts first: a predecessor gets a moment to arrive.
+                grace_ends = grace_ends or now + ARRIVAL_GRACE_SECONDS
+                if now >= grace_ends:
+                    raise OutOfOrder(f"shard {self.id}: batch {sequence} arrived before batch "
+                                     f"{session.applied_sequence + 1}; resend it after batch {sequence - 1}")
+                self._turns.wait(grace_ends - now)
+                continue
+            if now >= deadline:
+                raise OutOfOrder(f"shard {self.id}: batch {sequence} waited {timeout} s for batch "
+                                 f"{session.applied_sequence + 1}; resend it after batch {sequence - 1}")
+            self._turns.wait(deadline - now)  # bounded by the work of batches that arrived, not by the network
 
     def close(self) -> None:
         with self.write_lock:

@@ -13,7 +13,7 @@ from stateserver import layout, merge_operators
 from stateserver.errors import InvalidInput
 from stateserver.keygroups import KEY_GROUP_PREFIXES
 from stateserver.operations import Batch, WriteOp
-from stateserver.shard import OpenState, Shard
+from stateserver.shard import Arrival, OpenState, Shard
 from stateserver.states import StateKind
 
 _ALLOWED: dict[StateKind, frozenset[int]] = {
@@ -80,8 +80,9 @@ def _first(batch: Batch, op: int, state_index: int) -> int:
     return 0
 
 
-def apply_write_batch(shard: Shard, batch: Batch, *, epoch: int, sequence: int = 0) -> int:
-    with shard.turn(sequence, epoch):
+def apply_write_batch(shard: Shard, batch: Batch, *, epoch: int, sequence: int = 0,
+                      arrival: Arrival | None = None) -> int:
+    with shard.turn(sequence, epoch, arrival):
         return _apply(shard, batch)
 
 

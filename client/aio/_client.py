@@ -5,7 +5,8 @@ import asyncio
 from collections.abc import Sequence
 
 from client._client import KeyGroups, _ranges, _restore_source
-from client._errors import StateServerError, UnavailableError
+from client._errors import InvalidArgumentError, StateServerError, UnavailableError
+from client._failure import WriterFailure
 from client.aio._connection import AsyncNodeConnection
 from client.aio._session import AsyncShardSession, CoalescingLimits
 from client.aio._writer import AsyncWriter
@@ -27,7 +28,7 @@ class AsyncStateClient:
                  limits: CoalescingLimits | None = None) -> None:
         self.seeds = [addresses] if isinstance(addresses, str) else list(addresses)
         if not self.seeds:
-            raise ValueError("give at least one node address")
+            raise InvalidArgumentError("give at least one node address")
         self.nodes: list[str] = list(self.seeds)
         self.unavailable: set[str] = set()
         self.limits = limits or CoalescingLimits()
@@ -51,8 +52,7 @@ class AsyncStateClient:
             if address in self.unavailable:
                 continue
             try:
-                reply = await self.connection(address).call("NodeInfo", pb.NodeInfoRequest(),
-                                                            timeout=min(self._timeout, 5.0))
+                reply = await self.connection(address).node_info(timeout=min(self._timeout, 5.0))
             except StateServerError as exc:
                 last_error = exc
                 continue
@@ -94,16 +94,22 @@ class AsyncStateClient:
                           restore: int | str | None = None) -> AsyncWriter:
         """Open one shard per key-group range as the writer at ``epoch``, fencing older writers;
         ``restore`` (a checkpoint id or ``"latest"``) replaces their state with that checkpoint's."""
+        ranges = _ranges(key_groups)
+        if restore is not None:
+            _restore_source(restore)  # bad input is refused before any shard is opened
         max_key_groups = await self.max_key_groups(namespace)
-        sessions = await asyncio.gather(*(self._open_session(namespace, max_key_groups, key_group_range, epoch, restore)
-                                          for key_group_range in _ranges(key_groups)))
-        return AsyncWriter(namespace=namespace, max_key_groups=max_key_groups, epoch=epoch, sessions=sessions)
+        failure = WriterFailure()  # the writer's sessions fail together
+        sessions = await asyncio.gather(*(self._open_session(namespace, max_key_groups, key_group_range, epoch, restore,
+                                                             failure)
+                                          for key_group_range in ranges))
+        return AsyncWriter(namespace=namespace, max_key_groups=max_key_groups, epoch=epoch, sessions=sessions,
+                           failure=failure)
 
     async def _open_session(self, namespace: str, max_key_groups: int, key_groups: KeyGroupRange, epoch: int,
-                            restore: int | str | None) -> AsyncShardSession:
+                            restore: int | str | None, failure: WriterFailure) -> AsyncShardSession:
         connection = self.connection(await self.node_for(f"{namespace}/{key_groups}"))
         session = AsyncShardSession(namespace=namespace, key_groups=key_groups, epoch=epoch, connection=connection,
-                                    limits=self.limits)
+                                    limits=self.limits, node_limits=await connection.node_limits(), failure=failure)
         request = pb.OpenShardRequest(shard=session.ref, unavailable_nodes=sorted(self.unavailable))
         if restore is not None:
             request.restore.CopyFrom(_restore_source(restore))

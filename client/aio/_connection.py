@@ -9,7 +9,9 @@ import grpc.aio
 
 from client._connection import NodeConnection, channel_options
 from client._errors import StateServerError
+from client._node_limits import NodeLimits
 from stateserver.v1 import checkpoint_pb2_grpc, state_pb2_grpc
+from stateserver.v1 import state_pb2 as pb
 
 
 class AsyncNodeConnection:
@@ -17,6 +19,8 @@ class AsyncNodeConnection:
                  on_unavailable: Callable[[str], None] | None = None) -> None:
         self.address = address
         self.timeout = timeout
+        self.max_message_bytes = max_message_bytes
+        self.limits: NodeLimits | None = None  # learnt from the node's NodeInfo, once
         self._on_unavailable = on_unavailable
         self.channel = grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
         # Method names are unique across the node's services, so a call names only the method.
@@ -29,6 +33,18 @@ class AsyncNodeConnection:
             return await self._methods[method](request, timeout=timeout or self.timeout)
         except grpc.aio.AioRpcError as exc:
             raise self.translate(exc) from exc
+
+    async def node_info(self, *, timeout: float | None = None) -> pb.NodeInfoResponse:
+        reply: pb.NodeInfoResponse = await self.call("NodeInfo", pb.NodeInfoRequest(), timeout=timeout)
+        self.limits = NodeLimits.from_node_info(reply, self.max_message_bytes)
+        return reply
+
+    async def node_limits(self) -> NodeLimits:
+        """What the node accepts (asked once per connection)."""
+        if self.limits is None:
+            await self.node_info(timeout=min(self.timeout, 5.0))
+        assert self.limits is not None
+        return self.limits
 
     def translate(self, error: grpc.RpcError) -> StateServerError:
         """The sync connection's: translates, and reports a node that answered UNAVAILABLE."""

@@ -5,6 +5,8 @@ import asyncio
 import collections
 from collections.abc import Callable
 
+from client._errors import InvalidArgumentError
+
 
 class OutstandingLimit:
     """Permits for outstanding operations: a caller past the bound waits, in arrival order.
@@ -16,7 +18,7 @@ class OutstandingLimit:
 
     def __init__(self, limit: int, *, on_wait: Callable[[], None] = lambda: None) -> None:
         if limit < 1:
-            raise ValueError("the limit of outstanding operations must be at least 1")
+            raise InvalidArgumentError("the limit of outstanding operations must be at least 1")
         self.limit = limit
         self.in_use = 0
         self.peak = 0      # the most permits ever held at once
@@ -38,7 +40,7 @@ class OutstandingLimit:
 
     async def acquire(self, count: int = 1) -> None:
         if count > self.limit:
-            raise ValueError(f"{count} operations at once exceed the limit of {self.limit}")
+            raise InvalidArgumentError(f"{count} operations at once exceed the limit of {self.limit}")
         if self.try_acquire(count):
             return
         self.waits += 1

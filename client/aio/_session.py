@@ -13,7 +13,11 @@ pump task per shard sends everything, so the order rules are in one place:
   unrelated keys overlap.
 
 Every operation holds a permit of ``OutstandingLimit`` from the moment it is accepted until the
-node answered it: a slow node makes callers wait instead of growing buffers.
+node answered it: a slow node makes callers wait instead of growing buffers. A batch holds at
+most ``max_ops`` operations and ``max_bytes`` bytes (within the node's message size); a key or
+value over the node's limits is refused at the call. A batch the node refused as out of order
+is sent again once its predecessor has its outcome; any other failure fails the whole writer
+(``WriterFailure``), as in the sync client.
 """
 from __future__ import annotations
 
@@ -24,6 +28,9 @@ from collections.abc import Sequence
 from typing import Any
 
 from client._buffer import WriteBuffer, read_request, read_results, resolve_list, resolve_map_entry, resolve_value
+from client._errors import OutOfOrderError
+from client._failure import MAX_RESENDS, WriterFailure
+from client._node_limits import OVERHEAD_PER_OP, NodeLimits
 from client.aio._connection import AsyncNodeConnection
 from client.aio._limits import OutstandingLimit
 from stateserver import wire
@@ -42,6 +49,12 @@ class CoalescingLimits:
     max_outstanding: int = 8192   # operations accepted and not yet answered; callers wait beyond it
     linger: float = 0.0           # seconds a request may wait for its batch to fill; by default a batch
                                   # leaves once every ready coroutine has run, and fills while one is in flight
+
+
+def within_node_limits(limits: CoalescingLimits, node: NodeLimits) -> CoalescingLimits:
+    """The client's batch sizes, cut to what the node accepts (operations, message bytes)."""
+    return dataclasses.replace(limits, max_ops=min(limits.max_ops, node.max_batch_ops),
+                               max_bytes=min(limits.max_bytes, node.max_request_bytes))
 
 
 @dataclasses.dataclass(slots=True)
@@ -64,12 +77,15 @@ class _WriteInFlight:
 
 class AsyncShardSession:
     def __init__(self, *, namespace: str, key_groups: KeyGroupRange, epoch: int, connection: AsyncNodeConnection,
-                 limits: CoalescingLimits) -> None:
+                 limits: CoalescingLimits, node_limits: NodeLimits | None = None,
+                 failure: WriterFailure | None = None) -> None:
         self.key_groups = key_groups
         self.ref = pb.ShardRef(namespace=namespace, key_group_start=key_groups.start, key_group_end=key_groups.end,
                                epoch=epoch)
         self.connection = connection
-        self.limits = limits
+        self.node_limits = node_limits or NodeLimits(max_message_bytes=connection.max_message_bytes)
+        self.limits = within_node_limits(limits, self.node_limits)
+        self.failure = failure or WriterFailure()  # shared by the writer's sessions
         self.buffer = WriteBuffer()
         self.outstanding = OutstandingLimit(limits.max_outstanding, on_wait=self._wake)
         self.read_batches = 0
@@ -83,7 +99,6 @@ class AsyncShardSession:
         self._room = asyncio.Event()  # set while the buffer has room for more operations
         self._room.set()
         self._pump: asyncio.Task[None] | None = None
-        self._error: BaseException | None = None
 
     @property
     def shard_id(self) -> str:
@@ -93,12 +108,23 @@ class AsyncShardSession:
 
     async def add(self, op: WriteOp, state: str, key: bytes, value: bytes = b"", map_key: bytes = b"") -> None:
         """Accept a write; returns once it is buffered (the node applies it in order later)."""
+        self._check()
+        self.node_limits.check_write(key, value, map_key, needs_map_key=op in (WriteOp.MAP_PUT, WriteOp.MAP_REMOVE))
         await self._accept()
+        size = len(key) + len(value) + len(map_key) + OVERHEAD_PER_OP
+        # A full buffer is sent before this write joins the next one: batches stay within the limits.
+        while len(self.buffer) and (len(self.buffer) >= self.limits.max_ops
+                                    or self.buffer.byte_size + size > self.limits.max_bytes):
+            self._room.clear()
+            self._wake()
+            try:
+                await self._room.wait()
+                self._check()
+            except BaseException:
+                self.outstanding.release()
+                raise
         self.buffer.add(op, state, key, value, map_key)
         self._wake()
-        if len(self.buffer) >= self.limits.max_ops or self.buffer.byte_size >= self.limits.max_bytes:
-            self._room.clear()
-            await self._room.wait()
 
     async def read(self, op: ReadOp, state: str, key: bytes, map_key: bytes = b"", merge_operator: str = "") -> Any:
         """The stored value as it is once every write accepted before this read is applied:
@@ -135,8 +161,7 @@ class AsyncShardSession:
             self._check()
 
     def _check(self) -> None:
-        if self._error is not None:
-            raise self._error
+        self.failure.check()
 
     def _wake(self) -> None:
         if self._pump is None:
@@ -191,6 +216,7 @@ class AsyncShardSession:
     async def _send_writes(self) -> None:
         while len(self._in_flight) >= self.limits.max_in_flight:
             await self._wait_applied(self._in_flight[0])
+        self._check()  # nothing buffered is sent once the writer failed
         request = self.buffer.to_request(self.ref)
         self._sequence += 1
         request.sequence = self._sequence
@@ -198,11 +224,28 @@ class AsyncShardSession:
         keys = set(zip([self.buffer.state_names[i] for i in self.buffer.state_indexes], self.buffer.keys))
         self.buffer.clear()
         self._room.set()
-        task = asyncio.get_running_loop().create_task(self.connection.call("WriteBatch", request))
+        previous = self._in_flight[-1].task if self._in_flight else None
+        task = asyncio.get_running_loop().create_task(self._write(request, previous))
         batch = _WriteInFlight(task, count, keys)
         self._in_flight.append(batch)
         task.add_done_callback(lambda _: self._applied(batch))
         self.write_batches += 1
+
+    async def _write(self, request: pb.WriteBatchRequest, previous: asyncio.Task[Any] | None) -> Any:
+        """Send a batch; one refused as out of order is sent again once the batch before it has its
+        outcome (which it has only after every batch before it)."""
+        for attempt in range(MAX_RESENDS + 1):
+            try:
+                return await self.connection.call("WriteBatch", request)
+            except OutOfOrderError:
+                if attempt == MAX_RESENDS or self.failure.failed:
+                    raise
+                if previous is not None:
+                    await asyncio.wait([previous])
+                    if previous.cancelled() or previous.exception() is not None:
+                        raise  # the writer failed with the batch before; this one is not sent again
+                    previous = None
+        raise AssertionError("unreachable")
 
     def _applied(self, batch: _WriteInFlight) -> None:
         """Once per batch, from its done callback or from the pump, whichever comes first."""
@@ -225,8 +268,7 @@ class AsyncShardSession:
             await self._wait_applied(self._in_flight[0])
 
     def _fail(self, error: BaseException) -> None:
-        if self._error is None:
-            self._error = error
+        self.failure.record(error)
         for waiting in [*self._reads, *self._reading]:
             _settle(waiting.future, error)
         for barrier in self._barriers:

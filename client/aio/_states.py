@@ -101,14 +101,20 @@ class AsyncListState(_AsyncHandle[K], Generic[K, V]):
         await session.add(WriteOp.LIST_APPEND, self.name, raw, self._values.dumps(value))
 
     async def add_all(self, key: K, values: Iterable[V]) -> None:
-        session, raw = self._route(key)
-        for value in values:
-            await session.add(WriteOp.LIST_APPEND, self.name, raw, self._values.dumps(value))
+        await self._append(key, values, clear=False)
 
     async def update(self, key: K, values: Iterable[V]) -> None:
         """Replace the whole list."""
-        await self.clear(key)
-        await self.add_all(key, values)
+        await self._append(key, values, clear=True)
+
+    async def _append(self, key: K, values: Iterable[V], *, clear: bool) -> None:
+        session, raw = self._route(key)
+        encoded = [self._values.dumps(value) for value in values]
+        session.node_limits.check_writes([raw] * len(encoded), encoded)  # all checked before any is buffered
+        if clear:
+            await session.add(WriteOp.CLEAR, self.name, raw)
+        for value in encoded:
+            await session.add(WriteOp.LIST_APPEND, self.name, raw, value)
 
     async def get(self, key: K) -> list[V]:
         return [self._values.loads(element) for element in await self._get(key, ReadOp.GET_LIST)]
@@ -126,8 +132,12 @@ class AsyncMapState(_AsyncHandle[K], Generic[K, MK, V]):
         await session.add(WriteOp.MAP_PUT, self.name, raw, self._values.dumps(value), self._map_keys.dumps(map_key))
 
     async def put_all(self, key: K, entries: Mapping[MK, V]) -> None:
-        for map_key, value in entries.items():
-            await self.put(key, map_key, value)
+        session, raw = self._route(key)
+        encoded = [(self._map_keys.dumps(map_key), self._values.dumps(value)) for map_key, value in entries.items()]
+        for map_key, value in encoded:  # every entry checked before any is buffered
+            session.node_limits.check_write(raw, value, map_key, needs_map_key=True)
+        for map_key, value in encoded:
+            await session.add(WriteOp.MAP_PUT, self.name, raw, value, map_key)
 
     async def remove(self, key: K, map_key: MK) -> None:
         session, raw = self._route(key)

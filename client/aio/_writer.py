@@ -7,7 +7,8 @@ from typing import Any
 
 from client._serializers import JSON, STR, Serializer
 from client._states import operand_serializer_for
-from client._writer import ShardRouter, awaiting_snapshots
+from client._failure import WriterFailure
+from client._writer import ShardRouter, awaiting_snapshots, state_descriptor
 from client.aio._session import AsyncShardSession
 from client.aio._states import AsyncAggregatingState, AsyncListState, AsyncMapState, AsyncValueState
 from stateserver.states import StateDescriptor, StateKind
@@ -16,11 +17,15 @@ from stateserver.v1 import state_pb2 as pb
 
 
 class AsyncWriter(ShardRouter[AsyncShardSession]):
+    """Once a write batch fails, the writer is failed as a whole: every later call raises
+    ``SessionFailedError`` (chained to the failure) until the writer is reopened with a restore."""
+
     def __init__(self, *, namespace: str, max_key_groups: int, epoch: int,
-                 sessions: Sequence[AsyncShardSession]) -> None:
+                 sessions: Sequence[AsyncShardSession], failure: WriterFailure | None = None) -> None:
         self.namespace = namespace
         self.epoch = epoch
-        super().__init__(max_key_groups=max_key_groups, sessions=sessions)
+        super().__init__(max_key_groups=max_key_groups, sessions=sessions,
+                         failure=failure or (sessions[0].failure if sessions else WriterFailure()))
         self.states: dict[str, StateDescriptor] = {}
 
     @property
@@ -32,30 +37,31 @@ class AsyncWriter(ShardRouter[AsyncShardSession]):
 
     async def value_state(self, name: str, *, key_serializer: Serializer[Any] = STR,
                           value_serializer: Serializer[Any] = JSON, ttl_ms: int = 0) -> AsyncValueState[Any, Any]:
-        descriptor = await self._declare(StateDescriptor(name=name, kind=StateKind.VALUE, ttl_ms=ttl_ms))
+        descriptor = await self._declare(state_descriptor(name=name, kind=StateKind.VALUE, ttl_ms=ttl_ms))
         return AsyncValueState(self, descriptor, key_serializer, value_serializer)
 
     async def list_state(self, name: str, *, key_serializer: Serializer[Any] = STR,
                          value_serializer: Serializer[Any] = JSON, ttl_ms: int = 0) -> AsyncListState[Any, Any]:
-        descriptor = await self._declare(StateDescriptor(name=name, kind=StateKind.LIST, ttl_ms=ttl_ms))
+        descriptor = await self._declare(state_descriptor(name=name, kind=StateKind.LIST, ttl_ms=ttl_ms))
         return AsyncListState(self, descriptor, key_serializer, value_serializer)
 
     async def map_state(self, name: str, *, key_serializer: Serializer[Any] = STR,
                         map_key_serializer: Serializer[Any] = STR, value_serializer: Serializer[Any] = JSON,
                         ttl_ms: int = 0) -> AsyncMapState[Any, Any, Any]:
-        descriptor = await self._declare(StateDescriptor(name=name, kind=StateKind.MAP, ttl_ms=ttl_ms))
+        descriptor = await self._declare(state_descriptor(name=name, kind=StateKind.MAP, ttl_ms=ttl_ms))
         return AsyncMapState(self, descriptor, key_serializer, map_key_serializer, value_serializer)
 
     async def aggregating_state(self, name: str, *, merge_operator: str, key_serializer: Serializer[Any] = STR,
                                 element_serializer: Serializer[Any] | None = JSON,
                                 ttl_ms: int = 0) -> AsyncAggregatingState[Any, Any]:
         """``sum_int64``, ``max_int64``, ``min_int64`` take ints; ``list_append`` takes elements."""
-        descriptor = await self._declare(StateDescriptor(name=name, kind=StateKind.AGGREGATING,
+        descriptor = await self._declare(state_descriptor(name=name, kind=StateKind.AGGREGATING,
                                                          merge_operator=merge_operator, ttl_ms=ttl_ms))
         return AsyncAggregatingState(self, descriptor, key_serializer,
                                      operand_serializer_for(merge_operator, element_serializer))
 
     async def _declare(self, descriptor: StateDescriptor) -> StateDescriptor:
+        self.failure.check()
         if self.states.get(descriptor.name) != descriptor:
             request_state = descriptor.to_proto()
             await self._on_every_shard("DeclareStates", lambda s: pb.DeclareStatesRequest(shard=s.ref, states=[request_state]))
@@ -69,6 +75,7 @@ class AsyncWriter(ShardRouter[AsyncShardSession]):
 
     async def flush(self) -> None:
         """Wait until the nodes applied every write accepted so far."""
+        self.failure.check()
         await asyncio.gather(*(session.flush() for session in self.sessions))
 
     async def snapshot(self, checkpoint_id: int) -> float:
@@ -81,6 +88,7 @@ class AsyncWriter(ShardRouter[AsyncShardSession]):
 
     async def await_snapshot(self, checkpoint_id: int, *, timeout: float = 300.0) -> list[cpb.ShardSnapshotHandle]:
         """Wait until every shard's snapshot is durable; returns their handles for the commit."""
+        self.failure.check()
         steps = awaiting_snapshots(self.sessions, checkpoint_id, timeout)
         try:
             session, request, rpc_timeout = next(steps)
@@ -92,6 +100,7 @@ class AsyncWriter(ShardRouter[AsyncShardSession]):
 
     async def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """The checkpoint is committed: its uploads may be reused by the next one."""
+        self.failure.check()
         await self._on_every_shard("NotifyCheckpointComplete",
                                    lambda s: cpb.NotifyCheckpointRequest(shard=s.ref, checkpoint_id=checkpoint_id))
 

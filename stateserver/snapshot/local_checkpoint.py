@@ -43,6 +43,7 @@ def take_local_checkpoint(shard: Shard, checkpoint_id: int, epoch: int, work_dir
     started = time.perf_counter()
     with shard.write_lock:  # no batch lands half before, half after the cut
         shard.check_writer(epoch)
+        shard.check_session()  # a failed session's state is not a prefix of what the writer wrote
         rocksdict.Checkpoint(shard.db).create_checkpoint(str(directory))
         states = tuple(state.descriptor for state in shard.states.values())
     return LocalCheckpoint(

@@ -638,6 +638,7 @@ class NodeInfoResponse(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     OPEN_SHARDS_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
+    LIMITS_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     version: _builtins.str
     @_builtins.property
@@ -646,6 +647,10 @@ class NodeInfoResponse(_message.Message):
     def nodes(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """The cluster's node list as this node knows it (empty: a single node, no placement checks)."""
 
+    @_builtins.property
+    def limits(self) -> Global___NodeLimits:
+        """What this node accepts; clients size their batches and check keys and values by it."""
+
     def __init__(
         self,
         *,
@@ -653,11 +658,44 @@ class NodeInfoResponse(_message.Message):
         version: _builtins.str = ...,
         open_shards: _abc.Iterable[_builtins.str] | None = ...,
         nodes: _abc.Iterable[_builtins.str] | None = ...,
+        limits: Global___NodeLimits | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["node_id", b"node_id", "nodes", b"nodes", "open_shards", b"open_shards", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "node_id", b"node_id", "nodes", b"nodes", "open_shards", b"open_shards", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NodeInfoResponse: _TypeAlias = NodeInfoResponse  # noqa: Y015
+
+@_typing.final
+class NodeLimits(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MAX_KEY_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_VALUE_BYTES_FIELD_NUMBER: _builtins.int
+    MAX_BATCH_OPS_FIELD_NUMBER: _builtins.int
+    MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
+    max_key_bytes: _builtins.int
+    """a key, and a map key"""
+    max_value_bytes: _builtins.int
+    """a value, a merge operand, a list element"""
+    max_batch_ops: _builtins.int
+    """operations in one write batch, reads in one read batch"""
+    max_message_bytes: _builtins.int
+    """a whole gRPC message, each way"""
+    def __init__(
+        self,
+        *,
+        max_key_bytes: _builtins.int = ...,
+        max_value_bytes: _builtins.int = ...,
+        max_batch_ops: _builtins.int = ...,
+        max_message_bytes: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_batch_ops", b"max_batch_ops", "max_key_bytes", b"max_key_bytes", "max_message_bytes", b"max_message_bytes", "max_value_bytes", b"max_value_bytes"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___NodeLimits: _TypeAlias = NodeLimits  # noqa: Y015

@@ -8,7 +8,7 @@ from collections import Counter
 
 import pytest
 
-from client import FencedError, StateClient
+from client import FencedError, SessionFailedError, StateClient
 from client.aio import AsyncStateClient, AsyncWriter, CoalescingLimits
 from support.node import NodeProcess
 
@@ -146,8 +146,9 @@ def test_a_newer_writer_fences_the_asyncio_writer(node: NodeProcess, namespace: 
             await counts.merge("a", 100)
             with pytest.raises(FencedError):
                 await old.flush()
-            with pytest.raises(FencedError):  # the session stays failed
+            with pytest.raises(SessionFailedError) as later:  # the writer stays failed, saying why
                 await counts.merge("a", 1)
+            assert isinstance(later.value.__cause__, FencedError)
             assert await new_counts.get("a") == 1
             await new.close()
 

@@ -5,7 +5,9 @@ import dataclasses
 
 import pytest
 
-from client import BYTES, INT64, JSON, STR, BytesSerializer, Int64Serializer, JsonSerializer, StrSerializer, Writer
+from client import (
+    BYTES, INT64, JSON, STR, BytesSerializer, Int64Serializer, InvalidArgumentError, JsonSerializer, StrSerializer, Writer,
+)
 from stateserver.keygroups import key_group_for
 from stateserver.operations import ReadOp
 from stateserver.v1 import state_pb2_grpc
@@ -111,8 +113,9 @@ def test_keys_route_by_their_serialized_bytes(writer: Writer) -> None:
 
 
 def test_a_serializer_error_buffers_nothing(writer: Writer) -> None:
+    """The error is InvalidArgumentError, as every client error is a StateServerError (old code: TypeError)."""
     state = writer.value_state("v", value_serializer=JSON)
-    with pytest.raises(TypeError):
+    with pytest.raises(InvalidArgumentError):
         state.put("k", object())
     writer.flush()
     assert state.get("k") is None
