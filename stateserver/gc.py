@@ -93,9 +93,14 @@ def collect_garbage(store: ObjectStore, namespace: str, *, retain: int, min_age:
     plan = dataclasses.replace(plan, retiring=tuple(dataclasses.replace(item, size=sizes.get(item.key, item.size))
                                                      for item in plan.retiring))
     latest = plan.committed[-1] if plan.committed else 0
-    protected = _named_by_young_manifests(store, objects, min_age, now, notes)
+    uncommitted = [(meta, parsed) for meta, parsed in objects
+                   if meta.key not in plan.referenced and meta.key not in retiring_keys]
+    protected = _named_by_young_manifests(store, uncommitted, min_age, now, notes)
     orphans: list[GcItem] = []
-    young: list[GcItem] = []
+    young: list[GcItem] = [dataclasses.replace(item, reason="named by a shard manifest of a checkpoint that may "
+                                               f"still commit (younger than {min_age})")
+                           for item in plan.retiring if item.key in protected]
+    plan = dataclasses.replace(plan, retiring=tuple(i for i in plan.retiring if i.key not in protected))
     for meta, parsed in objects:
         if meta.key in plan.referenced or meta.key in retiring_keys or parsed.kind == "metadata":
             continue  # kept, retired by reference counting, or a checkpoint's commit point
@@ -158,8 +163,9 @@ def _orphan_reason(parsed: paths.ParsedKey, latest: int, plan: RetentionPlan, mi
 
 def _named_by_young_manifests(store: ObjectStore, objects: Iterable[tuple[ObjectMeta, paths.ParsedKey]],
                               min_age: datetime.timedelta, now: datetime.datetime, notes: list[str]) -> set[str]:
-    """What young shard manifests name, SSTs they reuse from older checkpoints included: if their
-    checkpoint commits, it needs every one. Any checkpoint id: a rolled-back writer may reuse them."""
+    """What young shard manifests no committed checkpoint names yet name, SSTs they reuse from older
+    checkpoints included: if their checkpoint commits, it needs every one. Any checkpoint id: a
+    writer that rolled back may be taking it."""
     keys: set[str] = set()
     for meta, parsed in objects:
         if parsed.kind != "manifest" or now - meta.last_modified >= min_age:
