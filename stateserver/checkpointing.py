@@ -3,8 +3,10 @@
 One object per node, handed to the gRPC CheckpointService and to the shard registry (for
 OpenShard with a restore source). The thread pools are shared by all shards of the node.
 After each commit, retention runs in the background: the node keeps the last
-``retained_checkpoints`` committed checkpoints of the namespace and deletes what only older
-ones reference, as ``stateserver gc`` does.
+``retained_checkpoints`` committed checkpoints of the namespace (and any a current owner restored
+and has not committed past) and deletes what only older ones reference, by reference counting,
+without listing the namespace. Every ``orphan_sweep_interval_s`` per namespace it runs the full
+collection instead, as ``stateserver gc`` does, which also reclaims uploads nothing references.
 """
 from __future__ import annotations
 
@@ -15,13 +17,15 @@ import logging
 import pathlib
 import shutil
 import threading
+import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
 from stateserver.checkpoints import CheckpointCatalog
 from stateserver.errors import Fenced, NotFound
-from stateserver.gc import collect_garbage
+from stateserver import owner_records
+from stateserver.gc import RetentionMemo, collect_garbage, retire_checkpoints
 from stateserver.keygroups import KeyGroupRange
 from stateserver.objectstore import ObjectStore
 from stateserver.ownership import Ownership
@@ -40,6 +44,7 @@ log = logging.getLogger(__name__)
 # Retention after a commit leaves alone the objects of checkpoints that may still commit until
 # they are this old, as `stateserver gc` does by default.
 IN_FLIGHT_MIN_AGE = datetime.timedelta(hours=1)
+DEFAULT_ORPHAN_SWEEP_INTERVAL_S = 3600.0
 
 
 class CheckpointObserver(SnapshotObserver, Protocol):
@@ -56,7 +61,9 @@ class SnapshotOutcome:
 class Checkpointing:
     def __init__(self, store: ObjectStore, *, work_dir: pathlib.Path, resources: RocksResources,
                  upload_threads: int = 8, snapshot_threads: int = 4, retained_checkpoints: int = 3,
-                 observer: CheckpointObserver | None = None) -> None:
+                 orphan_sweep_interval_s: float = DEFAULT_ORPHAN_SWEEP_INTERVAL_S,
+                 observer: CheckpointObserver | None = None,
+                 monotonic: Callable[[], float] = time.monotonic) -> None:
         self.store = store
         self.catalog = CheckpointCatalog(store)
         self.ownership = Ownership(store)
@@ -71,6 +78,12 @@ class Checkpointing:
         self._lock = threading.Lock()
         self._shards: dict[ShardId, ShardSnapshots] = {}
         self._retention_pending: set[str] = set()
+        self.orphan_sweep_interval_s = orphan_sweep_interval_s
+        self._monotonic = monotonic
+        # Per namespace, when the last full sweep ran (the first one is due an interval after the
+        # node's first commit of it). Touched by the retention thread only.
+        self._last_sweep: dict[str, float] = {}
+        self._retention_memo = RetentionMemo()
 
     def snapshots_of(self, shard: Shard) -> ShardSnapshots:
         with self._lock:
@@ -115,9 +128,10 @@ class Checkpointing:
 
     def commit(self, namespace: str, checkpoint_id: int, handles: Iterable[cpb.ShardSnapshotHandle]) -> str:
         handles = list(handles)
+        records = owner_records.list_owner_records(self.store, namespace)  # one listing, not one per shard
         for handle in handles:  # a stale writer's snapshot cannot commit, whichever node asks
-            self.ownership.check(namespace, shard_key_groups(handle), handle.writer_epoch)
-        key = self.catalog.commit(namespace, checkpoint_id, handles)
+            owner_records.check_not_fenced(records, namespace, shard_key_groups(handle), handle.writer_epoch)
+        key = self.catalog.commit(namespace, checkpoint_id, handles, executor=self.file_executor)
         log.info("checkpoint committed", extra={"namespace": namespace, "checkpoint": checkpoint_id, "key": key})
         self._schedule_retention(namespace)
         return key
@@ -132,9 +146,17 @@ class Checkpointing:
     def _collect_garbage(self, namespace: str) -> None:
         with self._lock:
             self._retention_pending.discard(namespace)
+        now = self._monotonic()
+        last = self._last_sweep.setdefault(namespace, now)
         try:
-            collect_garbage(self.store, namespace, retain=self.retained_checkpoints, min_age=IN_FLIGHT_MIN_AGE,
-                            now=datetime.datetime.now(datetime.timezone.utc), dry_run=False)
+            if now - last >= self.orphan_sweep_interval_s:
+                self._last_sweep[namespace] = now
+                collect_garbage(self.store, namespace, retain=self.retained_checkpoints, min_age=IN_FLIGHT_MIN_AGE,
+                                now=datetime.datetime.now(datetime.timezone.utc), dry_run=False,
+                                memo=self._retention_memo)
+            else:
+                retire_checkpoints(self.store, namespace, retain=self.retained_checkpoints,
+                                   memo=self._retention_memo)
         except Exception:  # retention is housekeeping: the next commit tries again
             log.exception("retention failed", extra={"namespace": namespace})
 

@@ -1,10 +1,10 @@
 """The checkpoints of a namespace in the snapshot store: list, load, commit, verify.
 
 A checkpoint exists once its metadata object does; the metadata is written last, with a
-create-only write, after checking that every shard manifest it names is in the store and
-that the shards tile the namespace's key groups (invariant 2). A checkpoint id at or below
-the latest committed one can no longer commit: it is subsumed, as in Flink, which is what
-lets garbage collection reclaim the uploads of failed checkpoints.
+create-only write, after checking that every shard manifest it names is in the store, that
+every file those manifests name is there with its size (a HEAD each: invariant 10), and that
+the shards tile the namespace's key groups (invariant 2). A checkpoint id at or below the
+latest committed one can no longer commit: it is subsumed, as in Flink.
 """
 from __future__ import annotations
 
@@ -76,8 +76,10 @@ class CheckpointCatalog:
             return self.latest(namespace)
         return self.load(namespace, int(checkpoint))
 
-    def commit(self, namespace: str, checkpoint_id: int, shards: Iterable[cpb.ShardSnapshotHandle]) -> str:
-        """Write the checkpoint metadata, create-only; returns its key."""
+    def commit(self, namespace: str, checkpoint_id: int, shards: Iterable[cpb.ShardSnapshotHandle],
+               *, executor: concurrent.futures.Executor | None = None) -> str:
+        """Write the checkpoint metadata, create-only, once every object it names is confirmed in
+        the store with its size (invariant 10); returns its key. ``executor`` runs the checks in parallel."""
         handles = sorted(shards, key=lambda h: h.key_group_start)
         if not handles:
             raise InvalidInput(f"checkpoint {checkpoint_id} names no shard snapshot")
@@ -93,6 +95,7 @@ class CheckpointCatalog:
             if committed[-1] == checkpoint_id:
                 raise AlreadyExists(f"checkpoint {checkpoint_id} of namespace {namespace!r} is already committed")
             raise InvalidInput(f"checkpoint {checkpoint_id} is subsumed: checkpoint {committed[-1]} is already committed")
+        self._check_objects(checkpoint_id, handles, executor)
         metadata = cpb.CheckpointMetadata(namespace=namespace, checkpoint_id=checkpoint_id, max_key_groups=max_key_groups,
                                           shards=handles, committed_at_millis=self.clock_ms(),
                                           format_version=FORMAT_VERSION)
@@ -105,13 +108,21 @@ class CheckpointCatalog:
             raise AlreadyExists(f"checkpoint {checkpoint_id} of namespace {namespace!r} is already committed")
         return key
 
-    def _check_manifest(self, handle: cpb.ShardSnapshotHandle) -> None:
+    def _check_objects(self, checkpoint_id: int, handles: list[cpb.ShardSnapshotHandle],
+                       executor: concurrent.futures.Executor | None) -> None:
+        """A HEAD of every file the handles name: a manifest's word is not proof that its files are there
+        (garbage collection, or an operator, may have removed a file a snapshot reused)."""
+        files = list({f.object_key: f for h in handles for f in (*h.shared_files, *h.private_files)}.values())
         try:
-            stored = self.store.get(handle.manifest_key)
-        except ObjectNotFound:
-            raise InvalidInput(f"shard manifest {handle.manifest_key} is not in the store; the shard snapshot is not durable") from None
-        if stored != handle.SerializeToString():
-            raise InvalidInput(f"shard manifest {handle.manifest_key} differs from the handle given")
+            found = list(executor.map(self._presence_problem, files) if executor is not None
+                         else map(self._presence_problem, files))
+        except StoreUnavailable as exc:
+            raise Unavailable(f"committing checkpoint {checkpoint_id}: {exc}") from exc
+        problems = [f"{stored.object_key}: {problem}" for stored, problem in zip(files, found) if problem is not None]
+        if problems:
+            shown = "; ".join(problems[:3]) + (f"; and {len(problems) - 3} more" if len(problems) > 3 else "")
+            raise InvalidInput(f"checkpoint {checkpoint_id} is not committed: {len(problems)} of the {len(files)} "
+                               f"files it names are not in the store as named ({shown}); take a new checkpoint")
 
     def verify(self, metadata: cpb.CheckpointMetadata, *, checksums: bool = False,
                executor: concurrent.futures.Executor | None = None) -> list[FileProblem]:
@@ -125,6 +136,22 @@ class CheckpointCatalog:
         found = executor.map(check, files) if executor is not None else map(check, files)
         return [FileProblem(object_key=stored.object_key, problem=problem)
                 for stored, problem in zip(files, found) if problem is not None]
+
+    def _check_manifest(self, handle: cpb.ShardSnapshotHandle) -> None:
+        try:
+            stored = self.store.get(handle.manifest_key)
+        except ObjectNotFound:
+            raise InvalidInput(f"shard manifest {handle.manifest_key} is not in the store; the shard snapshot is not durable") from None
+        if stored != handle.SerializeToString():
+            raise InvalidInput(f"shard manifest {handle.manifest_key} differs from the handle given")
+
+    def _presence_problem(self, stored: cpb.StoredFile) -> str | None:
+        """Like ``_file_problem`` without checksums, but a store that cannot answer is not an answer."""
+        try:
+            meta = self.store.head(stored.object_key)
+        except ObjectNotFound:
+            return "missing"
+        return None if meta.size == stored.size else f"size is {meta.size} bytes, the manifest says {stored.size}"
 
     def _file_problem(self, stored: cpb.StoredFile, checksums: bool) -> str | None:
         try:

@@ -76,14 +76,15 @@ def register_commands(commands: argparse._SubParsersAction) -> None:  # type: ig
     restore.add_argument("--parallelism", type=positive_int, default=8, help="files downloaded at once (default 8)")
     restore.set_defaults(run=guarded(_restore))
 
-    gc = commands.add_parser("gc", parents=[store], help="delete expired checkpoints and unreferenced files")
+    gc = commands.add_parser("gc", parents=[store], help="delete expired checkpoints, unreferenced files and "
+                             "superseded ownership records (keeps checkpoints a current shard owner restored)")
     gc.add_argument("--dry-run", action="store_true", help="list what would be deleted, delete nothing")
     gc.add_argument("--retain", type=positive_int, default=2, metavar="K",
                     help="committed checkpoints to keep (default 2: a node that has not yet heard of the "
                          "latest may still reuse the files of the one before)")
     gc.add_argument("--min-age", type=duration, default=datetime.timedelta(hours=1), metavar="AGE",
-                    help="objects of checkpoints that may still commit are deleted only when older "
-                         "(e.g. 90s, 30m, 1h, 2d; default 1h)")
+                    help="objects no committed checkpoint names are deleted only when older, whatever "
+                         "checkpoint id they carry (e.g. 90s, 30m, 1h, 2d; default 1h)")
     gc.set_defaults(run=guarded(_gc))
 
 
@@ -227,8 +228,11 @@ def _gc(options: argparse.Namespace) -> int:
     for note in report.notes:
         print(f"stateserver: warning: {note}", file=sys.stderr)
     retained = ", ".join(map(str, report.retained)) or "none"
-    print(f"gc of namespace {report.namespace!r}: {verb} {len(report.deleted)} objects, "
-          f"{human_size(report.bytes_deleted)}; retained checkpoints: {retained}; "
+    pinned = (f"; kept checkpoints {', '.join(map(str, report.pinned))} (a current shard owner restored them)"
+              if report.pinned else "")
+    print(f"gc of namespace {report.namespace!r}: {verb} {len(report.deleted)} objects "
+          f"({len(report.owner_records)} superseded ownership records), "
+          f"{human_size(report.bytes_deleted)}; retained checkpoints: {retained}{pinned}; "
           f"kept {len(report.kept_young)} young objects of checkpoints that may still commit")
     return 0
 

@@ -1,21 +1,26 @@
 """Retention and garbage collection of a namespace's snapshot store (invariant 4).
 
-    1. Keep the ``retain`` latest committed checkpoints; every key their metadata names (shared,
-       private and manifest keys, and the metadata itself) is referenced.
-    2. Delete the metadata of older committed checkpoints first: from then on they do not exist,
-       so no restore can start from a checkpoint whose files are going.
-    3. Delete every other object spelled by ``paths`` that nothing references:
-       - its checkpoint id is at or below the latest committed one: that checkpoint is expired,
-         or failed and can never commit (the catalog refuses subsumed ids);
-       - its id is above: the checkpoint may still be in flight, so only objects older than
-         ``min_age`` go. Files named by a young manifest of such a checkpoint (SSTs it reuses
-         from an earlier checkpoint) are kept too.
-    Keys that ``paths`` does not spell are never touched. A dry run deletes nothing and reports
-    the same list.
+Two entry points:
 
-The window this cannot close: a shard snapshot still uploading (no manifest yet) that reuses SSTs
-of a checkpoint no longer retained. Nodes reuse only the uploads of their latest confirmed
-checkpoint, so keeping two or more checkpoints closes it unless confirmations lag a checkpoint.
+``retire_checkpoints`` runs after every commit on the node. It reference-counts (``retention``): the
+kept checkpoints are the ``retain`` latest committed ones plus those a current shard owner restored
+from and has not committed past; the metadata of the others goes first, then every object only
+they name, then the ownership records newer ones supersede. It lists ``<ns>/checkpoints`` and
+``<ns>/owners``, never the namespace.
+
+``collect_garbage`` (``stateserver gc``, and the node every ``orphan_sweep_interval_s``) does the
+same and then lists the namespace to find orphans: objects spelled by ``paths`` that no committed
+checkpoint names (uploads of failed checkpoints, retried uploads). An orphan goes only once it is
+older than ``min_age``, whatever checkpoint id it carries: a writer that rolled back may be
+uploading under an id at or below the latest committed one. Files a young shard manifest names
+(SSTs a checkpoint in flight reuses) stay too. Keys that ``paths`` does not spell are never
+touched. A dry run deletes nothing and reports the same list.
+
+Why this cannot break a checkpoint, a commit racing it included: see ``retention`` and the README's
+design notes. In short, a snapshot reuses only files of its owner's last confirmed checkpoint or
+of the checkpoint it restored; SSTs are immutable, so every file it reuses is named by each later
+commit of that owner, hence by a retained checkpoint, or by the pinned restore source; and the
+commit confirms every object it names exists before writing metadata.
 """
 from __future__ import annotations
 
@@ -25,19 +30,22 @@ import logging
 from collections.abc import Iterable
 
 from stateserver import paths
-from stateserver.checkpoints import CheckpointCatalog
 from stateserver.errors import InvalidInput, Unavailable
 from stateserver.objectstore import ObjectMeta, ObjectNotFound, ObjectStore, StoreUnavailable
+from stateserver.retention import (
+    GcItem,
+    RetentionMemo,
+    RetentionPlan,
+    delete_objects,
+    keys_of_handle,
+    newly_pinned,
+    plan_retention,
+)
 from stateserver.v1 import checkpoint_pb2 as cpb
 
+__all__ = ["GcItem", "GcReport", "RetentionMemo", "collect_garbage", "retire_checkpoints"]
+
 log = logging.getLogger(__name__)
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class GcItem:
-    key: str
-    size: int
-    reason: str
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -53,90 +61,113 @@ class GcReport:
     kept_young: tuple[GcItem, ...]
     # Anything worth an operator's eye that did not stop the collection.
     notes: tuple[str, ...] = ()
+    # Checkpoints kept beyond ``retained``: a current owner restored them and may reuse their files.
+    pinned: tuple[int, ...] = ()
+    # Ownership records superseded by newer ones (also in ``deleted``, after the snapshot objects).
+    owner_records: tuple[GcItem, ...] = ()
 
     @property
     def bytes_deleted(self) -> int:
         return sum(item.size for item in self.deleted)
 
 
+def retire_checkpoints(store: ObjectStore, namespace: str, *, retain: int, dry_run: bool = False,
+                       memo: RetentionMemo | None = None) -> GcReport:
+    """Retention after a commit: reference counting only, no listing of the namespace."""
+    _check_retain(retain)
+    plan = plan_retention(store, namespace, retain=retain, memo=memo)
+    return _execute(store, plan, orphans=[], kept_young=[], notes=list(plan.notes), dry_run=dry_run, memo=memo)
+
+
 def collect_garbage(store: ObjectStore, namespace: str, *, retain: int, min_age: datetime.timedelta,
-                    now: datetime.datetime, dry_run: bool) -> GcReport:
-    if retain < 1:
-        raise InvalidInput(f"retain must keep at least 1 checkpoint, not {retain}")
+                    now: datetime.datetime, dry_run: bool, memo: RetentionMemo | None = None) -> GcReport:
+    """Retention, then the orphan sweep (one listing of the namespace)."""
+    _check_retain(retain)
     if now.tzinfo is None:
         raise ValueError("now must be timezone-aware (object stores report UTC times)")
-    catalog = CheckpointCatalog(store)
-    committed = catalog.committed_ids(namespace)
-    retained, expired = committed[-retain:], committed[:-retain]
-    latest = committed[-1] if committed else 0
-    referenced: set[str] = set()
-    for checkpoint_id in retained:
-        referenced |= _keys_named(catalog.load(namespace, checkpoint_id))
+    plan = plan_retention(store, namespace, retain=retain, memo=memo)
     objects = _list_spelled(store, namespace)
-
-    notes: list[str] = []
-    young: list[GcItem] = []
-    expired_metadata = {paths.checkpoint_metadata(namespace, c) for c in expired}
-    # Expired metadata first, so that the checkpoints stop existing before their files go.
-    garbage = [GcItem(key=meta.key, size=meta.size,
-                      reason=f"metadata of checkpoint {parsed.checkpoint_id}, older than the {retain} retained")
-               for meta, parsed in objects if meta.key in expired_metadata]
-    in_flight = [(meta, parsed) for meta, parsed in objects if parsed.checkpoint_id > latest]
-    protected = _named_by_young_manifests(store, in_flight, min_age, now, notes)
+    notes = list(plan.notes)
+    sizes = {meta.key: meta.size for meta, _ in objects}
+    retiring_keys = {item.key for item in plan.retiring}
+    plan = dataclasses.replace(plan, retiring=tuple(dataclasses.replace(item, size=sizes.get(item.key, item.size))
+                                                     for item in plan.retiring))
+    latest = plan.committed[-1] if plan.committed else 0
+    uncommitted = [(meta, parsed) for meta, parsed in objects
+                   if meta.key not in plan.referenced and meta.key not in retiring_keys]
+    protected = _named_by_young_manifests(store, uncommitted, min_age, now, notes)
+    orphans: list[GcItem] = []
+    young: list[GcItem] = [dataclasses.replace(item, reason="named by a shard manifest of a checkpoint that may "
+                                               f"still commit (younger than {min_age})")
+                           for item in plan.retiring if item.key in protected]
+    plan = dataclasses.replace(plan, retiring=tuple(i for i in plan.retiring if i.key not in protected))
     for meta, parsed in objects:
-        if meta.key in referenced or parsed.kind == "metadata":
-            continue  # the metadata left is that of retained checkpoints, or expired and listed above
+        if meta.key in plan.referenced or meta.key in retiring_keys or parsed.kind == "metadata":
+            continue  # kept, retired by reference counting, or a checkpoint's commit point
         if meta.key in protected:
             young.append(GcItem(key=meta.key, size=meta.size, reason="named by a shard manifest of a checkpoint "
                                 f"that may still commit (younger than {min_age})"))
-        elif parsed.checkpoint_id <= latest or now - meta.last_modified >= min_age:
-            reason = _reason(parsed, latest, set(expired), set(retained), min_age)
-            garbage.append(GcItem(key=meta.key, size=meta.size, reason=reason))
+        elif now - meta.last_modified >= min_age:
+            orphans.append(GcItem(key=meta.key, size=meta.size, reason=_orphan_reason(parsed, latest, plan, min_age)))
         else:
-            young.append(GcItem(key=meta.key, size=meta.size, reason=f"checkpoint {parsed.checkpoint_id} may "
-                                f"still commit and the object is younger than {min_age}"))
+            young.append(GcItem(key=meta.key, size=meta.size, reason=f"{parsed.kind} file of checkpoint "
+                                f"{parsed.checkpoint_id}, named by no committed checkpoint and younger than {min_age}"))
+    return _execute(store, plan, orphans=orphans, kept_young=young, notes=notes, dry_run=dry_run, memo=memo)
+
+
+def _execute(store: ObjectStore, plan: RetentionPlan, *, orphans: list[GcItem], kept_young: list[GcItem],
+             notes: list[str], dry_run: bool, memo: RetentionMemo | None) -> GcReport:
+    metadata = [item for item in plan.retiring if paths.is_metadata(item.key)]
+    files = [item for item in plan.retiring if not paths.is_metadata(item.key)]
+    owners = [GcItem(key=r.key, size=0, reason=f"ownership record of epoch {r.epoch} for key groups {r.key_groups}, "
+                     "superseded by newer records") for r in plan.superseded_owners]
     if not dry_run:
-        _delete(store, garbage)
-    report = GcReport(namespace=namespace, dry_run=dry_run, retained=tuple(retained), expired=tuple(expired),
-                      deleted=tuple(garbage), kept_young=tuple(young), notes=tuple(notes))
-    log.info("garbage collected", extra={"namespace": namespace, "dry_run": dry_run, "objects": len(garbage),
-                                         "bytes": report.bytes_deleted, "retained": list(retained)})
+        # The checkpoints stop existing before their files go, so no restore starts from one.
+        delete_objects(store, metadata)
+        late = newly_pinned(store, plan, memo) if metadata else set()
+        if late:
+            # An owner restored one of them while this run decided: keep its files (the orphan sweep
+            # takes them once they are old, and the owner's next snapshot uploads what is missing).
+            spared = frozenset().union(*(plan.named_by_expiring[c] for c in late))
+            files = [item for item in files if item.key not in spared]
+            notes.append(f"checkpoints {sorted(late)} were restored while retiring them; their files are kept")
+        delete_objects(store, files)
+        delete_objects(store, orphans)
+        delete_objects(store, owners)
+    deleted = (*metadata, *files, *orphans, *owners)
+    report = GcReport(namespace=plan.namespace, dry_run=dry_run, retained=plan.retained, expired=plan.expiring,
+                      deleted=deleted, kept_young=tuple(kept_young), notes=tuple(notes), pinned=plan.pinned,
+                      owner_records=tuple(owners))
+    log.info("garbage collected", extra={"namespace": plan.namespace, "dry_run": dry_run, "objects": len(deleted),
+                                         "bytes": report.bytes_deleted, "retained": list(plan.retained),
+                                         "pinned": list(plan.pinned), "owner_records": len(owners)})
     return report
 
 
-def _reason(parsed: paths.ParsedKey, latest: int, expired: set[int], retained: set[int],
-            min_age: datetime.timedelta) -> str:
+def _check_retain(retain: int) -> None:
+    if retain < 1:
+        raise InvalidInput(f"retain must keep at least 1 checkpoint, not {retain}")
+
+
+def _orphan_reason(parsed: paths.ParsedKey, latest: int, plan: RetentionPlan, min_age: datetime.timedelta) -> str:
     checkpoint_id = parsed.checkpoint_id
-    if checkpoint_id in expired:
+    if checkpoint_id in plan.expiring:
         return f"{parsed.kind} file of expired checkpoint {checkpoint_id}, named by no retained checkpoint"
-    if checkpoint_id in retained:
+    if checkpoint_id in plan.committed:
         return f"{parsed.kind} file of checkpoint {checkpoint_id} that its metadata does not name (an upload retried)"
     if checkpoint_id > latest:
         return f"{parsed.kind} file of checkpoint {checkpoint_id}, not committed, older than {min_age}"
     return (f"{parsed.kind} file of checkpoint {checkpoint_id}, which never committed and is subsumed by "
-            f"checkpoint {latest}")
+            f"checkpoint {latest}; older than {min_age}")
 
 
-def _keys_named(metadata: cpb.CheckpointMetadata) -> set[str]:
-    keys = {paths.checkpoint_metadata(metadata.namespace, metadata.checkpoint_id)}
-    for handle in metadata.shards:
-        keys |= _keys_of_handle(handle)
-    return keys
-
-
-def _keys_of_handle(handle: cpb.ShardSnapshotHandle) -> set[str]:
-    keys = {handle.manifest_key}
-    keys.update(f.object_key for f in handle.shared_files)
-    keys.update(f.object_key for f in handle.private_files)
-    return keys
-
-
-def _named_by_young_manifests(store: ObjectStore, in_flight: Iterable[tuple[ObjectMeta, paths.ParsedKey]],
+def _named_by_young_manifests(store: ObjectStore, objects: Iterable[tuple[ObjectMeta, paths.ParsedKey]],
                               min_age: datetime.timedelta, now: datetime.datetime, notes: list[str]) -> set[str]:
-    """What the durable shard snapshots of checkpoints possibly in flight name, SSTs they reuse
-    from older checkpoints included: their commit would need every one."""
+    """What young shard manifests no committed checkpoint names yet name, SSTs they reuse from older
+    checkpoints included: if their checkpoint commits, it needs every one. Any checkpoint id: a
+    writer that rolled back may be taking it."""
     keys: set[str] = set()
-    for meta, parsed in in_flight:
+    for meta, parsed in objects:
         if parsed.kind != "manifest" or now - meta.last_modified >= min_age:
             continue
         handle = cpb.ShardSnapshotHandle()
@@ -149,7 +180,7 @@ def _named_by_young_manifests(store: ObjectStore, in_flight: Iterable[tuple[Obje
         except Exception as exc:  # a damaged manifest cannot commit; say so and go on
             notes.append(f"shard manifest {meta.key} cannot be read ({exc}); the files it names are not protected")
             continue
-        keys |= _keys_of_handle(handle)
+        keys |= keys_of_handle(handle)
     return keys
 
 
@@ -168,12 +199,3 @@ def _list_spelled(store: ObjectStore, namespace: str) -> list[tuple[ObjectMeta, 
             if parsed is not None and parsed.namespace == namespace:
                 found.append((meta, parsed))
     return sorted(found, key=lambda pair: pair[0].key)
-
-
-def _delete(store: ObjectStore, items: Iterable[GcItem]) -> None:
-    for item in items:
-        try:
-            store.delete(item.key)
-        except StoreUnavailable as exc:
-            # What is gone stays gone; the next run finds the rest unreferenced again.
-            raise Unavailable(f"garbage collection stopped at {item.key}: {exc}") from exc

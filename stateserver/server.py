@@ -70,6 +70,8 @@ class NodeConfig:
     upload_threads: int = 8
     # Committed checkpoints of a namespace kept when a commit runs retention.
     retained_checkpoints: int = 3
+    # How often a namespace's retention also sweeps orphans (lists the namespace).
+    orphan_sweep_interval_s: float = 3600.0
     # The cluster's nodes ("host:port" or "dns:NAME:PORT"); empty for a single node.
     nodes: tuple[str, ...] = ()
     # Port 0: no metrics endpoint.
@@ -93,7 +95,7 @@ def config_from_settings(settings: Settings) -> NodeConfig:
                            write_buffer_bytes=settings.write_buffer_bytes),
         snapshot_url=settings.snapshot_url, snapshot_options=dict(settings.snapshot_options),
         upload_threads=settings.upload_threads, retained_checkpoints=settings.retained_checkpoints,
-        nodes=settings.nodes,
+        orphan_sweep_interval_s=settings.orphan_sweep_interval_s, nodes=settings.nodes,
         metrics_host=settings.metrics_host, metrics_port=settings.metrics_port,
     )
 
@@ -118,7 +120,7 @@ def open_checkpointing(config: NodeConfig, resources: RocksResources, metrics: N
         raise NodeStartError(f"cannot open the snapshot store: {exc}") from exc
     return Checkpointing(store, work_dir=config.data_dir / "checkpoints", resources=resources,
                          upload_threads=config.upload_threads, retained_checkpoints=config.retained_checkpoints,
-                         observer=metrics)
+                         orphan_sweep_interval_s=config.orphan_sweep_interval_s, observer=metrics)
 
 
 class Node:

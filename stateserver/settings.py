@@ -328,6 +328,10 @@ class Settings:
     retained_checkpoints: int = _setting(
         3, _count(1), "Committed checkpoints kept per namespace: after each commit the node deletes, in the "
         "background, what only older checkpoints reference (as `stateserver gc --retain N`).", metavar="N")
+    orphan_sweep_interval_s: float = _setting(
+        3600.0, _seconds, "How often, per namespace, retention after a commit also lists the namespace to reclaim "
+        "uploads no checkpoint references (failed checkpoints); other commits retire checkpoints by reference "
+        "counting, without listing (as `stateserver gc` sweeps).", metavar="SECONDS")
     upload_threads: int = _setting(8, _count(1), "Concurrent snapshot file uploads.", metavar="N")
     nodes: tuple[str, ...] = _setting(
         (), _nodes, "Cluster members as host:port, or dns:NAME:PORT for every address of NAME; the same list "

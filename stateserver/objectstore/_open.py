@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from obstore.store import LocalStore, MemoryStore, S3Store
 
+from ._durable_local import DurableLocalStore
 from ._errors import InvalidStoreUrl
 from ._interface import ObjectStore
 from ._obstore_backend import ObstoreObjectStore
@@ -64,12 +65,14 @@ def open_store(url: str, *, options: Mapping[str, str] | None = None) -> ObjectS
 
 
 def _open_file(parsed: StoreUrl) -> ObjectStore:
+    """Writes go through DurableLocalStore (fsynced); reads through obstore's LocalStore."""
     try:
         os.makedirs(parsed.location, exist_ok=True)
+        reader = ObstoreObjectStore(LocalStore(parsed.location), url=str(parsed))
+        return DurableLocalStore(parsed.location, url=str(parsed), reader=reader)
     except OSError as exc:
         raise InvalidStoreUrl(f"cannot open {parsed}: cannot create the directory: {exc.strerror}",
                               store=str(parsed)) from exc
-    return ObstoreObjectStore(LocalStore(parsed.location), url=str(parsed))
 
 
 def _open_memory(parsed: StoreUrl) -> ObjectStore:

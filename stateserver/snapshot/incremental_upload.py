@@ -1,7 +1,9 @@
 """The async phase: upload what no committed checkpoint of the shard uploaded, then the manifest.
 
 SST files are immutable, so an SST that a confirmed checkpoint uploaded is referenced again
-instead of uploaded (incremental). Everything else in the checkpoint directory (MANIFEST,
+instead of uploaded (incremental), once a HEAD says the upload is still there with its size:
+an upload that is gone (an operator's gc, a file a restore seeded that retention then took) is
+uploaded again under a new name, so one lost object cannot fail every later checkpoint. Everything else in the checkpoint directory (MANIFEST,
 CURRENT, OPTIONS, ...) is private to this checkpoint and uploaded every time. Files go up in
 parallel; the shard manifest is written last, create-only.
 """
@@ -9,12 +11,13 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import functools
 import pathlib
 from collections.abc import Mapping
 
 from stateserver import paths
 from stateserver.checksums import file_checksum
-from stateserver.objectstore import ObjectStore
+from stateserver.objectstore import ObjectNotFound, ObjectStore
 from stateserver.snapshot.local_checkpoint import LocalCheckpoint
 from stateserver.v1 import checkpoint_pb2 as cpb
 
@@ -42,11 +45,15 @@ def upload_incremental(
     shared: list[cpb.StoredFile] = []
     pending: list[tuple[bool, concurrent.futures.Future[cpb.StoredFile]]] = []
     reused_bytes = 0
-    for path in checkpoint.files():
+    files = checkpoint.files()
+    candidates = {path.name: reusable[path.name] for path in files if is_shared_file(path.name)
+                  and path.name in reusable and reusable[path.name].size == path.stat().st_size}
+    still_there = dict(zip(candidates, executor.map(functools.partial(_is_stored, store), candidates.values())))
+    for path in files:
         name = path.name
         if is_shared_file(name):
-            earlier = reusable.get(name)
-            if earlier is not None and earlier.size == path.stat().st_size:
+            earlier = candidates.get(name)
+            if earlier is not None and still_there[name]:
                 shared.append(earlier)
                 reused_bytes += earlier.size
                 continue
@@ -87,3 +94,10 @@ def _upload(store: ObjectStore, key: str, path: pathlib.Path) -> cpb.StoredFile:
     size = store.put_file(key, path)
     return cpb.StoredFile(object_key=key, local_name=path.name, size=size, checksum=checksum)
 
+
+
+def _is_stored(store: ObjectStore, stored: cpb.StoredFile) -> bool:
+    try:
+        return store.head(stored.object_key).size == stored.size
+    except ObjectNotFound:
+        return False
