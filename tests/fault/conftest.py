@@ -8,8 +8,8 @@
 from __future__ import annotations
 
 import collections
+import os
 import shlex
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,7 +94,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
     path = session.config.getoption("fault_summary", default=None)
     results = session.config.stash.get(_RESULTS, [])
     if path and results:
-        Path(path).write_text(summary_markdown(results, command=" ".join(shlex.quote(a) for a in sys.argv)))
+        command = os.environ.get("FAULT_SOAK_COMMAND") or ".venv/bin/python -m pytest " + " ".join(
+            shlex.quote(a) for a in session.config.invocation_params.args)
+        Path(path).write_text(summary_markdown(results, command=command))
 
 
 def summary_markdown(results: list[TrialResult], *, command: str) -> str:

@@ -312,6 +312,25 @@ class Trial:
                 raise TrialFailure(f"the job reads {state}[{key}] = {got!r}; it wrote {want!r} "
                                    f"(epoch {self.job.epoch}, after: {self.result.trace[-6:]})")
 
+    def _read_all_check(self, why: str) -> None:
+        """Every key of every state, read through the job's writers, against the model."""
+        assert self.job is not None
+        wrong = []
+        for index, handles in enumerate(self.job.handles):
+            keys = [key for key in KEYS if self.subtask_of_key[key] == index]
+            for state, (kind, _operator) in STATES.items():
+                if kind in ("value", "aggregating"):
+                    got = dict(zip(keys, handles[state].get_many(keys)))
+                else:
+                    got = {key: read(handles, state, key) for key in keys}
+                for key in keys:
+                    want = self.model.live.get(state, {}).get(key)
+                    if got[key] != want:
+                        wrong.append(f"{state}[{key}] = {got[key]!r}, written {want!r}")
+        if wrong:
+            raise TrialFailure(f"{why}, the job reads other state than it wrote: {'; '.join(wrong[:6])}"
+                               f"{f' (and {len(wrong) - 6} more)' if len(wrong) > 6 else ''}")
+
     def _checkpoint(self, kill_phase: str | None = None, victim: str | None = None) -> None:
         job = self.job
         assert job is not None
@@ -499,6 +518,7 @@ class Trial:
         client = StateClient(self.cluster.addresses, timeout=JOB_TIMEOUT_S)
         self._start(client, "resume without restore", lambda c, e: [
             c.open_writer(self.namespace, key_groups=r, epoch=e) for r in self.ranges])
+        self._read_all_check("after its shards were resumed without a restore")
 
     def _recover(self, reason: str, restore: int | str | None = "latest") -> None:
         """A stream engine's restart: new epoch, every shard from a committed checkpoint (or empty)."""
