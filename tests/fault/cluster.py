@@ -105,9 +105,15 @@ class FaultCluster:
     def fault_events(self) -> dict[str, int]:
         return count_events(self.control_path)
 
-    def log_tails(self, lines: int = 15) -> str:
-        return "\n".join(f"--- {address} ({node.log_path})\n{node.log_tail(lines)}"
-                         for address, node in self.nodes.items())
+    def log_tails(self, namespace: str, lines: int = 12) -> str:
+        """The last lines about ``namespace`` (and every warning or error) in each node's log."""
+        parts = []
+        for address, node in self.nodes.items():
+            text = node.log_tail(2000).splitlines()
+            relevant = [line for line in text if namespace in line or '"level":"error"' in line
+                        or '"level":"warning"' in line]
+            parts.append(f"--- {address} ({node.log_path})\n" + "\n".join(relevant[-lines:]))
+        return "\n".join(parts)
 
 
 def run_cli_in_process(*args: str) -> tuple[int, str]:

@@ -24,13 +24,18 @@ How the suite finds each defect of issue 11 when it is put back (by reverting it
 3. A fresh start that restores checkpoint 1 after retention retired it: ``fresh_start`` after
    more than ``--retained-checkpoints`` (2) commits opens the shards without a restore, and the
    job's read check sees the old job's values ("the job reads v[k3] = ...; it wrote None"), or
-   the next checkpoint restores to other state than the model's. Found on today's code by seed
-   4 (see the report) among others.
-Also found on today's code: a shard resumed without a restore after its node was SIGKILLed
-(``kill:idle``) serves what RocksDB had flushed, not what the writer wrote (invariant 8); a
-second owner at the job's epoch (``competitor:equal``) gets its writes into a checkpoint
-(invariant 11); a failed batch followed by accepted ones (invariant 9) shows as a checkpoint
-that is not a prefix of the job's writes.
+   the next checkpoint restores to other state than the model's, or (as on today's code, seeds
+   21 and 30) the re-commit of checkpoint 1 is refused for good ("checkpoint 1 of shard ... is
+   not newer than the confirmed checkpoint ...") and the job cannot recover.
+Also found on today's code (tried on this branch, before the fixes landed):
+- seed 44: a shard resumed without a restore after its node was SIGKILLed (``kill:idle``)
+  serves what RocksDB had flushed, not what the writer wrote (invariant 8): the read-back after
+  the resume finds the writes since the last checkpoint gone. Put back after fix-open (revert
+  the RestoreRequired check in the open path), the same seed fails the same way.
+- seed 22: a second owner at the job's epoch (``competitor:equal``) gets its writes into a
+  committed checkpoint (invariant 11): "checkpoint ... holds writes of a fenced writer".
+- invariant 9 (a failed batch followed by accepted ones) shows as a checkpoint that is not a
+  prefix of the job's writes: "restores to other state than the model's".
 """
 from __future__ import annotations
 
@@ -53,5 +58,5 @@ def test_fault_trial(fault_seed: int, fault_clusters: Any, record_trial: Callabl
             *(f"  - {failure}" for failure in result.failures),
             f"replay: {replay_command(fault_seed)}",
             "trace (last 40 steps):", *(f"  {line}" for line in result.trace[-40:]),
-            "node logs:", cluster.log_tails(),
+            "node logs (this namespace, warnings, errors):", cluster.log_tails(result.namespace),
         ]), pytrace=False)
