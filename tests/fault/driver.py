@@ -277,9 +277,13 @@ class Trial:
         elif step == "gc":
             self.result.faults[step] += 1
             retain = self.rng.randint(1, 3)
-            self.note(f"  stateserver gc --retain {retain} in the background")
-            self.gc_runs.append(start_cli("gc", *self.cluster.target.cli_args, "--namespace", self.namespace,
-                                          "--retain", str(retain)))
+            run = start_cli("gc", *self.cluster.target.cli_args, "--namespace", self.namespace, "--retain", str(retain))
+            self.gc_runs.append(run)
+            if self.rng.random() < 0.5:  # an operator's gc that finishes between two checkpoints
+                run.wait(timeout=120)
+                self.note(f"  stateserver gc --retain {retain} done")
+            else:
+                self.note(f"  stateserver gc --retain {retain} in the background")
         elif step == "rollback":
             committed = self.catalog.committed_ids(self.namespace)
             if len(committed) < 2:
