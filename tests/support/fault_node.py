@@ -1,0 +1,75 @@
+"""A real node whose object store misbehaves on request: errors, timeouts, lost answers, slow calls.
+
+Run as a module, it puts ``support.fault_store.FaultInjectingStore`` around the store that
+``open_store`` returns (so under the node's ``RetryingObjectStore``, which retries what it
+injects as it would a flaky network), then runs ``stateserver serve`` as usual:
+
+    FAULT_STORE_CONTROL=/tmp/x/control.json python -m support.fault_node serve --data-dir D ...
+
+The control file (``support.fault_store.write_control``) says which faults to inject; without it
+the node behaves normally. Nothing in stateserver knows of this.
+
+``launch_fault_node`` starts one in the background from the calling thread (the kernel SIGKILLs
+the node when that thread ends, so call it from a thread that lives as long as the node);
+``wait_serving`` waits until it answers, so several nodes start at once.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from support.node import NodeProcess, NodeStartError, _die_with_parent, _wait_until_serving
+
+CONTROL_ENV = "FAULT_STORE_CONTROL"
+_TESTS_DIR = Path(__file__).resolve().parents[1]
+
+
+def launch_fault_node(data_dir: Path, *, port: int, control_path: Path, extra_args: Sequence[str] = (),
+                      max_message_bytes: int = 64 << 20, log_label: str = "") -> NodeProcess:
+    """Start the node process (not yet waiting for it to serve)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    log_path = data_dir.parent / f"{data_dir.name}-fault-node{log_label}.log"
+    environment = {**os.environ, CONTROL_ENV: str(control_path),
+                   "PYTHONPATH": os.pathsep.join(filter(None, [str(_TESTS_DIR), os.environ.get("PYTHONPATH")]))}
+    args = [sys.executable, "-m", "support.fault_node", "serve", "--host", "127.0.0.1", "--port", str(port),
+            "--data-dir", str(data_dir), "--max-message-bytes", str(max_message_bytes), *extra_args]
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   env=environment, start_new_session=True, preexec_fn=_die_with_parent())
+    return NodeProcess(process=process, port=port, data_dir=data_dir, log_path=log_path,
+                       max_message_bytes=max_message_bytes)
+
+
+def wait_serving(node: NodeProcess) -> NodeProcess:
+    try:
+        _wait_until_serving(node)
+    except NodeStartError:
+        node.stop(timeout=5)
+        raise
+    return node
+
+
+def _install(control_path: Path) -> None:
+    import stateserver.server as server
+    from support.fault_store import FaultInjectingStore
+
+    original = server.open_store
+
+    def open_faulty_store(url: str, **kwargs: object) -> FaultInjectingStore:
+        return FaultInjectingStore(original(url, **kwargs), control_path)  # type: ignore[arg-type]
+
+    server.open_store = open_faulty_store  # type: ignore[assignment]
+
+
+def main() -> int:
+    _install(Path(os.environ[CONTROL_ENV]))
+    from stateserver.cli import main as stateserver_main
+
+    return stateserver_main(sys.argv[1:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
