@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from stateserver.errors import AlreadyExists, Fenced, InvalidInput, NotFound, ShardNotOpen
+from stateserver.errors import AlreadyExists, Fenced, InvalidInput, NotFound, ShardClosed, ShardNotOpen
 from stateserver.keygroups import MAX_KEY_GROUPS_LIMIT, KeyGroupRange
 from stateserver.limits import Limits
 from stateserver.names import check_name
@@ -25,6 +25,7 @@ log = logging.getLogger(__name__)
 
 # Builds a shard's directory at the given path from a checkpoint; returns what it restored.
 Restorer = Callable[[ShardId, pathlib.Path], Any]
+_MAX_CLOSED_REMEMBERED = 10_000
 
 
 def shard_directory(data_dir: pathlib.Path, shard_id: ShardId) -> pathlib.Path:
@@ -44,6 +45,8 @@ class ShardRegistry:
         # neither other shards' opens nor scrapes; opens overlapping one of them wait for it.
         self._building: set[ShardId] = set()
         self._built = threading.Condition(self._lock)
+        # Shards closed here (and not open again), so that a request for one hears it was closed.
+        self._closed: set[tuple[str, int, int]] = set()
         # Told about every shard opened from a checkpoint, with the restorer's result.
         self.on_restored: Callable[[Shard, Any], None] | None = None
         for path in sorted((data_dir / "namespaces").glob("*/namespace.json")):
@@ -142,7 +145,8 @@ class ShardRegistry:
                 raise Fenced(f"shard {other.id} is owned by epoch {other.epoch}; epoch {epoch} is stale")
         for key, other in overlapping:
             del self._shards[key]
-            other.close()
+            self._closed.add(key)
+            other.close()  # waits for its requests in flight: none of them takes this lock
             log.info("shard closed for a newer writer", extra={"namespace": shard_id.namespace, "shard": str(other.id)})
         path = shard_directory(self.data_dir, shard_id)
         if not overlapping and (path / "CURRENT").exists():
@@ -155,6 +159,9 @@ class ShardRegistry:
         shard = self._shards.get((namespace, start, end))
         if shard is None:
             self.max_key_groups(namespace)  # NotFound for an unknown namespace
+            if (namespace, start, end) in self._closed:
+                raise ShardClosed(f"shard {namespace}/{start}-{end} was closed on this node; reopen it (OpenShard) "
+                                  f"and retry")
             raise ShardNotOpen(f"shard {namespace}/{start}-{end} is not open on this node; open it first")
         shard.check_writer(epoch)
         return shard
@@ -165,10 +172,23 @@ class ShardRegistry:
         return shard.epoch if shard is not None else None
 
     def close_shard(self, namespace: str, start: int, end: int, epoch: int) -> None:
+        key = (namespace, start, end)
         shard = self.shard(namespace, start, end, epoch)
         with self._lock:
-            self._shards.pop((namespace, start, end), None)
-        shard.close()
+            if self._shards.get(key) is not shard:  # closed or replaced meanwhile
+                raise ShardClosed(f"shard {shard.id} was closed meanwhile; reopen it (OpenShard) and retry")
+            del self._shards[key]
+            if len(self._closed) >= _MAX_CLOSED_REMEMBERED:
+                self._closed.clear()
+            self._closed.add(key)
+            # Opens of these key groups wait until the close released the directory.
+            self._building.add(shard.id)
+        try:
+            shard.close()  # outside the lock: it waits for the shard's requests in flight
+        finally:
+            with self._lock:
+                self._building.discard(shard.id)
+                self._built.notify_all()
         log.info("shard closed", extra={"namespace": namespace, "shard": str(shard.id)})
 
     def open_shards(self) -> list[Shard]:
@@ -190,6 +210,8 @@ class ShardRegistry:
                 failed += 1
                 log.exception("shard close failed", extra=fields)
             else:
+                if shard.broken is not None:  # released, but its writes since the last flush are lost
+                    failed += 1
                 log.info("shard closed", extra=fields)
         return failed
 
