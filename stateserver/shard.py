@@ -26,7 +26,7 @@ import rocksdict
 
 
 from stateserver.errors import (AlreadyExists, Fenced, InvalidInput, KeyGroupOutOfRange, NotFound, ResourceExhausted,
-                                ShardClosed, ShardNotOpen, StateServerError, Unavailable)
+                                RestoreRequired, ShardClosed, ShardNotOpen, StateServerError, Unavailable)
 from stateserver.keygroups import KeyGroupRange, stable_hash
 from stateserver.limits import Limits
 from stateserver.names import check_name
@@ -148,6 +148,9 @@ class Shard:
     def take_ownership(self, epoch: int) -> None:
         """Let the writer with ``epoch`` own the shard; older epochs are fenced from now on."""
         with self.lease(), self.write_lock:
+            if self.broken is not None:  # its memtables may hold writes the disk never got
+                raise RestoreRequired(f"shard {self.id} is broken ({self.broken}); free the resource, then reopen "
+                                      f"it from a checkpoint (restore)")
             if epoch < self.epoch:
                 raise Fenced(f"shard {self.id} is owned by epoch {self.epoch}; epoch {epoch} is stale")
             if epoch != self.epoch:
