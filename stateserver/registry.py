@@ -25,7 +25,6 @@ log = logging.getLogger(__name__)
 
 # Builds a shard's directory at the given path from a checkpoint; returns what it restored.
 Restorer = Callable[[ShardId, pathlib.Path], Any]
-_MAX_CLOSED_REMEMBERED = 10_000
 
 
 def shard_directory(data_dir: pathlib.Path, shard_id: ShardId) -> pathlib.Path:
@@ -41,12 +40,10 @@ class ShardRegistry:
         self._lock = threading.Lock()
         self._max_key_groups: dict[str, int] = {}
         self._shards: dict[tuple[str, int, int], Shard] = {}
-        # Shards being built (restored, opened) outside the lock, so that a long restore holds up
-        # neither other shards' opens nor scrapes; opens overlapping one of them wait for it.
+        # Shards being built (restored, opened) or closed outside the lock, so that a long restore
+        # holds up neither other shards' opens nor scrapes; opens overlapping one of them wait for it.
         self._building: set[ShardId] = set()
         self._built = threading.Condition(self._lock)
-        # Shards closed here (and not open again), so that a request for one hears it was closed.
-        self._closed: set[tuple[str, int, int]] = set()
         # Told about every shard opened from a checkpoint, with the restorer's result.
         self.on_restored: Callable[[Shard, Any], None] | None = None
         for path in sorted((data_dir / "namespaces").glob("*/namespace.json")):
@@ -145,7 +142,6 @@ class ShardRegistry:
                 raise Fenced(f"shard {other.id} is owned by epoch {other.epoch}; epoch {epoch} is stale")
         for key, other in overlapping:
             del self._shards[key]
-            self._closed.add(key)
             other.close()  # waits for its requests in flight: none of them takes this lock
             log.info("shard closed for a newer writer", extra={"namespace": shard_id.namespace, "shard": str(other.id)})
         path = shard_directory(self.data_dir, shard_id)
@@ -159,9 +155,11 @@ class ShardRegistry:
         shard = self._shards.get((namespace, start, end))
         if shard is None:
             self.max_key_groups(namespace)  # NotFound for an unknown namespace
-            if (namespace, start, end) in self._closed:
-                raise ShardClosed(f"shard {namespace}/{start}-{end} was closed on this node; reopen it (OpenShard) "
-                                  f"and retry")
+            # tuple(): a copy taken at once (under the GIL), not an iteration the lock must guard
+            if any(b.namespace == namespace and (b.key_groups.start, b.key_groups.end) == (start, end)
+                   for b in tuple(self._building)):
+                raise ShardClosed(f"shard {namespace}/{start}-{end} is being opened or closed on this node; retry "
+                                  f"shortly, or reopen it (OpenShard) if it was closed")
             raise ShardNotOpen(f"shard {namespace}/{start}-{end} is not open on this node; open it first")
         shard.check_writer(epoch)
         return shard
@@ -178,10 +176,8 @@ class ShardRegistry:
             if self._shards.get(key) is not shard:  # closed or replaced meanwhile
                 raise ShardClosed(f"shard {shard.id} was closed meanwhile; reopen it (OpenShard) and retry")
             del self._shards[key]
-            if len(self._closed) >= _MAX_CLOSED_REMEMBERED:
-                self._closed.clear()
-            self._closed.add(key)
-            # Opens of these key groups wait until the close released the directory.
+            # Opens of these key groups wait until the close released the directory, and its
+            # requests meanwhile hear that it is closing.
             self._building.add(shard.id)
         try:
             shard.close()  # outside the lock: it waits for the shard's requests in flight

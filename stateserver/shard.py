@@ -43,6 +43,7 @@ _STATE_KEY_PREFIX = b"state/"
 # How long a close waits for the requests in flight (each a few milliseconds; a write waiting
 # for its turn gives up as soon as the close starts). Past it, the close goes on and logs it.
 LEASE_WAIT_SECONDS = 10.0
+_FLUSH_WAIT_SECONDS = 60.0
 
 Clock = Callable[[], int]
 
@@ -148,11 +149,11 @@ class Shard:
     def take_ownership(self, epoch: int) -> None:
         """Let the writer with ``epoch`` own the shard; older epochs are fenced from now on."""
         with self.lease(), self.write_lock:
+            if epoch < self.epoch:
+                raise Fenced(f"shard {self.id} is owned by epoch {self.epoch}; epoch {epoch} is stale")
             if self.broken is not None:  # its memtables may hold writes the disk never got
                 raise RestoreRequired(f"shard {self.id} is broken ({self.broken}); free the resource, then reopen "
                                       f"it from a checkpoint (restore)")
-            if epoch < self.epoch:
-                raise Fenced(f"shard {self.id} is owned by epoch {self.epoch}; epoch {epoch} is stale")
             if epoch != self.epoch:
                 self._meta.put(_EPOCH_KEY, str(epoch).encode(), _synced())
                 self.epoch = epoch
@@ -220,8 +221,8 @@ class Shard:
             closing = not self.closed
             self.closed = True
             self._turns.notify_all()  # batches waiting for their turn give up now (check_writer)
-        if not closing:
-            self._released.wait(lease_wait + 60.0)
+        if not closing:  # bounded: the first closer's flush may hang on a failing disk
+            self._released.wait(lease_wait + _FLUSH_WAIT_SECONDS)
             return
         started = time.monotonic()
         if not self.guard.close(lease_wait):
@@ -255,10 +256,9 @@ class Shard:
     def column_family_views(self) -> list[rocksdict.Rdict]:
         """The views of every column family the shard holds open: default, ``_meta``, each state.
 
-        Read properties through these, under a lease and the write lock (``states`` changes
-        under it). A view
-        made and dropped elsewhere flushes its memtable when it goes (rocksdict's Rdict does),
-        which cuts an SST that compaction and the next snapshot's upload then pay for.
+        Read properties through these, under a lease and the write lock (``states`` changes under
+        it). A view made and dropped elsewhere flushes its memtable when it goes (rocksdict's Rdict
+        does), which cuts an SST that compaction and the next snapshot's upload then pay for.
         """
         return [self.db, self._meta, *(state.table for state in self.states.values())]
 

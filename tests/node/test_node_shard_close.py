@@ -117,21 +117,44 @@ def test_reads_in_flight_while_the_shard_closes_and_reopens_in_a_loop(node: Node
 
 
 @pytest.mark.timeout(30)
-def test_a_request_after_close_gets_a_retriable_shard_closed_status(stub: state_pb2_grpc.StateServiceStub,
-                                                                    ref: pb.ShardRef) -> None:
-    """A read that arrives after its shard closed is told the shard is closed, and what to do.
+def test_requests_while_the_shard_closes_and_reopens_hear_shard_closed(node: NodeProcess,
+                                                                      stub: state_pb2_grpc.StateServiceStub,
+                                                                      ref: pb.ShardRef) -> None:
+    """Requests arriving while the shard is closed and restored for a newer writer are told it is
+    closing (UNAVAILABLE, retriable, naming the shard); once it is back they are answered.
 
-    Fails on the code before the shard leases: the answer was FAILED_PRECONDITION "shard-not-open",
+    Fails on the code before the shard leases: they got FAILED_PRECONDITION "shard-not-open",
     which the client does not retry, with no word of the close.
     """
-    stub.CloseShard(pb.CloseShardRequest(shard=ref), timeout=10)
-    for request in (lambda: stub.ReadBatch(read_request(ref, "v", ReadOp.GET, KEYS[:1]), timeout=10),
-                    lambda: stub.WriteBatch(write_request(ref, "v", [WriteOp.PUT], KEYS[:1], [b"x"]), timeout=10)):
-        with pytest.raises(grpc.RpcError) as failed:
-            request()
-        assert failed.value.code() is grpc.StatusCode.UNAVAILABLE  # type: ignore[attr-defined]
-        assert rpc_error_reason(failed.value) == "shard-closed"
-        details = failed.value.details()  # type: ignore[attr-defined]
-        assert f"{ref.namespace}/0-127" in details and "reopen" in details, details
-    open_shard(stub, ref)  # reopened, the shard serves its state again
-    assert stub.ReadBatch(read_request(ref, "v", ReadOp.GET, KEYS[:1]), timeout=10).values == value_of(KEYS[0])
+    commit_checkpoint(node, ref, 1)
+    newer = shard_ref(ref.namespace, (0, 127), 2)
+    stop = threading.Event()
+    outcomes: list[tuple[grpc.StatusCode, str, str]] = []
+
+    def read_loop() -> None:
+        while not stop.is_set():
+            try:
+                stub.ReadBatch(read_request(newer, "v", ReadOp.GET, KEYS[:1]), timeout=10)
+                outcomes.append((grpc.StatusCode.OK, "", ""))
+            except grpc.RpcError as exc:
+                outcomes.append((exc.code(), rpc_error_reason(exc), exc.details()))  # type: ignore[attr-defined]
+
+    reader = threading.Thread(target=read_loop)
+    reader.start()
+    try:
+        time.sleep(0.05)
+        stub.OpenShard(pb.OpenShardRequest(shard=newer, states=STATES, restore=pb.RestoreSource(latest=True)),
+                       timeout=20)
+        time.sleep(0.05)
+    finally:
+        stop.set()
+        reader.join(20)
+    kinds = [(code, reason) for code, reason, _ in outcomes]
+    # Before the open: not open at epoch 2 yet; during it: closing; after it: answered.
+    assert set(kinds) <= {(grpc.StatusCode.FAILED_PRECONDITION, "shard-not-open"),
+                          (grpc.StatusCode.UNAVAILABLE, "shard-closed"), (grpc.StatusCode.OK, "")}, set(kinds)
+    assert (grpc.StatusCode.UNAVAILABLE, "shard-closed") in kinds
+    assert kinds[-1] == (grpc.StatusCode.OK, "")
+    details = next(d for code, _, d in outcomes if code is grpc.StatusCode.UNAVAILABLE)
+    assert f"{ref.namespace}/0-127" in details and "retry" in details, details
+    assert stub.ReadBatch(read_request(newer, "v", ReadOp.GET, KEYS[:1]), timeout=10).values == value_of(KEYS[0])
