@@ -30,7 +30,8 @@ class CheckpointService(checkpoint_pb2_grpc.CheckpointServiceServicer):
         if request.checkpoint_id == 0:
             raise InvalidInput("checkpoint ids start at 1")
         shard = self.registry.shard(ref.namespace, ref.key_group_start, ref.key_group_end, ref.epoch)
-        seconds = self.checkpointing.snapshot(shard, request.checkpoint_id, ref.epoch)
+        with shard.lease():  # the sync phase flushes and links the shard's files
+            seconds = self.checkpointing.snapshot(shard, request.checkpoint_id, ref.epoch)
         return cpb.SnapshotShardResponse(sync_millis=seconds * 1000)
 
     @translate_errors

@@ -1,9 +1,9 @@
 """Figures about a node's open shards, read from RocksDB and the disk when Prometheus scrapes.
 
-Nothing here runs on the request path. Each shard is read under its write lock, which makes
-the read wait for a write batch being applied (never for reads) and keeps the shard from
-closing while its column families are in use: a column-family handle still alive when the
-database closes would keep RocksDB's lock file held.
+Nothing here runs on the request path. Each shard is read under a lease, which keeps the shard
+from closing while its column families are in use (a column-family handle still alive when the
+database closes would keep RocksDB's lock file held), and under its write lock, which makes the
+read wait for a write batch being applied (never for reads) while the states it lists change.
 
 Per shard (labels ``namespace`` and ``shard``, the key-group range such as ``0-127``):
 memtable bytes, pending compaction bytes and L0 files summed over the shard's column
@@ -23,6 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from stateserver.errors import ShardClosed
 from stateserver.shard import Shard
 
 log = logging.getLogger(__name__)
@@ -46,12 +47,15 @@ class ShardFigures:
 
 
 def read_shard_figures(shard: Shard) -> ShardFigures | None:
-    """The shard's figures now; None if it is closed."""
-    with shard.write_lock:
-        if shard.closed:
-            return None
-        sums = _column_family_sums(shard)
-        statistics = shard.db.property_value(_STATISTICS)
+    """The shard's figures now; None if it is closed or closing."""
+    try:
+        with shard.lease(), shard.write_lock:
+            if shard.closed:
+                return None
+            sums = _column_family_sums(shard)
+            statistics = shard.db.property_value(_STATISTICS)
+    except ShardClosed:
+        return None
     hits = _BLOCK_CACHE_HITS.search(statistics) if statistics else None
     return ShardFigures(
         namespace=shard.id.namespace, key_groups=str(shard.key_groups),

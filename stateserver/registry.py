@@ -13,7 +13,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from stateserver.errors import AlreadyExists, Fenced, InvalidInput, NotFound, ShardNotOpen
+from stateserver.errors import AlreadyExists, Fenced, InvalidInput, NotFound, ShardClosed, ShardNotOpen
 from stateserver.keygroups import MAX_KEY_GROUPS_LIMIT, KeyGroupRange
 from stateserver.limits import Limits
 from stateserver.names import check_name
@@ -40,8 +40,8 @@ class ShardRegistry:
         self._lock = threading.Lock()
         self._max_key_groups: dict[str, int] = {}
         self._shards: dict[tuple[str, int, int], Shard] = {}
-        # Shards being built (restored, opened) outside the lock, so that a long restore holds up
-        # neither other shards' opens nor scrapes; opens overlapping one of them wait for it.
+        # Shards being built (restored, opened) or closed outside the lock, so that a long restore
+        # holds up neither other shards' opens nor scrapes; opens overlapping one of them wait for it.
         self._building: set[ShardId] = set()
         self._built = threading.Condition(self._lock)
         # Told about every shard opened from a checkpoint, with the restorer's result.
@@ -142,7 +142,7 @@ class ShardRegistry:
                 raise Fenced(f"shard {other.id} is owned by epoch {other.epoch}; epoch {epoch} is stale")
         for key, other in overlapping:
             del self._shards[key]
-            other.close()
+            other.close()  # waits for its requests in flight: none of them takes this lock
             log.info("shard closed for a newer writer", extra={"namespace": shard_id.namespace, "shard": str(other.id)})
         path = shard_directory(self.data_dir, shard_id)
         if not overlapping and (path / "CURRENT").exists():
@@ -155,6 +155,11 @@ class ShardRegistry:
         shard = self._shards.get((namespace, start, end))
         if shard is None:
             self.max_key_groups(namespace)  # NotFound for an unknown namespace
+            # tuple(): a copy taken at once (under the GIL), not an iteration the lock must guard
+            if any(b.namespace == namespace and (b.key_groups.start, b.key_groups.end) == (start, end)
+                   for b in tuple(self._building)):
+                raise ShardClosed(f"shard {namespace}/{start}-{end} is being opened or closed on this node; retry "
+                                  f"shortly, or reopen it (OpenShard) if it was closed")
             raise ShardNotOpen(f"shard {namespace}/{start}-{end} is not open on this node; open it first")
         shard.check_writer(epoch)
         return shard
@@ -165,10 +170,21 @@ class ShardRegistry:
         return shard.epoch if shard is not None else None
 
     def close_shard(self, namespace: str, start: int, end: int, epoch: int) -> None:
+        key = (namespace, start, end)
         shard = self.shard(namespace, start, end, epoch)
         with self._lock:
-            self._shards.pop((namespace, start, end), None)
-        shard.close()
+            if self._shards.get(key) is not shard:  # closed or replaced meanwhile
+                raise ShardClosed(f"shard {shard.id} was closed meanwhile; reopen it (OpenShard) and retry")
+            del self._shards[key]
+            # Opens of these key groups wait until the close released the directory, and its
+            # requests meanwhile hear that it is closing.
+            self._building.add(shard.id)
+        try:
+            shard.close()  # outside the lock: it waits for the shard's requests in flight
+        finally:
+            with self._lock:
+                self._building.discard(shard.id)
+                self._built.notify_all()
         log.info("shard closed", extra={"namespace": namespace, "shard": str(shard.id)})
 
     def open_shards(self) -> list[Shard]:
@@ -190,6 +206,8 @@ class ShardRegistry:
                 failed += 1
                 log.exception("shard close failed", extra=fields)
             else:
+                if shard.broken is not None:  # released, but its writes since the last flush are lost
+                    failed += 1
                 log.info("shard closed", extra=fields)
         return failed
 

@@ -5,9 +5,10 @@ This is the one place where the node's errors become gRPC status codes; the erro
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -20,6 +21,7 @@ from stateserver.keygroups import KeyGroupRange
 from stateserver.registry import Restorer, ShardRegistry
 from stateserver.shard import Shard, ShardId
 from stateserver.states import StateDescriptor
+from stateserver.storage_errors import resource_cause
 from stateserver.v1 import state_pb2 as pb
 from stateserver.v1 import state_pb2_grpc
 
@@ -87,8 +89,14 @@ def translate_errors(handler: Handler) -> Handler:
         except ValueError as exc:  # malformed packed fields, bad descriptors
             abort_with(context, errors.InvalidInput(str(exc)))
         except Exception as exc:
-            if "DbClosed" in type(exc).__name__:
-                abort_with(context, errors.ShardNotOpen("the shard was closed during the request; open it again"))
+            if "DbClosed" in type(exc).__name__:  # only when a close gave up waiting for this request
+                abort_with(context, errors.ShardClosed("the shard was closed during the request; reopen it (OpenShard) "
+                                                       "and retry"))
+            cause = resource_cause(exc)  # outside a shard's lease, e.g. an open or restore on a full disk
+            if cause is not None:
+                log.error("request failed: out of a resource", extra={"method": handler.__name__, "cause": cause})
+                abort_with(context, errors.ResourceExhausted(f"the node ran out of a resource: {cause}; free it and "
+                                                             f"retry"))
             log.exception("request failed", extra={"method": handler.__name__})
             abort_with(context, errors.StateServerError(f"internal error: {type(exc).__name__}"))
 
@@ -121,6 +129,13 @@ class StateService(state_pb2_grpc.StateServiceServicer):
 
     def _shard(self, ref: pb.ShardRef) -> Shard:
         return self.registry.shard(ref.namespace, ref.key_group_start, ref.key_group_end, ref.epoch)
+
+    @contextlib.contextmanager
+    def _leased(self, ref: pb.ShardRef, *, writing: bool = False) -> Iterator[Shard]:
+        """The open shard, kept open (not closed under the request) until the block ends."""
+        shard = self._shard(ref)
+        with shard.lease(writing=writing):
+            yield shard
 
     @translate_errors
     def CreateNamespace(self, request: pb.CreateNamespaceRequest, context: grpc.ServicerContext) -> pb.CreateNamespaceResponse:
@@ -167,27 +182,27 @@ class StateService(state_pb2_grpc.StateServiceServicer):
 
     @translate_errors
     def WriteBatch(self, request: pb.WriteBatchRequest, context: grpc.ServicerContext) -> pb.WriteBatchResponse:
-        shard = self._shard(request.shard)
         epoch, sequence = request.shard.epoch, request.sequence
-        # Registered before decoding, so that the batches after it wait for it instead of being
-        # refused as out of order while it decodes.
-        with shard.arrival(sequence) as arrival:
-            try:
-                batch = decode_batch(request, values=wire.unpack(request.values, request.value_lengths)
-                                     if request.value_lengths else ())
-            except ValueError as exc:
-                # A malformed batch still uses its turn (and fails its session), or the writer's
-                # later batches would wait for it.
-                with shard.turn(sequence, epoch, arrival):
-                    raise errors.InvalidInput(str(exc)) from None
-            applied = shard_writes.apply_write_batch(shard, batch, epoch=epoch, sequence=sequence, arrival=arrival)
+        with self._leased(request.shard, writing=True) as shard:
+            # Registered before decoding, so that the batches after it wait for it instead of being
+            # refused as out of order while it decodes.
+            with shard.arrival(sequence) as arrival:
+                try:
+                    batch = decode_batch(request, values=wire.unpack(request.values, request.value_lengths)
+                                         if request.value_lengths else ())
+                except ValueError as exc:
+                    # A malformed batch still uses its turn (and fails its session), or the writer's
+                    # later batches would wait for it.
+                    with shard.turn(sequence, epoch, arrival):
+                        raise errors.InvalidInput(str(exc)) from None
+                applied = shard_writes.apply_write_batch(shard, batch, epoch=epoch, sequence=sequence, arrival=arrival)
         self.metrics.record_write_batch(applied, len(request.keys) + len(request.values) + len(request.map_keys))
         return pb.WriteBatchResponse(applied=applied)
 
     @translate_errors
     def ReadBatch(self, request: pb.ReadBatchRequest, context: grpc.ServicerContext) -> pb.ReadBatchResponse:
-        shard = self._shard(request.shard)
-        results = shard_reads.read_batch(shard, decode_batch(request))
+        with self._leased(request.shard) as shard:
+            results = shard_reads.read_batch(shard, decode_batch(request))
         if None in results:
             found = bytes([r is not None for r in results])
             values, lengths = wire.pack([r if r is not None else b"" for r in results])
@@ -199,9 +214,9 @@ class StateService(state_pb2_grpc.StateServiceServicer):
 
     @translate_errors
     def Iterate(self, request: pb.IterateRequest, context: grpc.ServicerContext) -> pb.IterateResponse:
-        shard = self._shard(request.shard)
         start_after = request.start_after if request.HasField("start_after") else None
-        page = shard_reads.iterate(shard, request.state, request.key, start_after, request.limit or 1000)
+        with self._leased(request.shard) as shard:
+            page = shard_reads.iterate(shard, request.state, request.key, start_after, request.limit or 1000)
         entry_keys, entry_key_lengths = wire.pack(page.entry_keys)
         values, value_lengths = wire.pack(page.values)
         self.metrics.record_read(len(page.values), len(entry_keys) + len(values))

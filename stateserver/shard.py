@@ -3,11 +3,20 @@
 The shard owns its column families (one per state, plus ``_meta`` for its own records),
 its writer epoch, and a lock that serialises writes: merges and list appends are
 read-modify-writes, made safe by applying one batch at a time.
+
+Everything that uses the database holds a lease on the shard (``with shard.lease():``) for as
+long as it does, as Flink's ``ResourceGuard``: ``close`` refuses new leases (ShardClosed) and
+closes RocksDB only after the leases in flight ended. A column family or iterator still alive
+when the database closes would keep RocksDB's lock file held, and the next open of the shard's
+directory would fail. A RocksDB failure for want of a resource (a full disk) inside a lease
+becomes ResourceExhausted and marks the shard broken: RocksDB is then in its background-error
+state, refuses every write, and only a reopen from a checkpoint brings the shard back.
 """
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
 import pathlib
 import threading
 import time
@@ -17,18 +26,26 @@ import rocksdict
 
 
 from stateserver.errors import (
-    AlreadyExists, Fenced, InvalidInput, KeyGroupOutOfRange, NotFound, OutOfOrder, RestoreRequired, SessionFailed,
-    ShardNotOpen,
+    AlreadyExists, Fenced, InvalidInput, KeyGroupOutOfRange, NotFound, OutOfOrder, ResourceExhausted,
+    RestoreRequired, SessionFailed, ShardClosed, ShardNotOpen, StateServerError,
 )
 from stateserver.keygroups import KeyGroupRange, stable_hash
 from stateserver.limits import Limits
 from stateserver.names import check_name
+from stateserver.resource_guard import GuardClosed, ResourceGuard
 from stateserver.rocks import RocksResources
 from stateserver.states import StateDescriptor
+from stateserver.storage_errors import resource_cause
+
+log = logging.getLogger(__name__)
 
 META_COLUMN_FAMILY = "_meta"
 _EPOCH_KEY = b"epoch"
 _STATE_KEY_PREFIX = b"state/"
+# How long a close waits for the requests in flight (each a few milliseconds; a write waiting
+# for its turn gives up as soon as the close starts). Past it, the close goes on and logs it.
+LEASE_WAIT_SECONDS = 10.0
+_FLUSH_WAIT_SECONDS = 60.0
 
 Clock = Callable[[], int]
 # How long a batch waits for a predecessor that has not arrived before it is refused as out of order.
@@ -116,19 +133,62 @@ class Shard:
             self.states[descriptor.name] = self._open_state(descriptor)
         # Next free position of recently appended lists, keyed by (state, stored prefix).
         self.list_tails: dict[tuple[str, bytes], int] = {}
-        self.closed = False
+        self.closed = False  # set when the close starts; the database closes once the leases ended
+        self.guard = ResourceGuard()
+        self._released = threading.Event()
+        # Why RocksDB failed for want of a resource (it then refuses writes); None while healthy.
+        self.broken: str | None = None
+
+    @contextlib.contextmanager
+    def lease(self, *, writing: bool = False) -> Iterator[None]:
+        """Use the database for the ``with`` block: it stays open until the block ends.
+
+        ShardClosed once the shard is closing; ResourceExhausted at once for a write to a broken
+        shard, and for any failure of RocksDB inside the block that says a resource ran out.
+        """
+        with contextlib.ExitStack() as held:
+            try:
+                held.enter_context(self.guard.lease())
+            except GuardClosed:
+                raise ShardClosed(f"shard {self.id} is closed; reopen it (OpenShard) and retry") from None
+            if writing and self.broken is not None:
+                raise self._exhausted(self.broken)
+            try:
+                yield
+            except StateServerError:
+                raise
+            except Exception as exc:
+                cause = resource_cause(exc)
+                if cause is None:
+                    raise
+                self._mark_broken(cause)
+                raise self._exhausted(cause) from exc
+
+    def _mark_broken(self, cause: str) -> None:
+        if self.broken is None:
+            self.broken = cause
+            log.error("shard broken: RocksDB ran out of a resource and refuses writes until the shard is "
+                      "reopened from a checkpoint", extra={"namespace": self.id.namespace, "shard": str(self.id),
+                                                            "cause": cause})
+
+    def _exhausted(self, cause: str) -> ResourceExhausted:
+        return ResourceExhausted(f"shard {self.id} cannot write: {cause}; free the resource on the node, then reopen "
+                                 f"the shard from its last checkpoint (writes since it were not persisted)")
 
     # -- lifecycle -------------------------------------------------------------------
 
     def take_ownership(self, epoch: int) -> None:
         """Let the writer with ``epoch`` own the shard; older epochs are fenced from now on.
 
-        A shard whose session failed is not taken over as it is: only a shard built afresh
-        (restored from a checkpoint, or empty) starts a session again.
+        A shard whose session failed, or that is broken, is not taken over as it is: only a shard
+        built afresh (restored from a checkpoint, or empty) starts a session again.
         """
-        with self.write_lock:
+        with self.lease(), self.write_lock:
             if epoch < self.epoch:
                 raise Fenced(f"shard {self.id} is owned by epoch {self.epoch}; epoch {epoch} is stale")
+            if self.broken is not None:  # its memtables may hold writes the disk never got
+                raise RestoreRequired(f"shard {self.id} is broken ({self.broken}); free the resource, then reopen "
+                                      f"it from a checkpoint (restore)")
             if self.session.failure:
                 raise RestoreRequired(f"shard {self.id}: {self.session.failure}; "
                                       "reopen it from a checkpoint (or empty)")
@@ -140,7 +200,7 @@ class Shard:
 
     def reset_epoch(self, epoch: int) -> None:
         """After a restore: the restored epoch record is the old writer's, not this one's."""
-        with self.write_lock:
+        with self.lease(), self.write_lock:
             self._meta.put(_EPOCH_KEY, str(epoch).encode(), _synced())
             self.epoch = epoch
 
@@ -158,7 +218,7 @@ class Shard:
 
     def check_writer(self, epoch: int) -> None:
         if self.closed:
-            raise ShardNotOpen(f"shard {self.id} is closed; open it again")
+            raise ShardClosed(f"shard {self.id} is closed; reopen it (OpenShard) and retry")
         if epoch != self.epoch:
             if epoch < self.epoch:
                 raise Fenced(f"shard {self.id} is owned by epoch {self.epoch}; epoch {epoch} is fenced")
@@ -258,29 +318,63 @@ class Shard:
                                  f"{session.applied_sequence + 1}; resend it after batch {sequence - 1}")
             self._turns.wait(deadline - now)  # bounded by the work of batches that arrived, not by the network
 
-    def close(self) -> None:
+    def close(self, lease_wait: float = LEASE_WAIT_SECONDS) -> None:
+        """Refuse new requests, wait for those in flight, flush and close RocksDB.
+
+        The database is released even when the flush fails (a broken shard): its writes since
+        the last flush are then lost, and the shard comes back from a checkpoint. Callers must
+        not hold a lock that lease holders take (the registry's lock is fine: none takes it).
+        A second close returns once the first one has released the database.
+        """
         with self.write_lock:
-            if self.closed:
-                return
+            closing = not self.closed
             self.closed = True
+            self._turns.notify_all()  # batches waiting for their turn give up now (check_writer)
+        if not closing:  # bounded: the first closer's flush may hang on a failing disk
+            self._released.wait(lease_wait + _FLUSH_WAIT_SECONDS)
+            return
+        started = time.monotonic()
+        if not self.guard.close(lease_wait):
+            log.warning("shard closing with requests still in flight", extra={
+                "namespace": self.id.namespace, "shard": str(self.id), "leases": self.guard.leases,
+                "waited_s": round(time.monotonic() - started, 3)})
+        try:
+            with self.write_lock:
+                self._release()
+        finally:
+            self._released.set()
+
+    def _release(self) -> None:
+        fields = {"namespace": self.id.namespace, "shard": str(self.id)}
+        try:
             self.db.flush()  # without a write-ahead log, memtables are the only copy
-            self.states.clear()
-            self._meta = None  # type: ignore[assignment]  # views must go before the db closes
-            self.db.close()
+        except Exception as exc:
+            cause = resource_cause(exc)
+            self._mark_broken(cause or str(exc))
+            log.error("shard flush at close failed; its writes since the last flush are lost",
+                      extra={**fields, "error": str(exc)})
+        self.states.clear()
+        self._meta = None  # type: ignore[assignment]  # views must go before the db closes
+        try:
+            self.db.close()  # drops the database even when its own flush fails
+        except Exception as exc:
+            if self.broken is None:
+                raise
+            log.info("shard database released after a failed flush", extra={**fields, "error": str(exc)})
 
     def column_family_views(self) -> list[rocksdict.Rdict]:
         """The views of every column family the shard holds open: default, ``_meta``, each state.
 
-        Read properties through these, under the write lock while the shard is open. A view
-        made and dropped elsewhere flushes its memtable when it goes (rocksdict's Rdict does),
-        which cuts an SST that compaction and the next snapshot's upload then pay for.
+        Read properties through these, under a lease and the write lock (``states`` changes under
+        it). A view made and dropped elsewhere flushes its memtable when it goes (rocksdict's Rdict
+        does), which cuts an SST that compaction and the next snapshot's upload then pay for.
         """
         return [self.db, self._meta, *(state.table for state in self.states.values())]
 
     # -- states ----------------------------------------------------------------------
 
     def declare_states(self, descriptors: Iterable[StateDescriptor]) -> None:
-        with self.write_lock:
+        with self.lease(), self.write_lock:
             for descriptor in descriptors:
                 existing = self.states.get(descriptor.name)
                 if existing is not None:
