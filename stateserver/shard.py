@@ -85,6 +85,7 @@ class Shard:
         # Next free position of recently appended lists, keyed by (state, stored prefix).
         self.list_tails: dict[tuple[str, bytes], int] = {}
         self.closed = False
+        self.owner_id = ""  # the writer that opened it (OpenShardRequest.owner_id); set by the registry
 
     # -- lifecycle -------------------------------------------------------------------
 
@@ -114,6 +115,24 @@ class Shard:
                 return 0
             stored = db.get_column_family(META_COLUMN_FAMILY).get(_EPOCH_KEY)
             return int(stored) if stored is not None else 0
+        finally:
+            db.close()
+
+    @staticmethod
+    def stored_states(path: pathlib.Path, resources: RocksResources) -> dict[str, StateDescriptor]:
+        """The states declared in a shard directory that is not open, by name."""
+        if META_COLUMN_FAMILY not in rocksdict.Rdict.list_cf(str(path)):
+            return {}
+        db = resources.open_db(path, read_only=True)
+        try:
+            meta = db.get_column_family(META_COLUMN_FAMILY)
+            states = {}
+            for key, data in meta.items(from_key=_STATE_KEY_PREFIX):
+                if not key.startswith(_STATE_KEY_PREFIX):
+                    break
+                descriptor = StateDescriptor.from_json(data)
+                states[descriptor.name] = descriptor
+            return states
         finally:
             db.close()
 
@@ -171,14 +190,11 @@ class Shard:
 
     def declare_states(self, descriptors: Iterable[StateDescriptor]) -> None:
         with self.write_lock:
+            descriptors = list(descriptors)
+            check_compatible({name: state.descriptor for name, state in self.states.items()}, descriptors)
             for descriptor in descriptors:
                 existing = self.states.get(descriptor.name)
                 if existing is not None:
-                    if not existing.descriptor.compatible_with(descriptor):
-                        raise AlreadyExists(
-                            f"state {descriptor.name!r} exists as {_describe(existing.descriptor)}, "
-                            f"not {_describe(descriptor)}"
-                        )
                     if existing.descriptor == descriptor:
                         continue
                 self._meta.put(_STATE_KEY_PREFIX + descriptor.name.encode(), descriptor.to_json(), _synced())
@@ -244,6 +260,14 @@ def _synced() -> rocksdict.WriteOptions:
     options = rocksdict.WriteOptions()
     options.sync = True
     return options
+
+
+def check_compatible(existing: dict[str, StateDescriptor], requested: Iterable[StateDescriptor]) -> None:
+    """Raise AlreadyExists if a requested state exists with another kind or merge operator."""
+    for descriptor in requested:
+        stored = existing.get(descriptor.name)
+        if stored is not None and not stored.compatible_with(descriptor):
+            raise AlreadyExists(f"state {descriptor.name!r} exists as {_describe(stored)}, not {_describe(descriptor)}")
 
 
 def _describe(descriptor: StateDescriptor) -> str:
