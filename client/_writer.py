@@ -69,9 +69,11 @@ class ShardRouter(Generic[Session]):
 
 
 class Writer(ShardRouter[ShardSession]):
-    def __init__(self, *, namespace: str, max_key_groups: int, epoch: int, sessions: Sequence[ShardSession]) -> None:
+    def __init__(self, *, namespace: str, max_key_groups: int, epoch: int, sessions: Sequence[ShardSession],
+                 owner_id: str) -> None:
         self.namespace = namespace
         self.epoch = epoch
+        self.owner_id = owner_id  # sent on every OpenShard of this writer: the node knows a reconnect by it
         super().__init__(max_key_groups=max_key_groups, sessions=sessions)
         self.states: dict[str, StateDescriptor] = {}
 

@@ -17,9 +17,10 @@ from stateserver.v1 import state_pb2 as pb
 
 class AsyncWriter(ShardRouter[AsyncShardSession]):
     def __init__(self, *, namespace: str, max_key_groups: int, epoch: int,
-                 sessions: Sequence[AsyncShardSession]) -> None:
+                 sessions: Sequence[AsyncShardSession], owner_id: str) -> None:
         self.namespace = namespace
         self.epoch = epoch
+        self.owner_id = owner_id  # sent on every OpenShard of this writer: the node knows a reconnect by it
         super().__init__(max_key_groups=max_key_groups, sessions=sessions)
         self.states: dict[str, StateDescriptor] = {}
 
