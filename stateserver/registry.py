@@ -307,13 +307,11 @@ class ShardRegistry:
         if shard is None:
             self.max_key_groups(namespace)  # NotFound for an unknown namespace
             check_epoch(epoch)
-            if start <= end:
-                asked = KeyGroupRange(start, end)
-                newer = [s for s in self.open_shards() if s.id.namespace == namespace and s.epoch > epoch
-                         and s.key_groups.overlaps(asked)]
-                if newer:  # a newer writer split or merged the range: this writer is fenced, not unopened
-                    raise Fenced(f"key groups {asked} of {namespace!r} are owned by epoch {newer[0].epoch} "
-                                 f"(shard {newer[0].key_groups}); epoch {epoch} is fenced")
+            newer = [s for s in self.open_shards() if s.id.namespace == namespace and s.epoch > epoch
+                     and s.key_groups.start <= end and start <= s.key_groups.end]
+            if newer:  # a newer writer split or merged the range: this writer is fenced, not unopened
+                raise Fenced(f"key groups {start}-{end} of {namespace!r} are owned by epoch {newer[0].epoch} "
+                             f"(shard {newer[0].key_groups}); epoch {epoch} is fenced")
             raise ShardNotOpen(f"shard {namespace}/{start}-{end} is not open on this node; open it first")
         check_epoch(epoch)
         shard.check_writer(epoch)
