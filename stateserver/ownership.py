@@ -130,6 +130,9 @@ class StoreClaims:
         self.node_id = node_id
         self.owner_id = owner_id
 
+    def check(self) -> None:
+        self.ownership.check(self.namespace, self.key_groups, self.epoch)
+
     def earlier_owners(self) -> list[str]:
         records = sorted(self.ownership.overlapping(self.namespace, self.key_groups), key=lambda r: -r.epoch)
         return [f"epoch {r.epoch} of {r.key_groups}" for r in records]

@@ -67,6 +67,10 @@ EMPTY = OpenSource(empty=True)
 class OwnerClaims(Protocol):
     """Ownership in the snapshot store, for one open (see stateserver.ownership)."""
 
+    def check(self) -> None:
+        """Raise Fenced if a newer epoch owns some of the shard's key groups."""
+        ...
+
     def earlier_owners(self) -> list[str]:
         """Records of any epoch for the shard's key groups, described; empty if none."""
         ...
@@ -78,6 +82,9 @@ class OwnerClaims(Protocol):
 
 class _NoClaims:
     """A node without a snapshot store: nothing to claim, nobody recorded."""
+
+    def check(self) -> None:
+        return None
 
     def earlier_owners(self) -> list[str]:
         return []
@@ -199,6 +206,7 @@ class ShardRegistry:
         record = clean_close.read(path) if path.is_dir() else None
         if record is not None and record.epoch is not None and record.epoch > epoch:
             raise Fenced(f"shard {shard_id} was last owned by epoch {record.epoch}; epoch {epoch} is stale")
+        claims.check()  # a stale writer learns that first: neither a restore nor a resume helps it
         if source.resume:
             return self._resume(shard_id, max_key_groups, epoch, owner_id, descriptors, overlapping, record, claims)
         prepared = source.restore(shard_id, path) if source.restore is not None else None

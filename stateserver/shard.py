@@ -121,6 +121,8 @@ class Shard:
     @staticmethod
     def stored_states(path: pathlib.Path, resources: RocksResources) -> dict[str, StateDescriptor]:
         """The states declared in a shard directory that is not open, by name."""
+        if not (path / "CURRENT").exists():
+            return {}  # no database (yet): nothing declared
         if META_COLUMN_FAMILY not in rocksdict.Rdict.list_cf(str(path)):
             return {}
         db = resources.open_db(path, read_only=True)
