@@ -290,7 +290,10 @@ class ShardRegistry:
         for key_groups, path in self._directories(shard_id.namespace):
             if key_groups.overlaps(shard_id.key_groups):
                 discarded = path.parent / f".{path.name}.replaced-{uuid.uuid4().hex[:8]}"
-                path.rename(discarded)
+                try:
+                    path.rename(discarded)
+                except FileNotFoundError:
+                    continue  # an open of other key groups the directory overlapped took it meanwhile
                 shutil.rmtree(discarded, ignore_errors=True)
         shards_dir = self.data_dir / "namespaces" / shard_id.namespace / "shards"
         shards_dir.mkdir(parents=True, exist_ok=True)
