@@ -85,10 +85,10 @@ def test_a_crashed_shard_needs_a_restore_and_latest_gives_exactly_the_checkpoint
     node.kill()
     node = nodes("a")
     with StateClient(node.address) as client:
-        with pytest.raises(RestoreRequiredError, match="not closed cleanly"):
-            client.reopen(writer)
         with pytest.raises(RestoreRequiredError, match="restore="):
             client.open_writer(namespace, key_groups="0-127", epoch=2)
+        with pytest.raises(RestoreRequiredError, match="not closed cleanly"):
+            client.reopen(writer)  # not even its own writer gets the torn copy
         restored = client.open_writer(namespace, key_groups="0-127", epoch=2, restore="latest")
         assert (_values(restored).get("k1"), _counter(restored).get("c")) == (1, 1)
 
@@ -146,10 +146,11 @@ def test_a_second_owner_at_the_same_epoch_is_fenced_on_any_node(
         second_client.create_namespace(namespace, max_key_groups=128)
         owner = first_client.open_writer(namespace, key_groups="0-127", epoch=5)
         _values(owner).put("k", 5)
-        with pytest.raises(FencedError, match="use a newer epoch"):
-            second_client.open_writer(namespace, key_groups="0-127", epoch=5, restore="empty")
-        with pytest.raises(FencedError, match="use a newer epoch"):
-            third_client.open_writer(namespace, key_groups="0-127", epoch=5, restore="empty")
+        for other_client in (second_client, third_client):  # another node, then the same one
+            with pytest.raises(FencedError, match="use a newer epoch"):
+                other_client.open_writer(namespace, key_groups="0-127", epoch=5)
+            with pytest.raises(FencedError, match="use a newer epoch"):
+                other_client.open_writer(namespace, key_groups="0-127", epoch=5, restore="empty")
         commit(first_client, owner, 1)  # the one owner goes on and commits
         assert _values(owner).get("k") == 5
     records = _owner_records(store_url, namespace)
@@ -168,7 +169,7 @@ def test_a_failed_open_changes_nothing(nodes: Callable[[str], NodeProcess], stor
         commit(client, writer, 1)
         wrong_kind = pb.StateDescriptor(name="count", kind=pb.STATE_KIND_VALUE)
         request = pb.OpenShardRequest(shard=pb.ShardRef(namespace=namespace, key_group_end=127, epoch=2),
-                                      states=[wrong_kind], restore=pb.RestoreSource(latest=True), owner_id="other")
+                                      states=[wrong_kind], restore=pb.RestoreSource(latest=True))
         with pytest.raises(grpc.RpcError) as failed:
             node.stub().OpenShard(request, timeout=30)
         assert failed.value.code() == grpc.StatusCode.ALREADY_EXISTS
@@ -210,7 +211,7 @@ def test_an_epoch_beyond_the_bound_is_invalid_and_changes_nothing(
         commit(client, writer, 1)
         for epoch in (2**64 - 1, 2**32):
             with pytest.raises(InvalidArgumentError, match="epochs run from 0 to 4294967295"):
-                client.open_writer(namespace, key_groups="0-127", epoch=epoch, restore="empty")
+                client.open_writer(namespace, key_groups="0-127", epoch=epoch, restore="latest")
         stray = pb.WriteBatchRequest(shard=pb.ShardRef(namespace=namespace, key_group_end=127, epoch=2**64 - 1))
         with pytest.raises(grpc.RpcError) as refused:
             node.stub().WriteBatch(stray, timeout=10)
@@ -239,9 +240,9 @@ def test_leftover_restores_are_swept_at_start(tmp_path: pathlib.Path, nodes: Cal
 def test_stateserver_restore_refuses_a_running_nodes_data_dir(nodes: Callable[[str], NodeProcess],
                                                                 store_url: str) -> None:
     """The old code restored into the data directory under a running node's feet."""
-    node = nodes("a")
+    node, other = nodes("a"), nodes("b")  # the checkpoint comes from the other node: "a" holds no shard of it
     namespace = unique_namespace("cli-lock")
-    with StateClient(node.address) as client:
+    with StateClient(other.address) as client:
         client.create_namespace(namespace, max_key_groups=128)
         writer = client.open_writer(namespace, key_groups="0-127", epoch=1)
         _values(writer).put("k", 1)
@@ -253,3 +254,4 @@ def test_stateserver_restore_refuses_a_running_nodes_data_dir(nodes: Callable[[s
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "in use by another node" in lines[0] and "stop the node first" in lines[0], lines
     assert node.is_serving()
+    assert not (node.data_dir / "namespaces" / namespace).exists()
