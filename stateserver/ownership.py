@@ -88,8 +88,14 @@ class Ownership:
         except StoreUnavailable as exc:
             raise Unavailable(f"cannot record shard ownership: {exc}") from exc
         # Whether this write created the record or found one: every record of this epoch for
-        # overlapping key groups must be this owner's (two racing owners may both be refused).
+        # overlapping key groups must be this owner's (two racing owners may both be refused),
+        # and a newer writer may have claimed meanwhile.
+        self.check_owner(namespace, key_groups, epoch, owner_id)
+
+    def check_owner(self, namespace: str, key_groups: KeyGroupRange, epoch: int, owner_id: str) -> None:
+        """Raise ``Fenced`` if a newer epoch, or another owner at ``epoch``, holds some of the key groups."""
         records = self.records(namespace)
+        self._check_newer(namespace, key_groups, epoch, records)
         for record in records:
             if record.epoch == epoch and record.key_groups.overlaps(key_groups):
                 holder = self._read(namespace, record)
@@ -97,7 +103,6 @@ class Ownership:
                     raise Fenced(f"epoch {epoch} of key groups {record.key_groups} of {namespace!r} is owned by "
                                  f"writer {holder.owner_id or '(anonymous)'} on node {holder.node or '?'}; "
                                  "use a newer epoch")
-        self._check_newer(namespace, key_groups, epoch, records)  # a newer writer may have claimed meanwhile
 
     def _read(self, namespace: str, record: OwnerRecord) -> Owner | None:
         try:
@@ -131,7 +136,7 @@ class StoreClaims:
         self.owner_id = owner_id
 
     def check(self) -> None:
-        self.ownership.check(self.namespace, self.key_groups, self.epoch)
+        self.ownership.check_owner(self.namespace, self.key_groups, self.epoch, self.owner_id)
 
     def earlier_owners(self) -> list[str]:
         records = sorted(self.ownership.overlapping(self.namespace, self.key_groups), key=lambda r: -r.epoch)

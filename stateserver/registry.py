@@ -68,7 +68,7 @@ class OwnerClaims(Protocol):
     """Ownership in the snapshot store, for one open (see stateserver.ownership)."""
 
     def check(self) -> None:
-        """Raise Fenced if a newer epoch owns some of the shard's key groups."""
+        """Raise Fenced if a newer epoch, or another owner of this epoch, has some of the key groups."""
         ...
 
     def earlier_owners(self) -> list[str]:
