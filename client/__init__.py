@@ -41,7 +41,7 @@ from client._serializers import (
 )
 from client._states import AggregatingState, ListState, MapState, ValueState
 from client._writer import Writer
-from client.checkpointing import INITIAL_CHECKPOINT_ID, CheckpointCoordinator, KeyedStateBackend, first_checkpoint_id
+from client.checkpointing import CheckpointCoordinator, KeyedStateBackend, first_checkpoint_id
 from stateserver.keygroups import KeyGroupRange, key_group_for, range_for_operator, ranges_for_parallelism
 
 __all__ = [
@@ -52,7 +52,6 @@ __all__ = [
     "CheckpointCoordinator",
     "DataCorruptionError",
     "FencedError",
-    "INITIAL_CHECKPOINT_ID",
     "INT64",
     "Int64Serializer",
     "InternalError",

@@ -3,20 +3,27 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import uuid
 from collections.abc import Sequence
+from typing import Literal
 
 
 from client._connection import NodeConnection, PendingCall
-from client._errors import InvalidArgumentError, StateServerError, UnavailableError, WrongNodeError
+from client._errors import (
+    InvalidArgumentError, RestoreRequiredError, StateServerError, UnavailableError, WrongNodeError,
+)
 from client._failure import WriterFailure
 from client._shard_session import BatchLimits, ShardSession
 from client._writer import Writer
 from stateserver import placement
 from stateserver.keygroups import KeyGroupRange
+from stateserver.states import StateDescriptor
 from stateserver.v1 import checkpoint_pb2 as cpb
 from stateserver.v1 import state_pb2 as pb
 
 KeyGroups = KeyGroupRange | str | Sequence[KeyGroupRange | str]
+# A checkpoint id, "latest", "empty", or None (resume the shards as they are, where allowed).
+Restore = int | Literal["latest", "empty"] | None
 _OPEN_ATTEMPTS = 4
 _OPENS_AT_ONCE = 8
 
@@ -112,39 +119,75 @@ class StateClient:
     # -- writers -------------------------------------------------------------------------
 
     def open_writer(self, namespace: str, *, key_groups: KeyGroups, epoch: int,
-                    restore: int | str | None = None) -> Writer:
+                    restore: Restore = None) -> Writer:
         """Open one shard per key-group range as the writer at ``epoch``, fencing older writers.
 
-        ``restore`` (a checkpoint id or ``"latest"``) replaces the shards' state with exactly
-        their key groups of that committed checkpoint, whatever the parallelism it was taken
-        at. After a node failure, open again with a higher epoch and ``restore="latest"``:
-        shards of the lost node go to the next node in their placement order.
+        ``restore`` says where the shards' state comes from:
+
+        - a checkpoint id or ``"latest"``: exactly their key groups of that committed checkpoint,
+          whatever the parallelism it was taken at;
+        - ``"empty"``: nothing (a fresh start), whatever the nodes or earlier owners held;
+        - None: the key groups as they are, allowed only when that is exactly their state: the
+          namespace's first open ever, or a shard this same writer closed cleanly (see
+          ``reopen``). Otherwise the open raises ``RestoreRequiredError`` and changes nothing.
+
+        After a node failure, open again with a higher epoch and ``restore="latest"``: shards of
+        the lost node go to the next node in their placement order.
         """
-        ranges = _ranges(key_groups)
-        if restore is not None:
-            _restore_source(restore)  # bad input is refused before any shard is opened
+        return self._open_writer(namespace, _ranges(key_groups), epoch, restore, owner_id=uuid.uuid4().hex)
+
+    def reopen(self, writer: Writer, *, restore: Restore = None) -> Writer:
+        """Open ``writer``'s shards again as the same owner at the same epoch, in place.
+
+        Without ``restore`` this resumes each shard as its node holds it: a reconnect, or a node
+        that was stopped gracefully and restarted (its shards were closed cleanly). A node that
+        crashed has no clean copy: that raises ``RestoreRequiredError``; reopen with a checkpoint.
+        Nothing buffered in the writer is sent first; state handles stay valid.
+        """
+        if restore is None and writer.failure.failed:
+            raise RestoreRequiredError(f"a write batch of this writer failed ({writer.failure.cause}); "
+                                       "reopen it from a checkpoint (restore=...)") from writer.failure.cause
+        # A restore starts a new session: the writer's failure, if any, stays with the old one.
+        failure = WriterFailure() if restore is not None else writer.failure
+        reopened = self._open_sessions(writer.namespace, writer.max_key_groups, writer.key_groups, writer.epoch,
+                                       restore, writer.owner_id, list(writer.states.values()), failure)
+        writer.replace_sessions(reopened, writer.epoch)
+        return writer
+
+    def _open_writer(self, namespace: str, ranges: list[KeyGroupRange], epoch: int, restore: Restore,
+                     *, owner_id: str) -> Writer:
         max_key_groups = self.max_key_groups(namespace)
         failure = WriterFailure()  # the writer's sessions fail together
+        sessions = self._open_sessions(namespace, max_key_groups, ranges, epoch, restore, owner_id, [], failure)
+        return Writer(namespace=namespace, max_key_groups=max_key_groups, epoch=epoch, sessions=sessions,
+                      owner_id=owner_id, failure=failure)
+
+    def _open_sessions(self, namespace: str, max_key_groups: int, ranges: Sequence[KeyGroupRange], epoch: int,
+                       restore: Restore, owner_id: str, states: Sequence[StateDescriptor],
+                       failure: WriterFailure) -> list[ShardSession]:
+        source = _restore_source(restore) if restore is not None else None  # bad input before any call
         # Shards open at the same time: with a restore, each downloads its snapshot on its node.
         with concurrent.futures.ThreadPoolExecutor(min(len(ranges), _OPENS_AT_ONCE) or 1,
                                                    thread_name_prefix="open-shard") as pool:
             sessions = list(pool.map(
-                lambda r: self._open_session(namespace, max_key_groups, r, epoch, restore, failure), ranges))
+                lambda r: self._open_session(namespace, max_key_groups, r, epoch, source, owner_id, states,
+                                             failure), ranges))
         for session in sessions:
             session.reset_sequence()
-        return Writer(namespace=namespace, max_key_groups=max_key_groups, epoch=epoch, sessions=sessions,
-                      failure=failure)
+        return sessions
 
     def _open_session(self, namespace: str, max_key_groups: int, key_groups: KeyGroupRange, epoch: int,
-                      restore: int | str | None, failure: WriterFailure) -> ShardSession:
+                      source: pb.RestoreSource | None, owner_id: str,
+                      states: Sequence[StateDescriptor], failure: WriterFailure) -> ShardSession:
         shard_id = f"{namespace}/{key_groups}"
         for attempt in range(_OPEN_ATTEMPTS):
             connection = self.connection(self.node_for(shard_id))
             session = ShardSession(namespace=namespace, key_groups=key_groups, epoch=epoch, connection=connection,
                                    limits=self._batch_limits, failure=failure)
-            request = pb.OpenShardRequest(shard=session.ref, unavailable_nodes=sorted(self.unavailable))
-            if restore is not None:
-                request.restore.CopyFrom(_restore_source(restore))
+            request = pb.OpenShardRequest(shard=session.ref, unavailable_nodes=sorted(self.unavailable),
+                                          owner_id=owner_id, states=[s.to_proto() for s in states])
+            if source is not None:
+                request.restore.CopyFrom(source)
             try:
                 session.use_node_limits(connection.node_limits())  # asked once per node
                 # A node that joined after the namespace was created learns it here.
@@ -164,27 +207,24 @@ class StateClient:
     def rebalance(self, writer: Writer, *, checkpoint_id: int, epoch: int) -> list[KeyGroupRange]:
         """Hand shards over after the node list changed, right after ``checkpoint_id`` committed.
 
-        Shards whose placement moved are restored on their new node from that checkpoint and
-        released on the old one; the others stay where they are. Every shard is reopened at
-        ``epoch`` (higher than the writer's), which fences the old copies. Nothing written
-        after the checkpoint may be pending: call it at the checkpoint boundary. The writer
-        and its state handles go on; returns the key-group ranges that moved.
+        Every shard is reopened at ``epoch`` (higher than the writer's), restored from that
+        checkpoint: shards whose placement moved on their new node, the others where they are
+        (their local copies belong to the old epoch). The new epoch fences the old copies, and
+        the moved ones are released on their old node. Nothing written after the checkpoint
+        may be pending: call it at the checkpoint boundary. The writer and its state handles go
+        on; returns the key-group ranges that moved.
         """
         writer.flush()
         moved = {s.key_groups for s in writer.sessions if self.node_for(s.shard_id) != s.connection.address}
-        sessions = []
-        for session in writer.sessions:
-            restore = checkpoint_id if session.key_groups in moved else None
-            sessions.append(self._open_session(writer.namespace, writer.max_key_groups, session.key_groups,
-                                               epoch, restore, writer.failure))
+        sessions = self._open_sessions(writer.namespace, writer.max_key_groups, writer.key_groups, epoch,
+                                       checkpoint_id, writer.owner_id, list(writer.states.values()),
+                                       WriterFailure())
         for old in writer.sessions:
             if old.key_groups in moved:
                 try:
                     old.connection.call("CloseShard", pb.CloseShardRequest(shard=old.ref))
                 except StateServerError:
                     pass  # fenced or gone: the old copy is dead either way
-        for session in sessions:
-            session.reset_sequence()
         writer.replace_sessions(sessions, epoch)
         return sorted(moved)
 
@@ -226,9 +266,11 @@ def _gather(pending: Sequence[PendingCall[object]]) -> list:  # type: ignore[typ
 def _restore_source(restore: int | str) -> pb.RestoreSource:
     if restore == "latest":
         return pb.RestoreSource(latest=True)
-    if isinstance(restore, int) and restore > 0:
+    if restore == "empty":
+        return pb.RestoreSource(empty=True)
+    if isinstance(restore, int) and not isinstance(restore, bool) and restore > 0:
         return pb.RestoreSource(checkpoint_id=restore)
-    raise InvalidArgumentError(f"restore takes a checkpoint id or 'latest', not {restore!r}")
+    raise InvalidArgumentError(f"restore takes a checkpoint id (from 1), 'latest' or 'empty', not {restore!r}")
 
 
 def _ranges(key_groups: KeyGroups) -> list[KeyGroupRange]:

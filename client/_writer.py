@@ -89,16 +89,20 @@ class Writer(ShardRouter[ShardSession]):
     ``SessionFailedError`` (chained to the failure) until the writer is reopened with a restore."""
 
     def __init__(self, *, namespace: str, max_key_groups: int, epoch: int, sessions: Sequence[ShardSession],
-                 failure: WriterFailure | None = None) -> None:
+                 owner_id: str, failure: WriterFailure | None = None) -> None:
         self.namespace = namespace
         self.epoch = epoch
+        self.owner_id = owner_id  # sent on every OpenShard of this writer: the node knows a reconnect by it
         super().__init__(max_key_groups=max_key_groups, sessions=sessions,
                          failure=failure or (sessions[0].failure if sessions else WriterFailure()))
         self.states: dict[str, StateDescriptor] = {}
 
     def replace_sessions(self, sessions: Sequence[ShardSession], epoch: int) -> None:
-        """Route to ``sessions`` from now on (after a rebalance); state handles stay valid."""
+        """Route to ``sessions`` from now on (after a rebalance or reopen); state handles stay valid.
+        The sessions' failure becomes the writer's: a reopen from a checkpoint starts afresh."""
         self.epoch = epoch
+        if sessions:
+            self.failure = sessions[0].failure
         self.route_to(sessions)
 
     # -- state handles -------------------------------------------------------------------

@@ -17,8 +17,8 @@ shard, wait until durable, commit, notify) and hands Bytewax only the checkpoint
 recovery database, next to the source offsets of the same epoch. On resume, Bytewax gives that id
 back and the adapter reopens the shards restored from exactly that checkpoint, while Bytewax
 replays its sources from the same epoch: state and input agree, so every event counts once. With
-no id (a fresh run, or a crash before Bytewax's first snapshot) the shards restore the namespace's
-empty initial checkpoint (see ``client.checkpointing``).
+no id (a fresh run, or a crash before Bytewax's first snapshot) the shards start empty, whatever
+the namespace held before (see ``client.checkpointing``).
 
 ``epoch`` is the attempt number of the run and must grow with every (re)start: it fences the
 writers of earlier attempts and numbers their checkpoints apart.
@@ -77,7 +77,7 @@ class StateServerBackend(Generic[H]):
         return self._client
 
     def open(self, checkpoint_id: int | None) -> H:
-        """The state handles, on shards restored from ``checkpoint_id`` (None: the initial, empty state)."""
+        """The state handles, on shards restored from ``checkpoint_id`` (None: empty state)."""
         self.client.create_namespace(self.namespace, max_key_groups=self.max_key_groups)
         self._subtask = KeyedStateBackend(self.client, self.namespace, epoch=self.epoch,
                                           key_groups=ranges_for_parallelism(self.max_key_groups, self.shards))

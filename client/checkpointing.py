@@ -19,9 +19,10 @@ writers, whose snapshots can then neither become durable nor commit (DESIGN.md i
 
 Checkpoint ids of attempt ``E`` are ``E * 2**32 + 1, + 2, ...``: ids only grow across restarts
 with no counter kept anywhere, as the node requires (an id at or below the latest committed one is
-subsumed). Checkpoint ``INITIAL_CHECKPOINT_ID`` (1) is the empty state a job starts from: the first
-fresh start commits it before anything is written, and every later fresh start restores it, so a
-job that failed before its first checkpoint starts again from nothing, not from what it wrote.
+subsumed); epochs therefore stay below 2**32 (the nodes' MAX_EPOCH). A fresh start
+(``restore=None``) opens every shard with ``restore="empty"``: the job starts from nothing,
+whatever earlier attempts wrote or retention kept, so a job that failed before its first
+checkpoint starts again from nothing, not from what it wrote.
 """
 from __future__ import annotations
 
@@ -30,11 +31,10 @@ from collections.abc import Sequence
 from typing import Literal
 
 from client._client import KeyGroups, StateClient, _ranges
-from client._errors import FencedError, NotFoundError, StateServerError
+from client._errors import FencedError, StateServerError
 from client._writer import Writer
 from stateserver.v1 import checkpoint_pb2 as cpb
 
-INITIAL_CHECKPOINT_ID = 1
 _IDS_PER_EPOCH = 1 << 32
 
 Restore = int | Literal["latest"] | None
@@ -58,7 +58,6 @@ class KeyedStateBackend:
         self.epoch = epoch
         self.await_timeout = await_timeout
         self._writer: Writer | None = None
-        self.needs_initial_checkpoint = False
 
     @property
     def writer(self) -> Writer:
@@ -70,19 +69,10 @@ class KeyedStateBackend:
         """Open the subtask's shards at its epoch, fencing older attempts.
 
         ``restore``: a committed checkpoint id, or ``"latest"``, restores exactly that state;
-        None is a fresh start, from the initial (empty) checkpoint. If the namespace has none
-        yet, ``needs_initial_checkpoint`` is set: the coordinator takes it before any write.
+        None is a fresh start from empty state, whatever the namespace held before.
         """
-        if restore is None:
-            try:
-                self._writer = self.client.open_writer(self.namespace, key_groups=self.key_groups, epoch=self.epoch,
-                                                       restore=INITIAL_CHECKPOINT_ID)
-            except NotFoundError:
-                self._writer = self.client.open_writer(self.namespace, key_groups=self.key_groups, epoch=self.epoch)
-                self.needs_initial_checkpoint = True
-        else:
-            self._writer = self.client.open_writer(self.namespace, key_groups=self.key_groups, epoch=self.epoch,
-                                                   restore=restore)
+        self._writer = self.client.open_writer(self.namespace, key_groups=self.key_groups, epoch=self.epoch,
+                                               restore="empty" if restore is None else restore)
         return self._writer
 
     # -- CheckpointedFunction / CheckpointListener -----------------------------------------
@@ -99,8 +89,6 @@ class KeyedStateBackend:
     def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
         """The checkpoint is committed: its uploads may be reused by the next one."""
         self.writer.notify_checkpoint_complete(checkpoint_id)
-        if checkpoint_id == INITIAL_CHECKPOINT_ID:
-            self.needs_initial_checkpoint = False
 
     def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
         """The checkpoint will never commit: the nodes drop its local copies and uploads."""
@@ -131,12 +119,10 @@ class CheckpointCoordinator:
         return checkpoint_id
 
     def initialize(self, subtasks: Sequence[KeyedStateBackend], restore: Restore = None) -> None:
-        """Open every subtask; a fresh start of a new namespace commits the initial checkpoint."""
+        """Open every subtask: from checkpoint ``restore`` (an id or "latest"), or empty (None)."""
         self._check_epochs(subtasks)
         for subtask in subtasks:
             subtask.initialize(restore)
-        if any(subtask.needs_initial_checkpoint for subtask in subtasks):
-            self.checkpoint(subtasks, checkpoint_id=INITIAL_CHECKPOINT_ID)
 
     def checkpoint(self, subtasks: Sequence[KeyedStateBackend], *, checkpoint_id: int | None = None) -> int:
         """A checkpoint with every subtask's barrier here and now; returns its id once committed."""

@@ -5,7 +5,7 @@ import grpc
 
 from stateserver.checkpointing import Checkpointing
 from stateserver.errors import Fenced, InvalidInput
-from stateserver.registry import ShardRegistry
+from stateserver.registry import ShardRegistry, check_epoch
 from stateserver.service import shard_id_of, translate_errors
 from stateserver.snapshot import SnapshotStatus
 from stateserver.v1 import checkpoint_pb2 as cpb
@@ -54,6 +54,8 @@ class CheckpointService(checkpoint_pb2_grpc.CheckpointServiceServicer):
     def _check_writers(self, request: cpb.CommitCheckpointRequest) -> None:
         """A stale writer cannot commit (invariant 5): each snapshot must come from the epoch
         the coordinator names, and no shard open here may have moved on to a newer one."""
+        for epoch in [*(w.epoch for w in request.writers), *(h.writer_epoch for h in request.shards)]:
+            check_epoch(epoch)
         epochs = {(w.key_group_start, w.key_group_end): w.epoch for w in request.writers}
         for handle in request.shards:
             named = epochs.get((handle.key_group_start, handle.key_group_end))

@@ -15,7 +15,6 @@ import dataclasses
 import datetime
 import logging
 import pathlib
-import shutil
 import threading
 import time
 import uuid
@@ -29,7 +28,7 @@ from stateserver.gc import RetentionMemo, collect_garbage, retire_checkpoints
 from stateserver.keygroups import KeyGroupRange
 from stateserver.objectstore import ObjectStore
 from stateserver.ownership import Ownership
-from stateserver.registry import Restorer
+from stateserver.registry import PreparedRestore, Restorer
 from stateserver.rocks import RocksResources
 from stateserver.shard import Shard, ShardId
 from stateserver.snapshot import ShardSnapshots, SnapshotStatus, UploadResult
@@ -183,10 +182,11 @@ def shard_key_groups(handle: cpb.ShardSnapshotHandle) -> KeyGroupRange:
 
 
 def restore_target(checkpointing: Checkpointing, source_checkpoint: int | str) -> Restorer:
-    """A restorer for the registry: builds the shard's directory from ``source_checkpoint``
-    (an id or "latest") beside the old one, then swaps it in."""
+    """A restorer for the registry: builds the shard's state from ``source_checkpoint`` (an id or
+    "latest") in a hidden ``.<range>.restoring-*`` directory beside the shard's. The registry
+    swaps it in only once the open cannot fail any more, and removes it otherwise."""
 
-    def restore(shard_id: ShardId, path: pathlib.Path) -> RestoreResult:
+    def restore(shard_id: ShardId, path: pathlib.Path) -> PreparedRestore:
         from stateserver.restore import restore_shard
 
         metadata = checkpointing.catalog.resolve(shard_id.namespace, source_checkpoint)
@@ -194,16 +194,11 @@ def restore_target(checkpointing: Checkpointing, source_checkpoint: int | str) -
         temporary = path.parent / f".{path.name}.restoring-{uuid.uuid4().hex[:8]}"
         result = restore_shard(checkpointing.store, metadata, shard_id.key_groups, temporary,
                                resources=checkpointing.resources, executor=checkpointing.file_executor)
-        if path.exists():
-            discarded = path.parent / f".{path.name}.replaced-{uuid.uuid4().hex[:8]}"
-            path.rename(discarded)
-            shutil.rmtree(discarded, ignore_errors=True)
-        temporary.rename(path)
         if checkpointing.observer is not None:
             checkpointing.observer.observe_restore(result.seconds, result.bytes_downloaded)
         log.info("shard restored", extra={"namespace": shard_id.namespace, "shard": str(shard_id),
                                           "checkpoint": metadata.checkpoint_id, "rescaled": result.rescaled,
                                           "bytes": result.bytes_downloaded})
-        return result
+        return PreparedRestore(directory=temporary, checkpoint_id=metadata.checkpoint_id, result=result)
 
     return restore

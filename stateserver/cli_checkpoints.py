@@ -24,6 +24,7 @@ import sys
 
 from tqdm import tqdm  # type: ignore[import-untyped]
 
+from stateserver import clean_close
 from stateserver.checkpoints import CheckpointCatalog
 from stateserver.cli_support import (
     Refused,
@@ -43,6 +44,7 @@ from stateserver.keygroups import KeyGroupRange
 from stateserver.limits import Limits
 from stateserver.registry import ShardRegistry, shard_directory
 from stateserver.restore import plan_restore, restore_shards
+from stateserver.server import NodeStartError, lock_data_dir
 from stateserver.rocks import RocksResources, RocksTuning
 from stateserver.shard import ShardId
 from stateserver.states import StateKind
@@ -178,17 +180,28 @@ def _restore(options: argparse.Namespace) -> int:
               else [KeyGroupRange(h.key_group_start, h.key_group_end) for h in metadata.shards])
     targets = [_Target(r, shard_directory(data_dir, ShardId(namespace, r))) for r in ranges]
     plans = [plan_restore(metadata, target.key_groups) for target in targets]  # InvalidInput before any I/O
-    _refuse_existing_shards(data_dir, namespace, targets)
-    resources = RocksResources(RocksTuning())
-    # The registry owns the data directory's layout: it writes namespace.json, or refuses a
-    # namespace that exists there with another number of key groups.
-    ShardRegistry(data_dir, resources, Limits()).create_namespace(namespace, metadata.max_key_groups)
-    total = sum(plan.download_bytes for plan in plans)
-    with concurrent.futures.ThreadPoolExecutor(options.parallelism, thread_name_prefix="restore") as executor, \
-            tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False,
-                 desc=f"restore {namespace} checkpoint {metadata.checkpoint_id}", disable=None) as bar:
-        results = restore_shards(store, metadata, [(t.key_groups, t.directory) for t in targets],
-                                 resources=resources, executor=executor, progress=bar.update)
+    try:
+        # Held while restoring: a node started meanwhile refuses the directory, as this refuses a node's.
+        lock = lock_data_dir(data_dir)
+    except NodeStartError as exc:
+        raise Refused(f"refusing to restore into {data_dir}: {exc}; stop the node first") from None
+    with lock:
+        _refuse_existing_shards(data_dir, namespace, targets)
+        resources = RocksResources(RocksTuning())
+        # The registry owns the data directory's layout: it writes namespace.json, or refuses a
+        # namespace that exists there with another number of key groups.
+        ShardRegistry(data_dir, resources, Limits()).create_namespace(namespace, metadata.max_key_groups)
+        total = sum(plan.download_bytes for plan in plans)
+        with concurrent.futures.ThreadPoolExecutor(options.parallelism, thread_name_prefix="restore") as executor, \
+                tqdm(total=total, unit="B", unit_scale=True, unit_divisor=1024, file=sys.stderr, leave=False,
+                     desc=f"restore {namespace} checkpoint {metadata.checkpoint_id}", disable=None) as bar:
+            results = restore_shards(store, metadata, [(t.key_groups, t.directory) for t in targets],
+                                     resources=resources, executor=executor, progress=bar.update)
+        for target in targets:
+            # Exactly the checkpoint, owned by nobody yet: the first writer may open it as it is.
+            clean_close.write(target.directory, clean_close.CleanClose(
+                namespace=namespace, key_groups=target.key_groups, epoch=None, owner_id=None,
+                restored_from=metadata.checkpoint_id))
     for target, result in zip(targets, results):
         how = "rescaled" if result.rescaled else "full"
         rate = result.bytes_downloaded / result.seconds if result.seconds > 0 else 0.0

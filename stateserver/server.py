@@ -130,7 +130,7 @@ class Node:
         self.config = config
         self.metrics = NodeMetrics()
         self.node_id = config.node_id or config.address
-        self._lock_file = _lock_data_dir(config.data_dir)
+        self._lock_file = lock_data_dir(config.data_dir)
         try:
             nodes = _cluster_nodes(config.nodes)
             resources = RocksResources(config.tuning)
@@ -258,7 +258,7 @@ def _listen(server: grpc.Server, address: str) -> int:
     return int(port)
 
 
-def _lock_data_dir(data_dir: pathlib.Path) -> IO[str]:
+def lock_data_dir(data_dir: pathlib.Path) -> IO[str]:
     """Hold ``<data_dir>/node.lock`` until the returned file is closed (or the process exits)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     file = open(data_dir / LOCK_FILE_NAME, "a+", encoding="utf-8")

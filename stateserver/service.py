@@ -18,7 +18,8 @@ from stateserver.metrics import NodeMetrics
 from stateserver.operations import Batch
 from stateserver.cluster import ClusterView
 from stateserver.keygroups import KeyGroupRange
-from stateserver.registry import Restorer, ShardRegistry
+from stateserver.ownership import StoreClaims
+from stateserver.registry import EMPTY, RESUME, OpenSource, Restorer, ShardRegistry, check_epoch
 from stateserver.shard import Shard, ShardId
 from stateserver.states import StateDescriptor
 from stateserver.storage_errors import resource_cause
@@ -51,6 +52,7 @@ Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
 def shard_id_of(ref: pb.ShardRef) -> ShardId:
+    check_epoch(ref.epoch)
     try:
         return ShardId(ref.namespace, KeyGroupRange(ref.key_group_start, ref.key_group_end))
     except ValueError as exc:
@@ -149,25 +151,28 @@ class StateService(state_pb2_grpc.StateServiceServicer):
         descriptors = [StateDescriptor.from_proto(s) for s in request.states]
         self.cluster.check_placement(f"{ref.namespace}/{ref.key_group_start}-{ref.key_group_end}",
                                      request.unavailable_nodes)
-        # Checked before the ownership record is written, so that bad input changes nothing.
+        # Everything is checked before anything changes: the registry claims ownership only
+        # once the request is valid and a restore is downloaded (invariant 11).
         key_groups = self.registry.key_groups_of(ref.namespace, ref.key_group_start, ref.key_group_end)
-        if self.checkpointing is not None:
-            self.checkpointing.ownership.claim(ref.namespace, key_groups, ref.epoch, self.node_id)
-        restorer = self._restorer(request.restore) if request.HasField("restore") else None
+        source = self._source(request.restore) if request.HasField("restore") else RESUME
+        claims = (StoreClaims(self.checkpointing.ownership, ref.namespace, key_groups, ref.epoch, self.node_id,
+                              request.owner_id) if self.checkpointing is not None else None)
         shard = self.registry.open_shard(ref.namespace, ref.key_group_start, ref.key_group_end, ref.epoch, descriptors,
-                                         restore=restorer)
+                                         source, owner_id=request.owner_id, claims=claims)
         states = [s.descriptor.to_proto() for s in shard.states.values()]
         return pb.OpenShardResponse(epoch=shard.epoch, states=states)
 
-    def _restorer(self, source: pb.RestoreSource) -> Restorer:
+    def _source(self, source: pb.RestoreSource) -> OpenSource:
+        kind = source.WhichOneof("source")
+        if kind == "empty" and source.empty:
+            return EMPTY
         if self.checkpointing is None:
             raise errors.InvalidInput("this node has no snapshot store to restore from")
-        kind = source.WhichOneof("source")
         if kind == "latest" and source.latest:
-            return _restore_target(self.checkpointing, "latest")
+            return OpenSource(restore=_restore_target(self.checkpointing, "latest"))
         if kind == "checkpoint_id" and source.checkpoint_id > 0:
-            return _restore_target(self.checkpointing, source.checkpoint_id)
-        raise errors.InvalidInput("a restore source names a checkpoint id (from 1) or latest")
+            return OpenSource(restore=_restore_target(self.checkpointing, source.checkpoint_id))
+        raise errors.InvalidInput("a restore source names a checkpoint id (from 1), latest, or empty")
 
     @translate_errors
     def DeclareStates(self, request: pb.DeclareStatesRequest, context: grpc.ServicerContext) -> pb.DeclareStatesResponse:

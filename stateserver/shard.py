@@ -138,6 +138,7 @@ class Shard:
         self._released = threading.Event()
         # Why RocksDB failed for want of a resource (it then refuses writes); None while healthy.
         self.broken: str | None = None
+        self.owner_id = ""  # the writer that opened it (OpenShardRequest.owner_id); set by the registry
 
     @contextlib.contextmanager
     def lease(self, *, writing: bool = False) -> Iterator[None]:
@@ -213,6 +214,26 @@ class Shard:
                 return 0
             stored = db.get_column_family(META_COLUMN_FAMILY).get(_EPOCH_KEY)
             return int(stored) if stored is not None else 0
+        finally:
+            db.close()
+
+    @staticmethod
+    def stored_states(path: pathlib.Path, resources: RocksResources) -> dict[str, StateDescriptor]:
+        """The states declared in a shard directory that is not open, by name."""
+        if not (path / "CURRENT").exists():
+            return {}  # no database (yet): nothing declared
+        if META_COLUMN_FAMILY not in rocksdict.Rdict.list_cf(str(path)):
+            return {}
+        db = resources.open_db(path, read_only=True)
+        try:
+            meta = db.get_column_family(META_COLUMN_FAMILY)
+            states = {}
+            for key, data in meta.items(from_key=_STATE_KEY_PREFIX):
+                if not key.startswith(_STATE_KEY_PREFIX):
+                    break
+                descriptor = StateDescriptor.from_json(data)
+                states[descriptor.name] = descriptor
+            return states
         finally:
             db.close()
 
@@ -375,14 +396,11 @@ class Shard:
 
     def declare_states(self, descriptors: Iterable[StateDescriptor]) -> None:
         with self.lease(), self.write_lock:
+            descriptors = list(descriptors)
+            check_compatible({name: state.descriptor for name, state in self.states.items()}, descriptors)
             for descriptor in descriptors:
                 existing = self.states.get(descriptor.name)
                 if existing is not None:
-                    if not existing.descriptor.compatible_with(descriptor):
-                        raise AlreadyExists(
-                            f"state {descriptor.name!r} exists as {_describe(existing.descriptor)}, "
-                            f"not {_describe(descriptor)}"
-                        )
                     if existing.descriptor == descriptor:
                         continue
                 self._meta.put(_STATE_KEY_PREFIX + descriptor.name.encode(), descriptor.to_json(), _synced())
@@ -448,6 +466,14 @@ def _synced() -> rocksdict.WriteOptions:
     options = rocksdict.WriteOptions()
     options.sync = True
     return options
+
+
+def check_compatible(existing: dict[str, StateDescriptor], requested: Iterable[StateDescriptor]) -> None:
+    """Raise AlreadyExists if a requested state exists with another kind or merge operator."""
+    for descriptor in requested:
+        stored = existing.get(descriptor.name)
+        if stored is not None and not stored.compatible_with(descriptor):
+            raise AlreadyExists(f"state {descriptor.name!r} exists as {_describe(stored)}, not {_describe(descriptor)}")
 
 
 def _describe(descriptor: StateDescriptor) -> str:

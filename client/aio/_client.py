@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import asyncio
+import uuid
 from collections.abc import Sequence
 
-from client._client import KeyGroups, _ranges, _restore_source
+from client._client import KeyGroups, Restore, _ranges, _restore_source
 from client._errors import InvalidArgumentError, StateServerError, UnavailableError
 from client._failure import WriterFailure
 from client.aio._connection import AsyncNodeConnection
@@ -91,28 +92,31 @@ class AsyncStateClient:
     # -- writers and checkpoints -----------------------------------------------------------
 
     async def open_writer(self, namespace: str, *, key_groups: KeyGroups, epoch: int,
-                          restore: int | str | None = None) -> AsyncWriter:
-        """Open one shard per key-group range as the writer at ``epoch``, fencing older writers;
-        ``restore`` (a checkpoint id or ``"latest"``) replaces their state with that checkpoint's."""
-        ranges = _ranges(key_groups)
-        if restore is not None:
-            _restore_source(restore)  # bad input is refused before any shard is opened
+                          restore: Restore = None) -> AsyncWriter:
+        """Open one shard per key-group range as the writer at ``epoch``, fencing older writers.
+
+        ``restore``, as for ``StateClient.open_writer``: a checkpoint id or ``"latest"`` gives
+        exactly that checkpoint's state, ``"empty"`` nothing; None resumes the shards as they are
+        where that is allowed, else raises ``RestoreRequiredError``."""
+        source = _restore_source(restore) if restore is not None else None  # bad input before any call
+        owner_id = uuid.uuid4().hex  # the same on every OpenShard of this writer
         max_key_groups = await self.max_key_groups(namespace)
         failure = WriterFailure()  # the writer's sessions fail together
-        sessions = await asyncio.gather(*(self._open_session(namespace, max_key_groups, key_group_range, epoch, restore,
-                                                             failure)
-                                          for key_group_range in ranges))
+        sessions = await asyncio.gather(*(self._open_session(namespace, max_key_groups, key_group_range, epoch, source,
+                                                             owner_id, failure)
+                                          for key_group_range in _ranges(key_groups)))
         return AsyncWriter(namespace=namespace, max_key_groups=max_key_groups, epoch=epoch, sessions=sessions,
-                           failure=failure)
+                           owner_id=owner_id, failure=failure)
 
     async def _open_session(self, namespace: str, max_key_groups: int, key_groups: KeyGroupRange, epoch: int,
-                            restore: int | str | None, failure: WriterFailure) -> AsyncShardSession:
+                            source: pb.RestoreSource | None, owner_id: str,
+                            failure: WriterFailure) -> AsyncShardSession:
         connection = self.connection(await self.node_for(f"{namespace}/{key_groups}"))
         session = AsyncShardSession(namespace=namespace, key_groups=key_groups, epoch=epoch, connection=connection,
                                     limits=self.limits, node_limits=await connection.node_limits(), failure=failure)
-        request = pb.OpenShardRequest(shard=session.ref, unavailable_nodes=sorted(self.unavailable))
-        if restore is not None:
-            request.restore.CopyFrom(_restore_source(restore))
+        request = pb.OpenShardRequest(shard=session.ref, unavailable_nodes=sorted(self.unavailable), owner_id=owner_id)
+        if source is not None:
+            request.restore.CopyFrom(source)
         # A node that joined after the namespace was created learns it here.
         await connection.call("CreateNamespace", pb.CreateNamespaceRequest(namespace=namespace,
                                                                             max_key_groups=max_key_groups))

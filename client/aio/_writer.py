@@ -21,9 +21,10 @@ class AsyncWriter(ShardRouter[AsyncShardSession]):
     ``SessionFailedError`` (chained to the failure) until the writer is reopened with a restore."""
 
     def __init__(self, *, namespace: str, max_key_groups: int, epoch: int,
-                 sessions: Sequence[AsyncShardSession], failure: WriterFailure | None = None) -> None:
+                 sessions: Sequence[AsyncShardSession], owner_id: str, failure: WriterFailure | None = None) -> None:
         self.namespace = namespace
         self.epoch = epoch
+        self.owner_id = owner_id  # sent on every OpenShard of this writer: the node knows a reconnect by it
         super().__init__(max_key_groups=max_key_groups, sessions=sessions,
                          failure=failure or (sessions[0].failure if sessions else WriterFailure()))
         self.states: dict[str, StateDescriptor] = {}

@@ -24,19 +24,19 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astateserver/v1/state.proto\x12\x0estateserver.v1\"p\n\x0fStateDescriptor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.stateserver.v1.StateKind\x12\x16\n\x0emerge_operator\x18\x03 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x04 \x01(\x04\"\\\n\x08ShardRef\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x17\n\x0fkey_group_start\x18\x02 \x01(\r\x12\x15\n\rkey_group_end\x18\x03 \x01(\r\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\"C\n\x16\x43reateNamespaceRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x16\n\x0emax_key_groups\x18\x02 \x01(\r\"B\n\x17\x43reateNamespaceResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12\x16\n\x0emax_key_groups\x18\x02 \x01(\r\"D\n\rRestoreSource\x12\x17\n\rcheckpoint_id\x18\x01 \x01(\x04H\x00\x12\x10\n\x06latest\x18\x02 \x01(\x08H\x00\x42\x08\n\x06source\"\xb7\x01\n\x10OpenShardRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12/\n\x06states\x18\x02 \x03(\x0b\x32\x1f.stateserver.v1.StateDescriptor\x12.\n\x07restore\x18\x03 \x01(\x0b\x32\x1d.stateserver.v1.RestoreSource\x12\x19\n\x11unavailable_nodes\x18\x04 \x03(\t\"S\n\x11OpenShardResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12/\n\x06states\x18\x02 \x03(\x0b\x32\x1f.stateserver.v1.StateDescriptor\"p\n\x14\x44\x65\x63lareStatesRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12/\n\x06states\x18\x02 \x03(\x0b\x32\x1f.stateserver.v1.StateDescriptor\"\x17\n\x15\x44\x65\x63lareStatesResponse\"<\n\x11\x43loseShardRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\"\x14\n\x12\x43loseShardResponse\"\xf7\x01\n\x11WriteBatchRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12\x0e\n\x06states\x18\x02 \x03(\t\x12\x0b\n\x03ops\x18\x03 \x01(\x0c\x12\x15\n\rstate_indexes\x18\x04 \x03(\r\x12\x0c\n\x04keys\x18\x05 \x01(\x0c\x12\x13\n\x0bkey_lengths\x18\x06 \x03(\r\x12\x0e\n\x06values\x18\x07 \x01(\x0c\x12\x15\n\rvalue_lengths\x18\x08 \x03(\r\x12\x10\n\x08map_keys\x18\t \x01(\x0c\x12\x17\n\x0fmap_key_lengths\x18\n \x03(\r\x12\x10\n\x08sequence\x18\x0b \x01(\x04\"%\n\x12WriteBatchResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\r\"\xbd\x01\n\x10ReadBatchRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12\x0e\n\x06states\x18\x02 \x03(\t\x12\x0b\n\x03ops\x18\x03 \x01(\x0c\x12\x15\n\rstate_indexes\x18\x04 \x03(\r\x12\x0c\n\x04keys\x18\x05 \x01(\x0c\x12\x13\n\x0bkey_lengths\x18\x06 \x03(\r\x12\x10\n\x08map_keys\x18\x07 \x01(\x0c\x12\x17\n\x0fmap_key_lengths\x18\x08 \x03(\r\"I\n\x11ReadBatchResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x0c\x12\x0e\n\x06values\x18\x02 \x01(\x0c\x12\x15\n\rvalue_lengths\x18\x03 \x03(\r\"\x8e\x01\n\x0eIterateRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x18\n\x0bstart_after\x18\x04 \x01(\x0cH\x00\x88\x01\x01\x12\r\n\x05limit\x18\x05 \x01(\rB\x0e\n\x0c_start_after\"y\n\x0fIterateResponse\x12\x12\n\nentry_keys\x18\x01 \x01(\x0c\x12\x19\n\x11\x65ntry_key_lengths\x18\x02 \x03(\r\x12\x0e\n\x06values\x18\x03 \x01(\x0c\x12\x15\n\rvalue_lengths\x18\x04 \x03(\r\x12\x10\n\x08has_more\x18\x05 \x01(\x08\"\x11\n\x0fNodeInfoRequest\"\x84\x01\n\x10NodeInfoResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bopen_shards\x18\x03 \x03(\t\x12\r\n\x05nodes\x18\x04 \x03(\t\x12*\n\x06limits\x18\x05 \x01(\x0b\x32\x1a.stateserver.v1.NodeLimits\"n\n\nNodeLimits\x12\x15\n\rmax_key_bytes\x18\x01 \x01(\x04\x12\x17\n\x0fmax_value_bytes\x18\x02 \x01(\x04\x12\x15\n\rmax_batch_ops\x18\x03 \x01(\x04\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x04*\x82\x01\n\tStateKind\x12\x1a\n\x16STATE_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10STATE_KIND_VALUE\x10\x01\x12\x13\n\x0fSTATE_KIND_LIST\x10\x02\x12\x12\n\x0eSTATE_KIND_MAP\x10\x03\x12\x1a\n\x16STATE_KIND_AGGREGATING\x10\x04*\xbb\x01\n\x07WriteOp\x12\x18\n\x14WRITE_OP_UNSPECIFIED\x10\x00\x12\x10\n\x0cWRITE_OP_PUT\x10\x01\x12\x13\n\x0fWRITE_OP_DELETE\x10\x02\x12\x12\n\x0eWRITE_OP_MERGE\x10\x03\x12\x18\n\x14WRITE_OP_LIST_APPEND\x10\x04\x12\x14\n\x10WRITE_OP_MAP_PUT\x10\x05\x12\x17\n\x13WRITE_OP_MAP_REMOVE\x10\x06\x12\x12\n\x0eWRITE_OP_CLEAR\x10\x07*w\n\x06ReadOp\x12\x17\n\x13READ_OP_UNSPECIFIED\x10\x00\x12\x0f\n\x0bREAD_OP_GET\x10\x01\x12\x14\n\x10READ_OP_GET_LIST\x10\x02\x12\x13\n\x0fREAD_OP_MAP_GET\x10\x03\x12\x18\n\x14READ_OP_MAP_CONTAINS\x10\x04\x32\xb9\x05\n\x0cStateService\x12\x62\n\x0f\x43reateNamespace\x12&.stateserver.v1.CreateNamespaceRequest\x1a\'.stateserver.v1.CreateNamespaceResponse\x12P\n\tOpenShard\x12 .stateserver.v1.OpenShardRequest\x1a!.stateserver.v1.OpenShardResponse\x12\\\n\rDeclareStates\x12$.stateserver.v1.DeclareStatesRequest\x1a%.stateserver.v1.DeclareStatesResponse\x12S\n\nCloseShard\x12!.stateserver.v1.CloseShardRequest\x1a\".stateserver.v1.CloseShardResponse\x12S\n\nWriteBatch\x12!.stateserver.v1.WriteBatchRequest\x1a\".stateserver.v1.WriteBatchResponse\x12P\n\tReadBatch\x12 .stateserver.v1.ReadBatchRequest\x1a!.stateserver.v1.ReadBatchResponse\x12J\n\x07Iterate\x12\x1e.stateserver.v1.IterateRequest\x1a\x1f.stateserver.v1.IterateResponse\x12M\n\x08NodeInfo\x12\x1f.stateserver.v1.NodeInfoRequest\x1a .stateserver.v1.NodeInfoResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1astateserver/v1/state.proto\x12\x0estateserver.v1\"p\n\x0fStateDescriptor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\'\n\x04kind\x18\x02 \x01(\x0e\x32\x19.stateserver.v1.StateKind\x12\x16\n\x0emerge_operator\x18\x03 \x01(\t\x12\x0e\n\x06ttl_ms\x18\x04 \x01(\x04\"\\\n\x08ShardRef\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x17\n\x0fkey_group_start\x18\x02 \x01(\r\x12\x15\n\rkey_group_end\x18\x03 \x01(\r\x12\r\n\x05\x65poch\x18\x04 \x01(\x04\"C\n\x16\x43reateNamespaceRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x16\n\x0emax_key_groups\x18\x02 \x01(\r\"B\n\x17\x43reateNamespaceResponse\x12\x0f\n\x07\x63reated\x18\x01 \x01(\x08\x12\x16\n\x0emax_key_groups\x18\x02 \x01(\r\"U\n\rRestoreSource\x12\x17\n\rcheckpoint_id\x18\x01 \x01(\x04H\x00\x12\x10\n\x06latest\x18\x02 \x01(\x08H\x00\x12\x0f\n\x05\x65mpty\x18\x03 \x01(\x08H\x00\x42\x08\n\x06source\"\xc9\x01\n\x10OpenShardRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12/\n\x06states\x18\x02 \x03(\x0b\x32\x1f.stateserver.v1.StateDescriptor\x12.\n\x07restore\x18\x03 \x01(\x0b\x32\x1d.stateserver.v1.RestoreSource\x12\x19\n\x11unavailable_nodes\x18\x04 \x03(\t\x12\x10\n\x08owner_id\x18\x05 \x01(\t\"S\n\x11OpenShardResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\x12/\n\x06states\x18\x02 \x03(\x0b\x32\x1f.stateserver.v1.StateDescriptor\"p\n\x14\x44\x65\x63lareStatesRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12/\n\x06states\x18\x02 \x03(\x0b\x32\x1f.stateserver.v1.StateDescriptor\"\x17\n\x15\x44\x65\x63lareStatesResponse\"<\n\x11\x43loseShardRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\"\x14\n\x12\x43loseShardResponse\"\xf7\x01\n\x11WriteBatchRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12\x0e\n\x06states\x18\x02 \x03(\t\x12\x0b\n\x03ops\x18\x03 \x01(\x0c\x12\x15\n\rstate_indexes\x18\x04 \x03(\r\x12\x0c\n\x04keys\x18\x05 \x01(\x0c\x12\x13\n\x0bkey_lengths\x18\x06 \x03(\r\x12\x0e\n\x06values\x18\x07 \x01(\x0c\x12\x15\n\rvalue_lengths\x18\x08 \x03(\r\x12\x10\n\x08map_keys\x18\t \x01(\x0c\x12\x17\n\x0fmap_key_lengths\x18\n \x03(\r\x12\x10\n\x08sequence\x18\x0b \x01(\x04\"%\n\x12WriteBatchResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\r\"\xbd\x01\n\x10ReadBatchRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12\x0e\n\x06states\x18\x02 \x03(\t\x12\x0b\n\x03ops\x18\x03 \x01(\x0c\x12\x15\n\rstate_indexes\x18\x04 \x03(\r\x12\x0c\n\x04keys\x18\x05 \x01(\x0c\x12\x13\n\x0bkey_lengths\x18\x06 \x03(\r\x12\x10\n\x08map_keys\x18\x07 \x01(\x0c\x12\x17\n\x0fmap_key_lengths\x18\x08 \x03(\r\"I\n\x11ReadBatchResponse\x12\r\n\x05\x66ound\x18\x01 \x01(\x0c\x12\x0e\n\x06values\x18\x02 \x01(\x0c\x12\x15\n\rvalue_lengths\x18\x03 \x03(\r\"\x8e\x01\n\x0eIterateRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12\r\n\x05state\x18\x02 \x01(\t\x12\x0b\n\x03key\x18\x03 \x01(\x0c\x12\x18\n\x0bstart_after\x18\x04 \x01(\x0cH\x00\x88\x01\x01\x12\r\n\x05limit\x18\x05 \x01(\rB\x0e\n\x0c_start_after\"y\n\x0fIterateResponse\x12\x12\n\nentry_keys\x18\x01 \x01(\x0c\x12\x19\n\x11\x65ntry_key_lengths\x18\x02 \x03(\r\x12\x0e\n\x06values\x18\x03 \x01(\x0c\x12\x15\n\rvalue_lengths\x18\x04 \x03(\r\x12\x10\n\x08has_more\x18\x05 \x01(\x08\"\x11\n\x0fNodeInfoRequest\"\x84\x01\n\x10NodeInfoResponse\x12\x0f\n\x07node_id\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x13\n\x0bopen_shards\x18\x03 \x03(\t\x12\r\n\x05nodes\x18\x04 \x03(\t\x12*\n\x06limits\x18\x05 \x01(\x0b\x32\x1a.stateserver.v1.NodeLimits\"n\n\nNodeLimits\x12\x15\n\rmax_key_bytes\x18\x01 \x01(\x04\x12\x17\n\x0fmax_value_bytes\x18\x02 \x01(\x04\x12\x15\n\rmax_batch_ops\x18\x03 \x01(\x04\x12\x19\n\x11max_message_bytes\x18\x04 \x01(\x04*\x82\x01\n\tStateKind\x12\x1a\n\x16STATE_KIND_UNSPECIFIED\x10\x00\x12\x14\n\x10STATE_KIND_VALUE\x10\x01\x12\x13\n\x0fSTATE_KIND_LIST\x10\x02\x12\x12\n\x0eSTATE_KIND_MAP\x10\x03\x12\x1a\n\x16STATE_KIND_AGGREGATING\x10\x04*\xbb\x01\n\x07WriteOp\x12\x18\n\x14WRITE_OP_UNSPECIFIED\x10\x00\x12\x10\n\x0cWRITE_OP_PUT\x10\x01\x12\x13\n\x0fWRITE_OP_DELETE\x10\x02\x12\x12\n\x0eWRITE_OP_MERGE\x10\x03\x12\x18\n\x14WRITE_OP_LIST_APPEND\x10\x04\x12\x14\n\x10WRITE_OP_MAP_PUT\x10\x05\x12\x17\n\x13WRITE_OP_MAP_REMOVE\x10\x06\x12\x12\n\x0eWRITE_OP_CLEAR\x10\x07*w\n\x06ReadOp\x12\x17\n\x13READ_OP_UNSPECIFIED\x10\x00\x12\x0f\n\x0bREAD_OP_GET\x10\x01\x12\x14\n\x10READ_OP_GET_LIST\x10\x02\x12\x13\n\x0fREAD_OP_MAP_GET\x10\x03\x12\x18\n\x14READ_OP_MAP_CONTAINS\x10\x04\x32\xb9\x05\n\x0cStateService\x12\x62\n\x0f\x43reateNamespace\x12&.stateserver.v1.CreateNamespaceRequest\x1a\'.stateserver.v1.CreateNamespaceResponse\x12P\n\tOpenShard\x12 .stateserver.v1.OpenShardRequest\x1a!.stateserver.v1.OpenShardResponse\x12\\\n\rDeclareStates\x12$.stateserver.v1.DeclareStatesRequest\x1a%.stateserver.v1.DeclareStatesResponse\x12S\n\nCloseShard\x12!.stateserver.v1.CloseShardRequest\x1a\".stateserver.v1.CloseShardResponse\x12S\n\nWriteBatch\x12!.stateserver.v1.WriteBatchRequest\x1a\".stateserver.v1.WriteBatchResponse\x12P\n\tReadBatch\x12 .stateserver.v1.ReadBatchRequest\x1a!.stateserver.v1.ReadBatchResponse\x12J\n\x07Iterate\x12\x1e.stateserver.v1.IterateRequest\x1a\x1f.stateserver.v1.IterateResponse\x12M\n\x08NodeInfo\x12\x1f.stateserver.v1.NodeInfoRequest\x1a .stateserver.v1.NodeInfoResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stateserver.v1.state_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_STATEKIND']._serialized_start=2046
-  _globals['_STATEKIND']._serialized_end=2176
-  _globals['_WRITEOP']._serialized_start=2179
-  _globals['_WRITEOP']._serialized_end=2366
-  _globals['_READOP']._serialized_start=2368
-  _globals['_READOP']._serialized_end=2487
+  _globals['_STATEKIND']._serialized_start=2081
+  _globals['_STATEKIND']._serialized_end=2211
+  _globals['_WRITEOP']._serialized_start=2214
+  _globals['_WRITEOP']._serialized_end=2401
+  _globals['_READOP']._serialized_start=2403
+  _globals['_READOP']._serialized_end=2522
   _globals['_STATEDESCRIPTOR']._serialized_start=46
   _globals['_STATEDESCRIPTOR']._serialized_end=158
   _globals['_SHARDREF']._serialized_start=160
@@ -46,37 +46,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATENAMESPACERESPONSE']._serialized_start=323
   _globals['_CREATENAMESPACERESPONSE']._serialized_end=389
   _globals['_RESTORESOURCE']._serialized_start=391
-  _globals['_RESTORESOURCE']._serialized_end=459
-  _globals['_OPENSHARDREQUEST']._serialized_start=462
-  _globals['_OPENSHARDREQUEST']._serialized_end=645
-  _globals['_OPENSHARDRESPONSE']._serialized_start=647
-  _globals['_OPENSHARDRESPONSE']._serialized_end=730
-  _globals['_DECLARESTATESREQUEST']._serialized_start=732
-  _globals['_DECLARESTATESREQUEST']._serialized_end=844
-  _globals['_DECLARESTATESRESPONSE']._serialized_start=846
-  _globals['_DECLARESTATESRESPONSE']._serialized_end=869
-  _globals['_CLOSESHARDREQUEST']._serialized_start=871
-  _globals['_CLOSESHARDREQUEST']._serialized_end=931
-  _globals['_CLOSESHARDRESPONSE']._serialized_start=933
-  _globals['_CLOSESHARDRESPONSE']._serialized_end=953
-  _globals['_WRITEBATCHREQUEST']._serialized_start=956
-  _globals['_WRITEBATCHREQUEST']._serialized_end=1203
-  _globals['_WRITEBATCHRESPONSE']._serialized_start=1205
-  _globals['_WRITEBATCHRESPONSE']._serialized_end=1242
-  _globals['_READBATCHREQUEST']._serialized_start=1245
-  _globals['_READBATCHREQUEST']._serialized_end=1434
-  _globals['_READBATCHRESPONSE']._serialized_start=1436
-  _globals['_READBATCHRESPONSE']._serialized_end=1509
-  _globals['_ITERATEREQUEST']._serialized_start=1512
-  _globals['_ITERATEREQUEST']._serialized_end=1654
-  _globals['_ITERATERESPONSE']._serialized_start=1656
-  _globals['_ITERATERESPONSE']._serialized_end=1777
-  _globals['_NODEINFOREQUEST']._serialized_start=1779
-  _globals['_NODEINFOREQUEST']._serialized_end=1796
-  _globals['_NODEINFORESPONSE']._serialized_start=1799
-  _globals['_NODEINFORESPONSE']._serialized_end=1931
-  _globals['_NODELIMITS']._serialized_start=1933
-  _globals['_NODELIMITS']._serialized_end=2043
-  _globals['_STATESERVICE']._serialized_start=2490
-  _globals['_STATESERVICE']._serialized_end=3187
+  _globals['_RESTORESOURCE']._serialized_end=476
+  _globals['_OPENSHARDREQUEST']._serialized_start=479
+  _globals['_OPENSHARDREQUEST']._serialized_end=680
+  _globals['_OPENSHARDRESPONSE']._serialized_start=682
+  _globals['_OPENSHARDRESPONSE']._serialized_end=765
+  _globals['_DECLARESTATESREQUEST']._serialized_start=767
+  _globals['_DECLARESTATESREQUEST']._serialized_end=879
+  _globals['_DECLARESTATESRESPONSE']._serialized_start=881
+  _globals['_DECLARESTATESRESPONSE']._serialized_end=904
+  _globals['_CLOSESHARDREQUEST']._serialized_start=906
+  _globals['_CLOSESHARDREQUEST']._serialized_end=966
+  _globals['_CLOSESHARDRESPONSE']._serialized_start=968
+  _globals['_CLOSESHARDRESPONSE']._serialized_end=988
+  _globals['_WRITEBATCHREQUEST']._serialized_start=991
+  _globals['_WRITEBATCHREQUEST']._serialized_end=1238
+  _globals['_WRITEBATCHRESPONSE']._serialized_start=1240
+  _globals['_WRITEBATCHRESPONSE']._serialized_end=1277
+  _globals['_READBATCHREQUEST']._serialized_start=1280
+  _globals['_READBATCHREQUEST']._serialized_end=1469
+  _globals['_READBATCHRESPONSE']._serialized_start=1471
+  _globals['_READBATCHRESPONSE']._serialized_end=1544
+  _globals['_ITERATEREQUEST']._serialized_start=1547
+  _globals['_ITERATEREQUEST']._serialized_end=1689
+  _globals['_ITERATERESPONSE']._serialized_start=1691
+  _globals['_ITERATERESPONSE']._serialized_end=1812
+  _globals['_NODEINFOREQUEST']._serialized_start=1814
+  _globals['_NODEINFOREQUEST']._serialized_end=1831
+  _globals['_NODEINFORESPONSE']._serialized_start=1834
+  _globals['_NODEINFORESPONSE']._serialized_end=1966
+  _globals['_NODELIMITS']._serialized_start=1968
+  _globals['_NODELIMITS']._serialized_end=2078
+  _globals['_STATESERVICE']._serialized_start=2525
+  _globals['_STATESERVICE']._serialized_end=3222
 # @@protoc_insertion_point(module_scope)

@@ -149,7 +149,10 @@ Global___StateDescriptor: _TypeAlias = StateDescriptor  # noqa: Y015
 
 @_typing.final
 class ShardRef(_message.Message):
-    """Identifies a shard and the writer's epoch. Key-group bounds are inclusive."""
+    """Identifies a shard and the writer's epoch. Key-group bounds are inclusive.
+    Epochs run from 0 to MAX_EPOCH = 2**32 - 1 (client.checkpointing numbers checkpoint ids
+    epoch * 2**32 + n); a request carrying a larger epoch is INVALID_ARGUMENT and changes nothing.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -230,19 +233,25 @@ class RestoreSource(_message.Message):
 
     CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
     LATEST_FIELD_NUMBER: _builtins.int
+    EMPTY_FIELD_NUMBER: _builtins.int
     checkpoint_id: _builtins.int
     latest: _builtins.bool
+    empty: _builtins.bool
+    """Start from empty state, discarding what this node holds for these key groups
+    (older owners' copies; their open shards are closed as a newer epoch closes them).
+    """
     def __init__(
         self,
         *,
         checkpoint_id: _builtins.int = ...,
         latest: _builtins.bool = ...,
+        empty: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "latest", b"latest", "source", b"source"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "empty", b"empty", "latest", b"latest", "source", b"source"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "latest", b"latest", "source", b"source"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "empty", b"empty", "latest", b"latest", "source", b"source"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["checkpoint_id", "latest"]  # noqa: Y015
+    _WhichOneofReturnType_source: _TypeAlias = _typing.Literal["checkpoint_id", "latest", "empty"]  # noqa: Y015
     _WhichOneofArgType_source: _TypeAlias = _typing.Literal["source", b"source"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_source) -> _WhichOneofReturnType_source | None: ...
 
@@ -256,6 +265,12 @@ class OpenShardRequest(_message.Message):
     STATES_FIELD_NUMBER: _builtins.int
     RESTORE_FIELD_NUMBER: _builtins.int
     UNAVAILABLE_NODES_FIELD_NUMBER: _builtins.int
+    OWNER_ID_FIELD_NUMBER: _builtins.int
+    owner_id: _builtins.str
+    """Who the writer is, the same on every OpenShard of one writer (clients use a random
+    uuid per writer). A second owner at the same epoch is refused (FAILED_PRECONDITION,
+    "fenced"), on this node or any other that shares the snapshot store.
+    """
     @_builtins.property
     def shard(self) -> Global___ShardRef: ...
     @_builtins.property
@@ -264,7 +279,10 @@ class OpenShardRequest(_message.Message):
     def restore(self) -> Global___RestoreSource:
         """Replace the shard's local state with a committed checkpoint's (checkpoint.proto),
         restoring exactly this shard's key groups from every snapshot shard that overlaps them
-        (rescaling); unset keeps what the node has on disk.
+        (rescaling), or with empty state. Unset resumes the writer's own shard: allowed when it
+        is open here at this epoch for this owner_id (a reconnect), when its directory was closed
+        gracefully by this owner at this epoch, or when nobody ever owned these key groups;
+        anything else is FAILED_PRECONDITION with reason "restore-required".
         """
 
     @_builtins.property
@@ -280,10 +298,11 @@ class OpenShardRequest(_message.Message):
         states: _abc.Iterable[Global___StateDescriptor] | None = ...,
         restore: Global___RestoreSource | None = ...,
         unavailable_nodes: _abc.Iterable[_builtins.str] | None = ...,
+        owner_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["restore", b"restore", "shard", b"shard"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["restore", b"restore", "shard", b"shard", "states", b"states", "unavailable_nodes", b"unavailable_nodes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["owner_id", b"owner_id", "restore", b"restore", "shard", b"shard", "states", b"states", "unavailable_nodes", b"unavailable_nodes"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -20,6 +20,13 @@ async def _open(client: AsyncStateClient, namespace: str, epoch: int = 1, **kwar
     return await client.open_writer(namespace, key_groups=SHARDS, epoch=epoch, **kwargs)  # type: ignore[arg-type]
 
 
+async def _commit(client: AsyncStateClient, writer: AsyncWriter, checkpoint_id: int) -> None:
+    await writer.snapshot(checkpoint_id)
+    handles = await writer.await_snapshot(checkpoint_id)
+    await client.commit_checkpoint(writer.namespace, checkpoint_id, handles, writers=[writer])
+    await writer.notify_checkpoint_complete(checkpoint_id)
+
+
 def test_concurrent_requests_keep_per_key_order_and_final_values(node: NodeProcess, namespace: str) -> None:
     coroutines, steps, hot_keys = 1000, 12, 200
     observed_regressions: list[str] = []
@@ -52,6 +59,7 @@ def test_concurrent_requests_keep_per_key_order_and_final_values(node: NodeProce
             owns = await latest.get_many([f"own{i}" for i in range(coroutines)])
             reads = sum(s.read_batches for s in writer.sessions)
             assert max(s.outstanding.peak for s in writer.sessions) <= client.limits.max_outstanding
+            await _commit(client, writer, 1)
             await writer.close()
             return final, owns, reads, coroutines * steps * 2
 
@@ -61,9 +69,9 @@ def test_concurrent_requests_keep_per_key_order_and_final_values(node: NodeProce
     assert owns == [steps - 1] * coroutines
     assert read_batches < reads / 20  # coalesced: many reads per ReadBatch
 
-    # What the node stores, through the sync client at a newer epoch.
+    # What the node stored, through the sync client at a newer epoch restoring it.
     with StateClient(node.address) as sync_client:
-        writer = sync_client.open_writer(namespace, key_groups=SHARDS, epoch=2)
+        writer = sync_client.open_writer(namespace, key_groups=SHARDS, epoch=2, restore="latest")
         counts = writer.aggregating_state("counts", merge_operator="sum_int64")
         assert dict(zip(final, counts.get_many(list(final)))) == final
 
@@ -140,8 +148,8 @@ def test_a_newer_writer_fences_the_asyncio_writer(node: NodeProcess, namespace: 
             old = await _open(client, namespace, epoch=1)
             counts = await old.aggregating_state("counts", merge_operator="sum_int64")
             await counts.merge("a", 1)
-            await old.flush()
-            new = await _open(client, namespace, epoch=2)
+            await _commit(client, old, 1)
+            new = await _open(client, namespace, epoch=2, restore="latest")
             new_counts = await new.aggregating_state("counts", merge_operator="sum_int64")
             await counts.merge("a", 100)
             with pytest.raises(FencedError):

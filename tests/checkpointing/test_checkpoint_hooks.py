@@ -4,6 +4,7 @@ without a crash ends; and a stale attempt that cannot commit."""
 from __future__ import annotations
 
 import random
+import time
 from collections import Counter
 from pathlib import Path
 from types import ModuleType
@@ -11,7 +12,6 @@ from types import ModuleType
 import pytest
 
 from client import (
-    INITIAL_CHECKPOINT_ID,
     CheckpointCoordinator,
     FencedError,
     InvalidArgumentError,
@@ -22,7 +22,9 @@ from client import (
     key_group_for,
     ranges_for_parallelism,
 )
-from support.node import start_node, unique_namespace
+from stateserver.checkpoints import CheckpointCatalog
+from stateserver.objectstore import open_store
+from support.node import NodeProcess, start_node, unique_namespace
 
 EVENTS = 3000
 CHECKPOINT_EVERY = 400
@@ -68,18 +70,22 @@ def test_operator_restores_after_its_node_is_killed_and_restarted(
     assert counts == dict(Counter(events))
 
 
-def test_a_crash_before_the_first_checkpoint_restores_the_empty_initial_one(
+def test_a_crash_before_the_first_checkpoint_starts_again_from_nothing(
         node, namespace: str, events: list[str], operator: ModuleType) -> None:
     with StateClient(node.address, timeout=20, batch_ops=50) as client:
         with pytest.raises(operator.Crash):
             operator.run_operator(client, namespace, events, epoch=1, restore=None,
                                   checkpoint_every=CHECKPOINT_EVERY, crash_after=CHECKPOINT_EVERY - 7)
-        # A fresh start again (the engine kept no checkpoint id) restores the initial checkpoint ...
+        # A fresh start again (the engine kept no checkpoint id) starts from empty state ...
         with pytest.raises(operator.Crash):
             operator.run_operator(client, namespace, events, epoch=2, restore=None,
                                   checkpoint_every=CHECKPOINT_EVERY, crash_after=CHECKPOINT_EVERY // 2)
-        # ... and so does "latest" while no other checkpoint is committed.
-        counts = operator.run_operator(client, namespace, events, epoch=3, restore="latest",
+        # ... there is no checkpoint to restore ...
+        with pytest.raises(NotFoundError):
+            operator.run_operator(client, namespace, events, epoch=3, restore="latest",
+                                  checkpoint_every=CHECKPOINT_EVERY)
+        # ... and the next fresh start counts every event once.
+        counts = operator.run_operator(client, namespace, events, epoch=4, restore=None,
                                        checkpoint_every=CHECKPOINT_EVERY)
     assert counts == dict(Counter(events))
 
@@ -163,16 +169,39 @@ def test_a_failed_commit_aborts_and_the_next_checkpoint_commits(client: StateCli
     assert _total(restored, ["a", "b", "c"]) == 15
 
 
-def test_fresh_start_commits_the_initial_checkpoint_once(client: StateClient, namespace: str) -> None:
+def test_a_fresh_start_is_empty_whatever_was_written_before(client: StateClient, namespace: str) -> None:
     first = _subtasks(client, namespace, 1)
     CheckpointCoordinator(client, namespace, epoch=1).initialize(first)
-    assert not any(subtask.needs_initial_checkpoint for subtask in first)
+    assert _total(first, ["x"]) == 0
     _merge_all(first, ["x"], 3)
     first[0].writer.flush()
     first[1].writer.flush()
     again = _subtasks(client, namespace, 2)
     CheckpointCoordinator(client, namespace, epoch=2).initialize(again, restore=None)
     assert _total(again, ["x"]) == 0
-    by_id = _subtasks(client, namespace, 3)
-    CheckpointCoordinator(client, namespace, epoch=3).initialize(by_id, restore=INITIAL_CHECKPOINT_ID)
-    assert _total(by_id, ["x"]) == 0
+
+
+@pytest.mark.timeout(120)
+def test_a_fresh_start_after_retention_retired_the_first_checkpoint_is_empty(
+        node: NodeProcess, client: StateClient, namespace: str) -> None:
+    """Issue 11 defect 3: a fresh start used to restore checkpoint 1, which retention deletes
+    after three more commits; it then fell back to the nodes' copies and read the old job's
+    values (fails on the old code: the total is 4 x 3, not 0)."""
+    first = _subtasks(client, namespace, 1)
+    coordinator = CheckpointCoordinator(client, namespace, epoch=1)
+    coordinator.initialize(first)
+    committed = []
+    for _ in range(4):
+        _merge_all(first, ["x"], 3)
+        committed.append(coordinator.checkpoint(first))
+    catalog = CheckpointCatalog(open_store((node.data_dir / "snapshots").resolve().as_uri()))
+    deadline = time.monotonic() + 30
+    while catalog.committed_ids(namespace)[:1] != [committed[1]]:  # retention keeps the last 3
+        assert time.monotonic() < deadline, catalog.committed_ids(namespace)
+        time.sleep(0.1)
+    fresh = _subtasks(client, namespace, 2)
+    CheckpointCoordinator(client, namespace, epoch=2).initialize(fresh, restore=None)
+    assert _total(fresh, ["x"]) == 0
+    restored = _subtasks(client, namespace, 3)
+    CheckpointCoordinator(client, namespace, epoch=3).initialize(restored, restore="latest")
+    assert _total(restored, ["x"]) == 4 * 3

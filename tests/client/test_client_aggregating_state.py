@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from client import InvalidArgumentError, StateClient, Writer
+from support.checkpoints import commit
 
 INT64_MAX = (1 << 63) - 1
 INT64_MIN = -(1 << 63)
@@ -102,10 +103,11 @@ def test_a_new_writer_reads_the_flushed_aggregate(node_address: str, writer: Wri
     state = writer.aggregating_state("agg", merge_operator=operator)
     for operand in (3, -2, 8):
         state.merge("k", operand)
-    writer.flush()
+    with StateClient(node_address) as coordinator:
+        commit(coordinator, writer, 1)
     expected = {"sum_int64": 9, "max_int64": 8, "min_int64": -2, "list_append": [3, -2, 8]}[operator]
     with StateClient(node_address) as other:
-        second = other.open_writer(namespace, key_groups="0-127", epoch=2)
+        second = other.open_writer(namespace, key_groups="0-127", epoch=2, restore="latest")
         assert second.aggregating_state("agg", merge_operator=operator).get("k") == expected
 
 

@@ -7,19 +7,21 @@ import grpc
 import pytest
 
 from client import FencedError, StateClient, StateServerError, Writer
+from support.checkpoints import commit
 
 
 @pytest.fixture
 def two_writers(node_address: str, namespace: str) -> Iterator[tuple[Writer, Writer]]:
-    """Writer A at epoch 1 with flushed state, then writer B (another process) at epoch 2."""
+    """Writer A at epoch 1 with state in checkpoint 1, then writer B (another process) at epoch 2,
+    restored from it (a new writer never takes another's local copy as it is: invariant 8)."""
     with StateClient(node_address) as client_a, StateClient(node_address) as client_b:
         a = client_a.open_writer(namespace, key_groups="0-127", epoch=1)
         a.value_state("v").put_many({"k1": "a1", "k2": "a2"})
         a.list_state("l").add_all("k", ["a"])
         a.map_state("m").put("k", "mk", "a")
         a.aggregating_state("s", merge_operator="sum_int64").merge("k", 1)
-        a.flush()
-        b = client_b.open_writer(namespace, key_groups="0-127", epoch=2)
+        commit(client_a, a, 1)
+        b = client_b.open_writer(namespace, key_groups="0-127", epoch=2, restore="latest")
         yield a, b
 
 
@@ -109,7 +111,7 @@ def test_a_third_writer_fences_the_second(node_address: str, namespace: str,
     _a, b = two_writers
     b_values = b.value_state("v")
     with StateClient(node_address) as client_c:
-        c = client_c.open_writer(namespace, key_groups="0-127", epoch=7)
+        c = client_c.open_writer(namespace, key_groups="0-127", epoch=7, restore="latest")
         b_values.put("k1", "from-b")
         with pytest.raises(FencedError):
             b.flush()

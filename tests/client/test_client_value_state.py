@@ -6,6 +6,7 @@ import pytest
 from client import BYTES, JSON, StateClient, Writer
 from stateserver.operations import ReadOp
 from stateserver.v1 import state_pb2_grpc
+from support.checkpoints import commit
 from support.node import read_request, read_values, shard_ref
 
 
@@ -80,9 +81,10 @@ def test_a_new_writer_at_a_higher_epoch_reads_what_an_earlier_writer_flushed(
         state = first.value_state("v")
         state.put_many({f"k{i}": {"i": i} for i in range(300)})
         state.delete("k7")
-    # The with block flushed and closed the shard; a new process (a new client) takes over.
+        commit(client, first, 1)
+    # The with block closed the shard; a new process (a new client) takes over from checkpoint 1.
     with StateClient(node_address) as other_client:
-        second = other_client.open_writer(namespace, key_groups="0-127", epoch=2)
+        second = other_client.open_writer(namespace, key_groups="0-127", epoch=2, restore="latest")
         again = second.value_state("v")
         assert again.get_many([f"k{i}" for i in range(300)]) == [None if i == 7 else {"i": i} for i in range(300)]
         again.put("k1", "changed")
@@ -95,10 +97,11 @@ def test_a_new_writer_takes_over_an_open_shard_and_sees_flushed_state(
 ) -> None:
     state = writer.value_state("v")
     state.put("flushed", 1)
-    writer.flush()
+    with StateClient(node_address) as coordinator:
+        commit(coordinator, writer, 1)
     state.put("never-flushed", 2)  # still in the first writer's buffer when it is fenced
     with StateClient(node_address) as other_client:
-        second = other_client.open_writer(namespace, key_groups="0-127", epoch=5)
+        second = other_client.open_writer(namespace, key_groups="0-127", epoch=5, restore="latest")
         taken_over = second.value_state("v")
         assert taken_over.get_many(["flushed", "never-flushed"]) == [1, None]
 

@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from client import BYTES, StateClient
+from client import BYTES, StateClient, Writer
 from lifecycle_node import serve
 
 WRITERS = 4  # one shard each, so that batches are in flight most of the time
@@ -27,12 +27,13 @@ class WriteLoad(threading.Thread):
         self.acknowledged: dict[str, bytes] = {}
         self.rounds = 0
         self.error: BaseException | None = None
+        self.writer: Writer | None = None
 
     def run(self) -> None:
         try:
             with StateClient(self.address, batch_ops=500, timeout=20) as client:
                 client.create_namespace(self.namespace, max_key_groups=128)
-                writer = client.open_writer(self.namespace, key_groups="0-127", epoch=1)
+                writer = self.writer = client.open_writer(self.namespace, key_groups="0-127", epoch=1)
                 state = writer.value_state("v", value_serializer=BYTES)
                 while True:
                     batch = {f"r{self.rounds}-k{i}": f"{self.rounds}:{i}".encode() * 4 for i in range(ROUND_KEYS)}
@@ -75,7 +76,8 @@ def test_acknowledged_writes_survive_sigterm_and_restart(tmp_path: Path) -> None
             for load in loads:
                 acknowledged = dict(load.acknowledged)
                 assert len(acknowledged) >= 2 * ROUND_KEYS
-                writer = client.open_writer(load.namespace, key_groups="0-127", epoch=2)
+                assert load.writer is not None
+                writer = client.reopen(load.writer)  # each writer resumes the shard the stop closed cleanly
                 state = writer.value_state("v", value_serializer=BYTES)
                 keys = list(acknowledged)
                 assert state.get_many(keys) == [acknowledged[key] for key in keys], load.namespace

@@ -1,5 +1,6 @@
 """A node stopped gracefully (SIGTERM) and started again on the same data directory serves the
-flushed state. The write-ahead log is off by default: the graceful close flushes memtables."""
+flushed state to the writer that owned it. The write-ahead log is off by default: the graceful
+close flushes memtables and records that each shard directory is whole (clean_close)."""
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -7,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from client import FencedError, StateClient
+from client import FencedError, RestoreRequiredError, StateClient, Writer
 from support.node import NodeProcess
 
 
-def write_everything(address: str, namespace: str) -> None:
+def write_everything(address: str, namespace: str) -> Writer:
     with StateClient(address) as client:
         client.create_namespace(namespace, max_key_groups=128)
         writer = client.open_writer(namespace, key_groups=["0-63", "64-127"], epoch=3)
@@ -22,13 +23,14 @@ def write_everything(address: str, namespace: str) -> None:
         writer.aggregating_state("s", merge_operator="sum_int64").merge("k", -42)
         writer.aggregating_state("h", merge_operator="list_append").merge("k", "x")
         writer.flush()  # acknowledged, but the writer does not close its shards
+        return writer
 
 
 @pytest.mark.timeout(120)
 def test_flushed_state_survives_a_graceful_restart(fresh_node: Callable[..., NodeProcess], tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
     first = fresh_node(data_dir)
-    write_everything(first.address, "restarted")
+    writer = write_everything(first.address, "restarted")
     assert first.stop() == 0  # SIGTERM: drained and exited cleanly
     assert not first.is_alive()
 
@@ -36,10 +38,13 @@ def test_flushed_state_survives_a_graceful_restart(fresh_node: Callable[..., Nod
     assert second.is_serving()
     with StateClient(second.address) as client:
         assert client.max_key_groups("restarted") == 128
-        # The stored epoch survived too: the old writer's epoch is still fenced.
+        # The stored epoch survived too: an older epoch is still fenced.
         with pytest.raises(FencedError):
             client.open_writer("restarted", key_groups="0-63", epoch=2)
-        writer = client.open_writer("restarted", key_groups=["0-63", "64-127"], epoch=4)
+        # Another writer never gets the owner's local copy as it is; it must restore.
+        with pytest.raises(RestoreRequiredError):
+            client.open_writer("restarted", key_groups=["0-63", "64-127"], epoch=4)
+        client.reopen(writer)  # the owner resumes its own shards
         values = writer.value_state("v")
         assert values.get_many([f"k{i}" for i in range(500)]) == [None] + list(range(1, 500))
         events = writer.list_state("l")
@@ -56,7 +61,7 @@ def test_flushed_state_survives_a_graceful_restart(fresh_node: Callable[..., Nod
     assert second.stop() == 0
     third = fresh_node(data_dir)
     with StateClient(third.address) as client:
-        writer = client.open_writer("restarted", key_groups=["0-63", "64-127"], epoch=5)
+        client.reopen(writer)
         assert writer.list_state("l").get("k") == list(range(51))
 
 

@@ -11,7 +11,7 @@ import pytest
 from restore.state_builder import small_resources
 from stateserver.errors import Fenced
 from stateserver.limits import Limits
-from stateserver.registry import ShardRegistry
+from stateserver.registry import OpenSource, PreparedRestore, ShardRegistry
 from stateserver.shard import ShardId
 
 WAIT_S = 10.0
@@ -25,11 +25,17 @@ class GatedRestorer:
         self.entered: list[ShardId] = []
         self.inside = threading.Semaphore(0)
 
-    def __call__(self, shard_id: ShardId, path: pathlib.Path) -> None:
+    def __call__(self, shard_id: ShardId, path: pathlib.Path) -> PreparedRestore:
         self.entered.append(shard_id)
         self.inside.release()
         assert self.gate.wait(WAIT_S), "the test never opened the gate"
-        path.mkdir(parents=True, exist_ok=True)
+        building = path.parent / f".{path.name}.restoring-test"
+        building.mkdir(parents=True, exist_ok=True)
+        return PreparedRestore(directory=building, checkpoint_id=1, result=None)
+
+    @property
+    def source(self) -> OpenSource:
+        return OpenSource(restore=self)
 
 
 @pytest.fixture
@@ -42,8 +48,8 @@ def registry(tmp_path: pathlib.Path) -> ShardRegistry:
 def test_restores_of_different_shards_run_together_and_do_not_block_scrapes(registry: ShardRegistry) -> None:
     restorer = GatedRestorer()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        first = pool.submit(registry.open_shard, "ns", 0, 7, 1, [], restorer)
-        second = pool.submit(registry.open_shard, "ns", 8, 15, 1, [], restorer)
+        first = pool.submit(registry.open_shard, "ns", 0, 7, 1, [], restorer.source)
+        second = pool.submit(registry.open_shard, "ns", 8, 15, 1, [], restorer.source)
         for _ in range(2):  # both are inside their restore at once
             assert restorer.inside.acquire(timeout=WAIT_S)
         assert registry.open_shards() == []  # a scrape is answered meanwhile
@@ -57,7 +63,7 @@ def test_restores_of_different_shards_run_together_and_do_not_block_scrapes(regi
 def test_an_overlapping_open_waits_for_the_restore_and_a_stale_one_is_fenced(registry: ShardRegistry) -> None:
     restorer = GatedRestorer()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        restoring = pool.submit(registry.open_shard, "ns", 0, 15, 2, [], restorer)
+        restoring = pool.submit(registry.open_shard, "ns", 0, 15, 2, [], restorer.source)
         assert restorer.inside.acquire(timeout=WAIT_S)
         stale = pool.submit(registry.open_shard, "ns", 0, 7, 1, [])
         assert not stale.done()  # waits: its key groups are being restored
@@ -73,7 +79,7 @@ def test_an_overlapping_open_waits_for_the_restore_and_a_stale_one_is_fenced(reg
 def test_close_all_waits_for_a_shard_being_restored_and_closes_it(registry: ShardRegistry) -> None:
     restorer = GatedRestorer()
     with concurrent.futures.ThreadPoolExecutor(2) as pool:
-        restoring = pool.submit(registry.open_shard, "ns", 0, 15, 1, [], restorer)
+        restoring = pool.submit(registry.open_shard, "ns", 0, 15, 1, [], restorer.source)
         assert restorer.inside.acquire(timeout=WAIT_S)
         closing = pool.submit(registry.close_all)
         assert not closing.done()
@@ -84,11 +90,11 @@ def test_close_all_waits_for_a_shard_being_restored_and_closes_it(registry: Shar
 
 
 def test_a_failed_restore_leaves_no_shard_and_releases_its_key_groups(registry: ShardRegistry) -> None:
-    def failing(shard_id: ShardId, path: pathlib.Path) -> None:
+    def failing(shard_id: ShardId, path: pathlib.Path) -> PreparedRestore:
         raise OSError("the store went away")
 
     with pytest.raises(OSError):
-        registry.open_shard("ns", 0, 15, 1, [], failing)  # type: ignore[arg-type]
+        registry.open_shard("ns", 0, 15, 1, [], OpenSource(restore=failing))
     assert registry.open_shards() == []
     assert registry.open_shard("ns", 0, 7, 1, []).epoch == 1  # not waiting for the failed one
     assert registry.close_all() == 0
