@@ -392,7 +392,7 @@ def _close_cleanly(shard: Shard) -> None:
     if shard.closed:
         return  # closed by a take-over or a failure: its directory is not vouched for
     shard.close()
-    if shard.broken is not None or shard.session.failure is not None:
+    if shard.broken is not None or shard.session.failure:
         return  # lost writes (a failed flush) or a failed session: only a restore may serve it again
     clean_close.write(shard.path, clean_close.CleanClose(namespace=shard.id.namespace, key_groups=shard.key_groups,
                                                          epoch=shard.epoch, owner_id=shard.owner_id))

@@ -14,9 +14,10 @@ from typing import Any
 import grpc
 import pytest
 
-from client import BYTES, StateClient, StateServerError
+from client import BYTES, RestoreRequiredError, StateClient, StateServerError
 from stateserver import shard_writes
 from stateserver.server import Node, NodeConfig, NodeStartError
+from support.shard_dirs import stored_values
 
 APPLY_SECONDS = 1.0
 
@@ -85,12 +86,17 @@ def test_stop_closes_shards_after_the_batch_in_flight(tmp_path: Path, slow_batch
     else:  # cancelled by gRPC after the grace period: the client was told it failed
         assert isinstance(outcome["flush"], StateServerError)
 
+    # Applied before the close in both cases, so flushed to disk by it.
+    assert stored_values(tmp_path / "data", "ns", "v") == {b"in-flight": b"value"}
     restarted = start_node(tmp_path / "data", drain_seconds)
     try:
         with StateClient(restarted.address, timeout=10) as client:
-            client.reopen(writer)  # the same writer resumes the shard the stop closed cleanly
-            # Applied before the close in both cases, so flushed to disk by it.
-            assert writer.value_state("v", value_serializer=BYTES).get("in-flight") == b"value"
+            if outcome["flush"] == "acknowledged":
+                client.reopen(writer)  # the same writer resumes the shard the stop closed cleanly
+                assert writer.value_state("v", value_serializer=BYTES).get("in-flight") == b"value"
+            else:  # its batch was cut: the session failed, and only a restore brings it back
+                with pytest.raises(RestoreRequiredError):
+                    client.reopen(writer)
     finally:
         restarted.stop()
 

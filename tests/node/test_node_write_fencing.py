@@ -53,7 +53,7 @@ def test_fenced_unsequenced_writes_never_land_after_a_newer_epoch_opened(
         # Let old batches queue up on the shard, then open at epoch 2 and write the marker at once.
         stub.WriteBatch(write_request(old, "v", [WriteOp.PUT], [KEY], [b"start"]), timeout=30)
         new = shard_ref(namespace, (0, 127), 2)
-        stub.OpenShard(pb.OpenShardRequest(shard=new, states=STATES), timeout=30)
+        stub.OpenShard(pb.OpenShardRequest(shard=new, states=STATES, restore=pb.RestoreSource(empty=True)), timeout=30)
         at_open = read_values(stub, read_request(new, "v", ReadOp.GET, [KEY]))[0]
     finally:
         stop.set()
