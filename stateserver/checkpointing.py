@@ -159,10 +159,18 @@ class Checkpointing:
         except Exception:  # retention is housekeeping: the next commit tries again
             log.exception("retention failed", extra={"namespace": namespace})
 
-    def restored(self, shard: Shard, result: RestoreResult) -> None:
-        """Registry callback: a full restore's files are committed uploads the shard may reuse."""
+    def restored(self, shard: Shard, result: RestoreResult | None) -> None:
+        """Registry callback for a shard that starts a new lineage of files.
+
+        A full restore's files are committed uploads the shard may reuse. An empty or new shard,
+        and a rescaled one, reuse nothing: RocksDB numbers files afresh in every lineage, so an
+        earlier incarnation's ``000025.sst`` is another file than this one's (the fault suite's
+        seed 21 restored a MANIFEST naming a foreign SST of the same name and size).
+        """
         snapshots = self.snapshots_of(shard)
-        if result.reusable_handle is None:
+        if result is None:
+            snapshots.start_lineage()
+        elif result.reusable_handle is None:
             snapshots.forget_reusable()
         else:
             snapshots.seed(result.reusable_handle)

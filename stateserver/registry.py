@@ -115,7 +115,8 @@ class ShardRegistry:
         # holds up neither other shards' opens nor scrapes; opens overlapping one of them wait for it.
         self._building: set[ShardId] = set()
         self._built = threading.Condition(self._lock)
-        # Told about every shard opened from a checkpoint, with the restorer's result.
+        # Told about every shard that starts a new lineage of files: opened from a checkpoint (with
+        # the restorer's result), empty or new (None). A resumed shard keeps its lineage.
         self.on_restored: Callable[[Shard, Any], None] | None = None
         for swept in sweep_leftovers(data_dir):
             log.info("removed what a crash left", extra={"path": str(swept)})
@@ -226,8 +227,8 @@ class ShardRegistry:
             clean_close.sync_directory(path.parent)
         shard = self._new_shard(shard_id, max_key_groups, path)
         shard.reset_epoch(epoch)  # a restored epoch record is the old writer's, not this one's
-        if prepared is not None and self.on_restored is not None:
-            self.on_restored(shard, prepared.result)
+        if self.on_restored is not None:  # a new lineage of files: nothing uploaded before is reusable as such
+            self.on_restored(shard, prepared.result if prepared is not None else None)
         return self._serve(shard, epoch, owner_id, descriptors,
                            "restored" if prepared is not None else "empty")
 
@@ -259,6 +260,8 @@ class ShardRegistry:
         claims.claim(record.restored_from if record is not None else None)
         shard = self._new_shard(shard_id, max_key_groups, path)
         clean_close.remove(path)  # from now on the directory changes: dirty until closed cleanly
+        if record is None and self.on_restored is not None:
+            self.on_restored(shard, None)  # a new shard: whatever an earlier incarnation uploaded is not its
         return self._serve(shard, epoch, owner_id, descriptors, "resumed" if record is not None else "new")
 
     def _new_shard(self, shard_id: ShardId, max_key_groups: int, path: pathlib.Path) -> Shard:

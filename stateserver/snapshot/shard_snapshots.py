@@ -74,6 +74,11 @@ class ShardSnapshots:
         with self._lock:
             self._confirmed = {}
 
+    def start_lineage(self) -> None:
+        """An empty or new shard: nothing was uploaded or confirmed for its files yet."""
+        with self._lock:
+            self._confirmed, self._confirmed_id = {}, 0
+
     def seed(self, handle: cpb.ShardSnapshotHandle) -> None:
         """After a restore from ``handle``, its files are committed uploads of this shard's files."""
         with self._lock:

@@ -41,17 +41,11 @@ def files_of(store: ObjectStore, namespace: str, checkpoint_id: int) -> set[str]
     return {f.object_key for h in metadata.shards for f in (*h.shared_files, *h.private_files)}
 
 
-def ensure_restored_from(store: ObjectStore, namespace: str, epoch: int, checkpoint_id: int) -> None:
-    """The ownership records of the reopened shards say which checkpoint they restored.
-
-    The open path (fix-open) writes ``restored_from`` into the record it creates; a record without
-    it (the older format) is given it here, in exactly that format, so this test is about GC.
-    """
+def assert_restored_from(store: ObjectStore, namespace: str, epoch: int, checkpoint_id: int) -> None:
+    """The ownership records of the reopened shards say which checkpoint they restored: what GC keeps."""
     for text in RANGES:
-        key = paths.owner_record(namespace, KeyGroupRange.parse(text), epoch)
-        record = json.loads(store.get(key))
-        if "restored_from" not in record:
-            store.put(key, json.dumps({**record, "restored_from": checkpoint_id}).encode())
+        record = json.loads(store.get(paths.owner_record(namespace, KeyGroupRange.parse(text), epoch)))
+        assert record["restored_from"] == checkpoint_id
 
 
 def test_gc_after_a_rollback_keeps_what_the_restored_owner_reuses_and_the_next_commit_restores(
@@ -75,7 +69,7 @@ def test_gc_after_a_rollback_keeps_what_the_restored_owner_reuses_and_the_next_c
         assert catalog.committed_ids(namespace) == list(range(1, 22))
 
         rolled_back = client.open_writer(namespace, key_groups=RANGES, epoch=2, restore=10)
-        ensure_restored_from(store, namespace, 2, 10)
+        assert_restored_from(store, namespace, 2, 10)
         reused = files_of(store, namespace, 10) - files_of(store, namespace, 20) - files_of(store, namespace, 21)
         assert reused, "checkpoint 10 must have files that the retained checkpoints do not name"
 

@@ -21,7 +21,7 @@ from fault.stored_state import read_data_dir
 from stateserver import paths
 from stateserver.checkpoints import CheckpointCatalog
 from stateserver.errors import NotFound
-from stateserver.gc import _keys_named
+from stateserver.retention import keys_named
 
 
 def checkpoint_problems(cluster: FaultCluster, namespace: str, model: Model, checkpoint_id: int,
@@ -87,7 +87,7 @@ def store_problems_after_gc(cluster: FaultCluster, namespace: str) -> tuple[list
     referenced: set[str] = set()
     for checkpoint_id in catalog.committed_ids(namespace):
         metadata = catalog.load(namespace, checkpoint_id)
-        referenced |= _keys_named(metadata)
+        referenced |= keys_named(metadata)
         bad = catalog.verify(metadata)
         if bad:
             problems.append(f"after gc, checkpoint {checkpoint_id} misses or has damaged objects: "

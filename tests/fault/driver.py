@@ -39,7 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from client import StateClient, StateServerError, Writer
-from client.checkpointing import INITIAL_CHECKPOINT_ID, CheckpointCoordinator, KeyedStateBackend, first_checkpoint_id
+from client.checkpointing import first_checkpoint_id
 from fault import checks
 from fault.cluster import FaultCluster, start_cli
 from fault.model import STATES, Model, Op, fenced_op, random_op
@@ -93,21 +93,8 @@ def store_for_seed(seed: int) -> str:
 
 
 def fresh_start(client: StateClient, namespace: str, ranges: list[list[str]], epoch: int) -> list[Writer]:
-    """Open the job's shards empty, whatever the namespace held before (a new job on it).
-
-    Today the client offers this through ``client.checkpointing`` (``initialize(restore=None)``,
-    which restores the initial empty checkpoint 1, committing it first in a new namespace).
-    When ``open_writer(restore="empty")`` lands, this function uses it instead; nothing else
-    in the suite depends on which.
-    """
-    try:
-        return [client.open_writer(namespace, key_groups=r, epoch=epoch, restore="empty") for r in ranges]
-    except ValueError:
-        pass  # this client has no restore="empty" yet
-    subtasks = [KeyedStateBackend(client, namespace, key_groups=r, epoch=epoch, await_timeout=JOB_TIMEOUT_S)
-                for r in ranges]
-    CheckpointCoordinator(client, namespace, epoch=epoch).initialize(subtasks, restore=None)
-    return [subtask.writer for subtask in subtasks]
+    """Open the job's shards empty, whatever the namespace held before (a new job on it)."""
+    return [client.open_writer(namespace, key_groups=r, epoch=epoch, restore="empty") for r in ranges]
 
 
 def state_handles(writer: Writer) -> dict[str, Any]:
@@ -503,7 +490,6 @@ class Trial:
     # -- starting and recovering ----------------------------------------------------------------
 
     def _fresh(self, client: StateClient, epoch: int) -> list[Writer]:
-        self.model.expect_empty_checkpoint(INITIAL_CHECKPOINT_ID)
         writers = fresh_start(client, self.namespace, self.ranges, epoch)
         self.model.reset_to(None)
         return writers

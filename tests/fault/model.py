@@ -158,9 +158,6 @@ class Model:
     def snapshot_taken(self, checkpoint_id: int) -> None:
         self.checkpoints[checkpoint_id] = copy.deepcopy(self.live)
 
-    def expect_empty_checkpoint(self, checkpoint_id: int) -> None:
-        self.checkpoints.setdefault(checkpoint_id, {})
-
     def reset_to(self, checkpoint_id: int | None) -> None:
         """After a restore of ``checkpoint_id`` (None: a fresh, empty start)."""
         self.live = {} if checkpoint_id is None else copy.deepcopy(self.checkpoints[checkpoint_id])
