@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
 from client._client import StateClient
+from client._errors import ShardNotOpenError
 from client._writer import Writer
 from client.checkpointing import CheckpointCoordinator, KeyedStateBackend
 from stateserver.keygroups import ranges_for_parallelism
@@ -89,7 +90,7 @@ class StateServerBackend(Generic[H]):
     def checkpoint(self) -> int:
         """Snapshot, wait until durable, commit: the id Bytewax keeps as the step's snapshot."""
         if self._subtask is None or self._coordinator is None:
-            raise RuntimeError("open() the backend first")
+            raise ShardNotOpenError("open() the backend first")
         checkpoint_id = self._coordinator.checkpoint([self._subtask])
         self.checkpoints.append(checkpoint_id)
         return checkpoint_id

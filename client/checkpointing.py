@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Literal
 
 from client._client import KeyGroups, StateClient, _ranges
-from client._errors import FencedError, StateServerError
+from client._errors import FencedError, InvalidArgumentError, ShardNotOpenError, StateServerError
 from client._writer import Writer
 from stateserver.v1 import checkpoint_pb2 as cpb
 
@@ -43,7 +43,7 @@ Restore = int | Literal["latest"] | None
 def first_checkpoint_id(epoch: int) -> int:
     """The first checkpoint id of the attempt at ``epoch`` (ids of later attempts are higher)."""
     if not 0 < epoch < _IDS_PER_EPOCH:
-        raise ValueError(f"epochs run from 1 to {_IDS_PER_EPOCH - 1}, not {epoch}")
+        raise InvalidArgumentError(f"epochs run from 1 to {_IDS_PER_EPOCH - 1}, not {epoch}")
     return epoch * _IDS_PER_EPOCH + 1
 
 
@@ -62,7 +62,7 @@ class KeyedStateBackend:
     @property
     def writer(self) -> Writer:
         if self._writer is None:
-            raise RuntimeError("initialize() the backend before using its state")
+            raise ShardNotOpenError("initialize() the backend before using its state")
         return self._writer
 
     def initialize(self, restore: Restore = None) -> Writer:

@@ -9,6 +9,7 @@ import time
 
 import pytest
 
+from client import KeyedStateBackend, first_checkpoint_id
 from client import (
     BYTES, InvalidArgumentError, NotFoundError, SessionFailedError, StateClient, StateServerError, Writer,
 )
@@ -132,6 +133,8 @@ def test_client_errors_are_state_server_errors(client: StateClient, namespace: s
         lambda: writer.value_state("v").put("k", object()),
         lambda: writer.aggregating_state("sum", merge_operator="sum_int64").merge("k", 1 << 64),
         lambda: writer.value_state("s").put(3, "a key that is not a str"),
+        lambda: first_checkpoint_id(0),
+        lambda: KeyedStateBackend(client, namespace, key_groups="0-127", epoch=3).writer,
     ]
     for call in failing:
         with pytest.raises(StateServerError):
