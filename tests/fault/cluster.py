@@ -3,7 +3,9 @@
 Three fault-injecting nodes (``support.fault_node``) that know each other, on one snapshot store
 (a ``file://`` directory or a SeaweedFS prefix). Trials use distinct namespaces, so the nodes and
 the store are started once per session; a node is restarted (on its own data directory and port)
-only when a fault killed it.
+only when a fault killed it. On ``file://`` the nodes log their writes and fsyncs
+(``support.power_loss``), so that ``power_loss`` can take from the store what a node did not make
+durable before it is restarted.
 """
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ from stateserver.objectstore import ObjectStore, RetryingObjectStore, open_store
 from support.fault_node import launch_fault_node, wait_serving
 from support.fault_store import count_events, write_control
 from support.node import NodeProcess, free_loopback_port
+from support.power_loss import PowerLoss, apply_power_loss, log_size
 
 NODES = 3
 RETAINED_CHECKPOINTS = 2
@@ -43,6 +46,11 @@ class StoreTarget:
     def open(self) -> ObjectStore:
         return RetryingObjectStore(open_store(self.url, options=self.options or None))
 
+    @property
+    def root(self) -> Path | None:
+        """The directory of a ``file://`` store (None for S3)."""
+        return Path(self.url.removeprefix("file://")) if self.kind == "file" else None
+
 
 class FaultCluster:
     def __init__(self, root: Path, target: StoreTarget) -> None:
@@ -52,6 +60,9 @@ class FaultCluster:
         self.control_path = root / "faults.json"
         self.ports = [free_loopback_port() for _ in range(NODES)]
         self.nodes: dict[str, NodeProcess] = {}
+        self.power_log = root / "power.log" if target.root is not None else None
+        # Where the power log stood when each node was launched: its events come after.
+        self._log_offsets: dict[str, int] = {}
         self.store = target.open()
         self._generation = 0
         self._restarts = 0
@@ -64,8 +75,12 @@ class FaultCluster:
     def _launch(self, address: str) -> NodeProcess:
         port = int(address.rsplit(":", 1)[1])
         self._restarts += 1
+        power = None
+        if self.power_log is not None and self.target.root is not None:
+            self._log_offsets[address] = log_size(self.power_log)
+            power = (self.power_log, self.target.root)
         return launch_fault_node(self.root / f"node-{port}", port=port, control_path=self.control_path,
-                                 log_label=f"-{self._restarts}",
+                                 log_label=f"-{self._restarts}", power_log=power,
                                  extra_args=[*self.target.cli_args, "--nodes", ",".join(self.addresses),
                                              "--retained-checkpoints", str(RETAINED_CHECKPOINTS),
                                              "--upload-threads", "4", "--worker-threads", "8"])
@@ -77,6 +92,17 @@ class FaultCluster:
 
     def kill(self, address: str) -> None:
         self.nodes[address].kill()
+
+    def power_loss(self, address: str) -> PowerLoss | None:
+        """SIGKILL the node and lose what it wrote to the store and did not make durable (file://
+        only; on S3 a plain kill, and None). The caller restarts it."""
+        node = self.nodes[address]
+        alive = node.is_alive()
+        node.kill()
+        if self.power_log is None or self.target.root is None or not alive:
+            return None
+        return apply_power_loss(self.power_log, self.target.root, node.pid,
+                                offset=self._log_offsets.get(address, 0))
 
     def dead(self) -> list[str]:
         return [address for address, node in self.nodes.items() if not node.is_alive()]

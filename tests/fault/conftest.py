@@ -4,6 +4,7 @@
     --fault-base-seed B    the first seed (default 1)
     --fault-seed S         run only seed S: the replay of one trial
     --fault-summary PATH   write a markdown summary (trials, faults by kind, failures) to PATH
+    --fault-trace          print every trial's trace, passing ones too (with -s)
 """
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--fault-base-seed", type=int, default=1, help="the first trial's seed (default 1)")
     group.addoption("--fault-seed", type=int, default=None, help="run only this seed (replay a failed trial)")
     group.addoption("--fault-summary", default=None, help="write a markdown summary of the trials to this file")
+    group.addoption("--fault-trace", action="store_true", help="print every trial's trace (with -s)")
 
 
 def trial_seeds(config: pytest.Config) -> list[int]:
@@ -87,7 +89,14 @@ def fault_clusters(request: pytest.FixtureRequest, tmp_path_factory: pytest.Temp
 
 @pytest.fixture
 def record_trial(request: pytest.FixtureRequest) -> collections.abc.Callable[[TrialResult], None]:
-    return request.config.stash[_RESULTS].append
+    results = request.config.stash[_RESULTS]
+    trace = request.config.getoption("fault_trace", default=False)
+
+    def record(result: TrialResult) -> None:
+        results.append(result)
+        if trace:
+            print(f"\nseed {result.seed} ({result.store}, {result.seconds:.1f}s):", *result.trace, sep="\n  ")
+    return record
 
 
 def pytest_sessionfinish(session: pytest.Session) -> None:

@@ -9,14 +9,27 @@ the checkpoints, and the faults, injected at random points:
                      its uploads run, around and after the commit; the node restarts on its data dir
     kill:idle        SIGKILL after a flush; the job then resumes its shards without a restore (it
                      knows exactly what it wrote) or restores as usual
+    power:upload / power:commit / power:after_commit
+                     a power loss of a node (``file://`` only; on S3 a plain kill): SIGKILL, then the
+                     store loses what that node wrote since its start and did not fsync (data,
+                     names, directories: ``support.power_loss``); a commit the job was told of
+                     must still be there (or a later one), and every committed checkpoint restores
     store:<mode>     object-store errors, outages (beyond the node's retries), timeouts, lost
                      answers, slow calls, at the node's store boundary (support.fault_store)
     competitor:older / :equal / :newer
                      a writer of an earlier attempt, a second owner at the job's epoch, a newer
                      attempt; their writes carry a marker and must never reach a committed checkpoint
-    gc               ``stateserver gc`` as a subprocess while the job runs (the nodes' own
-                     retention runs after every commit: ``--retained-checkpoints 2``)
+    gc               ``stateserver gc --retain 1..3`` as a subprocess while the job runs (the nodes'
+                     own retention runs after every commit: ``--retained-checkpoints 2``); with
+                     ``--min-age 0`` it runs between two steps (finished before the job goes on:
+                     with no minimum age, gc racing a commit may take what it names, by contract),
+                     with the default minimum age also in the background
     rollback         the job restarts from an older committed checkpoint
+    rollback_gc      the window of defect 2: checkpoints with many writes until a compaction retired
+                     an SST of the checkpoint before the latest; a rollback to that one; ``gc
+                     --retain 1`` (min age 0 or the default) finished; then a checkpoint. The gc must
+                     keep the checkpoint the job restored (its owners may reuse its files), the
+                     commit must not be refused for missing files, and it must restore exactly
     fresh_start      a new job on the same namespace, from empty state
 
 On any StateServerError the job recovers as a stream engine would: a new, higher epoch, every
@@ -38,7 +51,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from client import StateClient, StateServerError, Writer
+from client import InvalidArgumentError, StateClient, StateServerError, Writer
 from client.checkpointing import first_checkpoint_id
 from fault import checks
 from fault.cluster import FaultCluster, start_cli
@@ -53,12 +66,15 @@ JOB_TIMEOUT_S = 15.0
 COMPETITOR_TIMEOUT_S = 5.0
 
 KILL_PHASES = ("writes", "sync", "upload", "commit", "after_commit", "idle")
+POWER_PHASES = ("upload", "commit", "after_commit")
+CHURN_ROUNDS = 6  # rollback_gc: at most this many checkpoints to wait for a compaction
 STORE_MODES = ("errors", "outage", "timeouts", "lost_answers", "slow")
 FAULT_WEIGHTS: dict[str, float] = {
     **{f"kill:{phase}": 1.0 for phase in KILL_PHASES},
+    "power:upload": 1.0, "power:commit": 1.0, "power:after_commit": 2.5,
     **{f"store:{mode}": 1.0 for mode in STORE_MODES},
     "competitor:older": 1.0, "competitor:equal": 1.0, "competitor:newer": 1.0,
-    "gc": 1.5, "rollback": 1.0, "fresh_start": 1.0,
+    "gc": 1.5, "rollback": 1.0, "rollback_gc": 1.5, "fresh_start": 1.0,
 }
 
 
@@ -170,6 +186,7 @@ class Trial:
         self.zombies: list[Attempt] = []
         self.store_rules: list[dict[str, object]] = []
         self.gc_runs: list[Any] = []
+        self.restored_from: int | None = None  # the checkpoint the job's last (re)start restored
         self.started = time.monotonic()
 
     # -- set-up ----------------------------------------------------------------------------
@@ -253,9 +270,13 @@ class Trial:
             self._read_check()
         elif step == "checkpoint":
             self._checkpoint()
-        elif step.startswith("kill:"):
-            self.result.faults[step] += 1
-            self._kill(step.split(":", 1)[1])
+        elif step.startswith(("kill:", "power:")):
+            phase = step.split(":", 1)[1]
+            # On file:// a power loss (explicit, or half of the kills where it can lose a write); on S3 a kill.
+            power = self.cluster.target.kind == "file" and phase in POWER_PHASES and (
+                step.startswith("power:") or self.rng.random() < 0.5)
+            self.result.faults[f"{'power' if power else 'kill'}:{phase}"] += 1
+            self._kill(phase, power=power)
         elif step.startswith("store:"):
             self._store_faults(step.split(":", 1)[1])
         elif step.startswith("competitor:"):
@@ -264,25 +285,99 @@ class Trial:
         elif step == "gc":
             self.result.faults[step] += 1
             retain = self.rng.randint(1, 3)
-            run = start_cli("gc", *self.cluster.target.cli_args, "--namespace", self.namespace, "--retain", str(retain))
-            self.gc_runs.append(run)
-            if self.rng.random() < 0.5:  # an operator's gc that finishes between two checkpoints
-                run.wait(timeout=120)
-                self.note(f"  stateserver gc --retain {retain} done")
+            min_age = self.rng.choice(["0", None])
+            run = self._start_gc(retain, min_age)
+            # An operator's gc that finishes between two checkpoints; with no minimum age always, since
+            # a gc that may delete any uncommitted upload must not race a commit (its contract).
+            if min_age is not None or self.rng.random() < 0.5:
+                self._finish_gc(run)
             else:
+                self.gc_runs.append(run)
                 self.note(f"  stateserver gc --retain {retain} in the background")
+        elif step == "rollback_gc":
+            self.result.faults[step] += 1
+            self._rollback_gc()
         elif step == "rollback":
             committed = self.catalog.committed_ids(self.namespace)
             if len(committed) < 2:
                 self.note("  nothing older to roll back to")
                 return
             self.result.faults[step] += 1
-            self._recover("rollback", restore=self.rng.choice(committed[:-1]))
+            target = self.rng.choice(committed[:-1])
+            self._recover("rollback", restore=target)
+            if self.rng.random() < 0.5 and self.restored_from == target:  # gc before the owners commit
+                self._gc_after_rollback(target, retain=self.rng.randint(1, 2))
         elif step == "fresh_start":
             self.result.faults[step] += 1
             self._recover("fresh start", restore=None)
         else:
             raise AssertionError(step)
+
+    def _start_gc(self, retain: int, min_age: str | None) -> Any:
+        self.note(f"  stateserver gc --retain {retain}{f' --min-age {min_age}' if min_age else ''}")
+        return start_cli("gc", *self.cluster.target.cli_args, "--namespace", self.namespace, "--retain", str(retain),
+                         *(["--min-age", min_age] if min_age is not None else []))
+
+    def _finish_gc(self, run: Any) -> None:
+        output, _ = run.communicate(timeout=120)
+        if run.returncode != 0:
+            raise TrialFailure(f"stateserver gc failed with exit code {run.returncode}: {output.strip()[-400:]}")
+        self.note(f"  gc done: {output.strip().splitlines()[-1][:200] if output.strip() else ''}")
+
+    def _shared_files(self, checkpoint_id: int) -> set[str]:
+        metadata = self.catalog.load(self.namespace, checkpoint_id)
+        return {f.object_key for h in metadata.shards for f in h.shared_files}
+
+    def _gc_after_rollback(self, target: int, retain: int) -> None:
+        """A finished gc right after a rollback to ``target``: it must keep ``target`` (the restored_from pin)."""
+        for run in self.gc_runs:  # a background run planned before the rollback may not know the pin
+            self._finish_gc(run)
+        self.gc_runs = []
+        self.result.faults["gc_after_rollback"] += 1
+        self._finish_gc(self._start_gc(retain, self.rng.choice(["0", None])))
+        if target not in self.catalog.committed_ids(self.namespace):
+            raise TrialFailure(f"stateserver gc --retain {retain} retired checkpoint {target}, which the job's current "
+                               "owners restored from and have not committed past (the restored_from pin): "
+                               "the files only it names were theirs to reuse")
+
+    def _rollback_gc(self) -> None:
+        """Defect 2's window: roll back to a checkpoint whose SSTs the latest no longer names, let gc
+        expire it before the rolled-back owners commit, and hold the commit and the gc to account."""
+        assert self.job is not None
+        for run in self.gc_runs:  # nothing else may touch the store in this window
+            self._finish_gc(run)
+        self.gc_runs = []
+        if self.store_rules:
+            self.store_rules = []
+            self.cluster.set_faults(self.seed, [])
+        for _ in range(CHURN_ROUNDS):
+            committed = self.catalog.committed_ids(self.namespace)
+            if len(committed) >= 2 and self._shared_files(committed[-2]) - self._shared_files(committed[-1]):
+                break
+            self._write(self.rng.randint(60, 120))
+            self._checkpoint(check_probability=0.0)
+        committed = self.catalog.committed_ids(self.namespace)
+        if len(committed) < 2:
+            self.note("  nothing older to roll back to")
+            return
+        target = committed[-2]
+        only_there = self._shared_files(target) - self._shared_files(committed[-1])
+        self.note(f"  checkpoint {target} has {len(only_there)} SSTs that {committed[-1]} does not name")
+        self._recover("rollback before gc", restore=target)
+        if self.restored_from != target:
+            self.note(f"  the rollback restored {self.restored_from}, not {target}")
+            return
+        self._gc_after_rollback(target, retain=1)
+        self._write(self.rng.randint(5, 20))
+        try:
+            checkpoint_id = self._checkpoint(check_probability=0.0)
+        except InvalidArgumentError as exc:
+            raise TrialFailure(f"after a rollback to checkpoint {target} and a finished gc, with no fault "
+                               f"active, the job's commit was refused: {exc}") from exc
+        problems = checks.checkpoint_problems(self.cluster, self.namespace, self.model, checkpoint_id,
+                                              self.work_dir, checksums=True)
+        if problems:
+            raise TrialFailure(f"the first checkpoint after a rollback to {target} and gc: " + "; ".join(problems))
 
     # -- the job's work -----------------------------------------------------------------------
 
@@ -322,20 +417,21 @@ class Trial:
             raise TrialFailure(f"{why}, the job reads other state than it wrote: {'; '.join(wrong[:6])}"
                                f"{f' (and {len(wrong) - 6} more)' if len(wrong) > 6 else ''}")
 
-    def _checkpoint(self, kill_phase: str | None = None, victim: str | None = None) -> None:
+    def _checkpoint(self, kill_phase: str | None = None, victim: str | None = None, power: bool = False,
+                    check_probability: float = 0.25) -> int:
         job = self.job
         assert job is not None
         self.checkpoints_taken += 1
         checkpoint_id = first_checkpoint_id(job.epoch) + self.checkpoints_taken
         self.note(f"  checkpoint {checkpoint_id} at epoch {job.epoch}")
         try:
-            with self._killing(victim if kill_phase == "sync" else None):
+            with self._killing(victim if kill_phase == "sync" else None, power=power):
                 for writer in job.writers:
                     writer.snapshot(checkpoint_id)
             self.model.snapshot_taken(checkpoint_id)
-            with self._killing(victim if kill_phase == "upload" else None, delay=(0.0, 0.15)):
+            with self._killing(victim if kill_phase == "upload" else None, delay=(0.0, 0.15), power=power):
                 handles = [h for writer in job.writers for h in writer.await_snapshot(checkpoint_id, timeout=JOB_TIMEOUT_S)]
-            with self._killing(victim if kill_phase == "commit" else None, delay=(0.0, 0.01)):
+            with self._killing(victim if kill_phase == "commit" else None, delay=(0.0, 0.01), power=power):
                 job.client.commit_checkpoint(self.namespace, checkpoint_id, handles, writers=job.writers)
         except BaseException:
             for writer in job.writers:
@@ -344,42 +440,68 @@ class Trial:
             raise
         self.model.committed.add(checkpoint_id)
         if kill_phase == "after_commit" and victim is not None:
-            self.cluster.kill(victim)
+            self._kill_now(victim, power)
+            self.note(f"  killed {victim}{' (power loss)' if power else ''}; restarting it")
             self.cluster.restart_dead()
+            self._check_commits_kept(f"after the {'power loss' if power else 'kill'} of {victim}")
         for writer in job.writers:
             writer.notify_checkpoint_complete(checkpoint_id)
-        if self.rng.random() < 0.25:  # check it now, before retention retires it
+        if self.rng.random() < check_probability:  # check it now, before retention retires it
             problems = checks.checkpoint_problems(self.cluster, self.namespace, self.model, checkpoint_id,
                                                   self.work_dir, checksums=False)
             if problems:
                 raise TrialFailure("; ".join(problems))
+        return checkpoint_id
+
+    def _check_commits_kept(self, why: str) -> None:
+        """A commit the job was told of stays committed, or a later one is (retention keeps the latest)."""
+        if not self.model.committed:
+            return
+        acknowledged = max(self.model.committed)
+        committed = self.catalog.committed_ids(self.namespace)
+        if not committed or committed[-1] < acknowledged:
+            raise TrialFailure(f"{why}, the latest committed checkpoint is {committed[-1] if committed else 'none'}; "
+                               f"the commit of checkpoint {acknowledged} was acknowledged (a commit lost)")
 
     # -- faults ---------------------------------------------------------------------------------
 
     @contextlib.contextmanager
-    def _killing(self, victim: str | None, delay: tuple[float, float] = (0.0, 0.02)) -> Iterator[None]:
-        """SIGKILL ``victim`` from another thread, a seeded moment into the block; restart it after."""
+    def _killing(self, victim: str | None, delay: tuple[float, float] = (0.0, 0.02), power: bool = False
+                 ) -> Iterator[None]:
+        """SIGKILL ``victim`` (or cut its power) from another thread, a seeded moment into the block;
+        restart it after."""
         if victim is None:
             yield
             return
-        timer = threading.Timer(self.rng.uniform(*delay), self.cluster.kill, [victim])
+        timer = threading.Timer(self.rng.uniform(*delay), self._kill_now, [victim, power])
         timer.start()
         try:
             yield
         finally:
             timer.join()
-            self.note(f"  killed {victim}; restarting it")
+            self.note(f"  killed {victim}{' (power loss)' if power else ''}; restarting it")
             self.cluster.restart_dead()
+            if power:
+                self._check_commits_kept(f"after the power loss of {victim}")
+
+    def _kill_now(self, victim: str, power: bool) -> None:
+        if not power:
+            self.cluster.kill(victim)
+            return
+        loss = self.cluster.power_loss(victim)
+        if loss is not None:
+            self.result.faults["power:objects_lost"] += len(loss.truncated) + len(loss.removed)
+            self.note(f"  power loss of {victim}: {loss.summary()}")
 
     def _shard_nodes(self) -> list[str]:
         assert self.job is not None
         return sorted({s.connection.address for writer in self.job.writers for s in writer.sessions})
 
-    def _kill(self, phase: str) -> None:
+    def _kill(self, phase: str, power: bool = False) -> None:
         assert self.job is not None
         nodes = self._shard_nodes()
         victim = self.rng.choice(nodes)
-        if phase == "commit" and self.rng.random() < 0.5:
+        if phase in ("commit", "after_commit") and self.rng.random() < 0.5:  # the node that commits
             victim = min(a for a in self.cluster.addresses if a not in self.job.client.unavailable)
         self.note(f"  victim {victim}")
         if phase == "writes":
@@ -400,11 +522,11 @@ class Trial:
             self.cluster.set_faults(self.seed, [*self.store_rules, {"ops": ["put_file"], "kind": "slow",
                                                                      "probability": 1.0, "delay_ms": 60}])
             try:
-                self._checkpoint("upload", victim)
+                self._checkpoint("upload", victim, power=power)
             finally:
                 self.cluster.set_faults(self.seed, self.store_rules)
         else:
-            self._checkpoint(phase, victim)
+            self._checkpoint(phase, victim, power=power)
 
     def _store_faults(self, mode: str) -> None:
         if mode == "off":
@@ -525,6 +647,7 @@ class Trial:
             self.cluster.restart_dead()
             client = StateClient(self.cluster.addresses, timeout=JOB_TIMEOUT_S)
             try:
+                self.restored_from = None
                 if restore is None:
                     self._start(client, reason, self._fresh)
                     return
@@ -539,6 +662,7 @@ class Trial:
                 self._start(client, f"{reason}: restore {source}", lambda c, e: [
                     c.open_writer(self.namespace, key_groups=r, epoch=e, restore=restore) for r in self.ranges])
                 self.model.reset_to(source)
+                self.restored_from = source
                 return
             except StateServerError as exc:
                 last = exc
@@ -569,6 +693,10 @@ class Trial:
 
     def _final_checks(self) -> None:
         self._wait_for_quiet_store()
+        try:
+            self._check_commits_kept("at the end")
+        except TrialFailure as exc:
+            self.result.failures.append(str(exc))
         problems, checked = checks.committed_checkpoint_problems(self.cluster, self.namespace, self.model,
                                                                  self.work_dir)
         self.result.checkpoints_checked = checked

@@ -3,39 +3,54 @@
 Every trial is one seed (``fault.driver``): a stream job on three real nodes and a real store
 (even seeds ``file://``, odd seeds SeaweedFS S3), writing every state kind, taking checkpoints,
 and meeting node kills, object-store errors, competing writers, concurrent gc, rollbacks and fresh
-starts. After the trial every committed checkpoint must pass ``stateserver verify --checksums``
+starts, and (on file://) power losses. After the trial the latest acknowledged commit must still be
+committed (or a later one), every committed checkpoint must pass ``stateserver verify --checksums``
 and restore to exactly the model's state, with no write of a fenced writer in it; after
 ``stateserver gc --min-age 0`` no orphan may remain and nothing a checkpoint names may be gone.
 
 Run:      .venv/bin/python -m pytest tests/fault                        (30 trials, CI)
 Replay:   .venv/bin/python -m pytest tests/fault --fault-seed N         (printed by a failing trial)
 Soak:     scripts/fault_soak.sh 500                                     (writes a markdown summary)
+Trace:    add ``-s --fault-trace`` to print every trial's steps, passing ones too
 
-How the suite finds each defect of issue 11 when it is put back (by reverting its fix locally):
+How the suite finds each defect of issue 11 when it is put back (a local patch, never committed;
+seeds of the default 30-trial run; with the patch reverted every one of them passes):
 
-1. ``file://`` without fsync: not visible to SIGKILL of a node (the page cache survives a process
-   kill); it needs a power loss, which this suite does not simulate. Its own test (fix-store)
-   covers it; here it would only show with a store that drops unsynced writes.
-2. A commit that does not confirm its objects, and gc that deletes them: the path is a
-   ``rollback`` followed by a ``gc --retain 1`` that finishes before the next commit (the
-   ``gc`` step waits for half of its runs), so that the next checkpoint names SSTs gc deleted:
-   ``verify --checksums`` fails in the final check, or a recovery from it fails. NOT yet
-   seen: 8 seeds with a rollback before a gc (290 326 416 496 1042 1260 1452 1558) and the
-   first 30 seeds passed this check on today's code; a soak may find it, a targeted seed was
-   not found in the time there was.
-3. A fresh start that restores checkpoint 1 after retention retired it: ``fresh_start`` after
-   more than ``--retained-checkpoints`` (2) commits opens the shards without a restore, and the
-   job's read check sees the old job's values ("the job reads v[k3] = ...; it wrote None"), or
-   the next checkpoint restores to other state than the model's, or (as on today's code, seeds
-   21 and 30) the re-commit of checkpoint 1 is refused for good ("checkpoint 1 of shard ... is
-   not newer than the confirmed checkpoint ...") and the job cannot recover.
-Also found on today's code (tried on this branch, before the fixes landed):
-- seed 44: a shard resumed without a restore after its node was SIGKILLed (``kill:idle``)
-  serves what RocksDB had flushed, not what the writer wrote (invariant 8): the read-back after
-  the resume finds the writes since the last checkpoint gone. Put back after fix-open (revert
-  the RestoreRequired check in the open path), the same seed fails the same way.
-- seed 22: a second owner at the job's epoch (``competitor:equal``) gets its writes into a
-  committed checkpoint (invariant 11): "checkpoint ... holds writes of a fenced writer".
+1. ``file://`` never fsynced. Patch (either): in ``stateserver/objectstore/_open.py``,
+   ``_open_file`` returns ``reader`` (obstore's plain ``LocalStore``) instead of the
+   ``DurableLocalStore(...)``; or in ``stateserver/objectstore/_durable_local.py`` delete
+   ``os.fsync(out.fileno())`` in ``_publish`` and make ``_fsync_dir`` ``return`` at once. Found by
+   the power-loss fault (``power:*``, and half of the kills at upload/commit/after commit on
+   file://; ``support.power_loss``): seeds 2, 4, 18 and 30 fail with "after the power loss of
+   <node>, the latest committed checkpoint is none; the commit of checkpoint N was acknowledged
+   (a commit lost)" (its metadata's name was not durable), seed 30 with the plain ``LocalStore``
+   with "the job could not recover ... shared/...sst is missing". Deleting only the file fsync
+   (directories still synced): seeds 2 and 18 fail on a ``metadata.pb`` truncated to 0 bytes.
+2. gc deleted the files of the checkpoint a rolled-back owner reuses. Patch: in
+   ``stateserver/retention.py``, ``_pinned`` returns ``pinned`` (empty) right after
+   ``pinned = set()`` (gc ignores the ``restored_from`` of the current owners). Found by the
+   check after ``rollback_gc`` (and after half of the ``rollback`` steps) that the finished gc
+   kept the checkpoint the job restored: seeds 26 (file) and 15 (S3) fail with "stateserver gc
+   --retain 1 retired checkpoint N, which the job's current owners restored from and have not
+   committed past". With the whole of defect 2 put back (also ``still_there = {name: True for name
+   in candidates}`` in ``stateserver/snapshot/incremental_upload.py``: reuse without a HEAD; and
+   ``return`` at the top of ``CheckpointCatalog._check_objects`` in ``stateserver/checkpoints.py``:
+   the commit trusts the manifests) and that check disabled, seed 26 fails as the issue says: "the
+   first checkpoint after a rollback to N and gc: verify --checksums of checkpoint M failed: bad
+   object .../shared/...sst: missing". (Seed 15 passed that run: which checkpoint its rollback and
+   gc meet depends on timing.) With the pins alone removed, the snapshot's HEAD re-uploads what gc
+   took, so nothing but the pin check sees it.
+3. A fresh start that does not start empty. Patch (test side, as the fix is in the client's
+   hooks): ``fresh_start`` in ``fault/driver.py`` opens with ``restore=None`` instead of
+   ``"empty"``. Seeds 21, 29 (S3) and 30 (file) fail: "the job could not recover in 6 attempts:
+   cannot resume shard ... as it is" (today's node refuses such an open with restore-required;
+   before the open rules it served the old job's values: "the job reads v[k3] = ...").
+Also found on earlier code (tried on the branch that added this suite, before the fixes landed):
+- a shard resumed without a restore after its node was SIGKILLed (``kill:idle``) served what
+  RocksDB had flushed, not what the writer wrote (invariant 8): the read-back after the resume
+  found the writes since the last checkpoint gone.
+- a second owner at the job's epoch (``competitor:equal``) got its writes into a committed
+  checkpoint (invariant 11): "checkpoint ... holds writes of a fenced writer".
 - invariant 9 (a failed batch followed by accepted ones) shows as a checkpoint that is not a
   prefix of the job's writes: "restores to other state than the model's".
 """

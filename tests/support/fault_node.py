@@ -7,7 +7,9 @@ injects as it would a flaky network), then runs ``stateserver serve`` as usual:
     FAULT_STORE_CONTROL=/tmp/x/control.json python -m support.fault_node serve --data-dir D ...
 
 The control file (``support.fault_store.write_control``) says which faults to inject; without it
-the node behaves normally. Nothing in stateserver knows of this.
+the node behaves normally. With ``FAULT_POWER_LOG`` and ``FAULT_POWER_ROOT`` set (a ``file://``
+store at that root), the node also logs its writes, renames and fsyncs there, so that a test can
+simulate a power loss of it (``support.power_loss``). Nothing in stateserver knows of this.
 
 ``launch_fault_node`` starts one in the background from the calling thread (the kernel SIGKILLs
 the node when that thread ends, so call it from a thread that lives as long as the node);
@@ -21,6 +23,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from support import power_loss
 from support.node import NodeProcess, NodeStartError, _die_with_parent, _wait_until_serving
 
 CONTROL_ENV = "FAULT_STORE_CONTROL"
@@ -28,11 +31,14 @@ _TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
 def launch_fault_node(data_dir: Path, *, port: int, control_path: Path, extra_args: Sequence[str] = (),
-                      max_message_bytes: int = 64 << 20, log_label: str = "") -> NodeProcess:
-    """Start the node process (not yet waiting for it to serve)."""
+                      max_message_bytes: int = 64 << 20, log_label: str = "",
+                      power_log: tuple[Path, Path] | None = None) -> NodeProcess:
+    """Start the node process (not yet waiting for it to serve). ``power_log``: (log, store root)
+    to record its writes and fsyncs on a ``file://`` store for ``support.power_loss``."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-fault-node{log_label}.log"
-    environment = {**os.environ, CONTROL_ENV: str(control_path),
+    power = {power_loss.LOG_ENV: str(power_log[0]), power_loss.ROOT_ENV: str(power_log[1])} if power_log else {}
+    environment = {**os.environ, CONTROL_ENV: str(control_path), **power,
                    "PYTHONPATH": os.pathsep.join(filter(None, [str(_TESTS_DIR), os.environ.get("PYTHONPATH")]))}
     args = [sys.executable, "-m", "support.fault_node", "serve", "--host", "127.0.0.1", "--port", str(port),
             "--data-dir", str(data_dir), "--max-message-bytes", str(max_message_bytes), *extra_args]
@@ -57,9 +63,15 @@ def _install(control_path: Path) -> None:
     from support.fault_store import FaultInjectingStore
 
     original = server.open_store
+    recording = power_loss.LOG_ENV in os.environ
+    if recording:
+        power_loss.install_recorder(Path(os.environ[power_loss.LOG_ENV]), Path(os.environ[power_loss.ROOT_ENV]))
 
     def open_faulty_store(url: str, **kwargs: object) -> FaultInjectingStore:
-        return FaultInjectingStore(original(url, **kwargs), control_path)  # type: ignore[arg-type]
+        store = original(url, **kwargs)  # type: ignore[arg-type]
+        if recording:  # under the injected faults: only writes that reach the store are logged
+            store = power_loss.RecordingStore(store)  # type: ignore[assignment]
+        return FaultInjectingStore(store, control_path)
 
     server.open_store = open_faulty_store  # type: ignore[assignment]
 
