@@ -10,6 +10,14 @@ Object storage:
 """
 from __future__ import annotations
 
+import os
+
+# Before anything imports grpc: grpcio >= 1.81 restarts its epoll poller in a forked child, and a
+# child that closes its descriptors before exec (subprocess with preexec_fn, as the node launcher
+# uses) can then abort with "epoll_wait: Bad file descriptor" (grpc/grpc#43055): a node that never
+# started, now and then. Without fork support the child runs no gRPC code before exec.
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
+
 from collections.abc import Iterator
 from pathlib import Path
 
