@@ -557,9 +557,13 @@ class Trial:
     def _competitor(self, kind: str) -> None:
         assert self.job is not None
         if kind == "older":
-            if not self.zombies:
+            # The last zombie may be a newer competitor that took the shards over: not fenced.
+            older = [z for z in self.zombies if z.epoch < self.job.epoch]
+            if not older:
                 self._recover("make an older writer")
-            self._fenced_work(self.zombies[-1])
+                assert self.job is not None
+                older = [z for z in self.zombies if z.epoch < self.job.epoch]
+            self._fenced_work(older[-1])
             return
         epoch = self.job.epoch if kind == "equal" else self._next_epoch()
         client = StateClient(self.cluster.addresses, timeout=COMPETITOR_TIMEOUT_S)
