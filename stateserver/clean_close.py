@@ -21,6 +21,7 @@ import os
 import pathlib
 
 from stateserver.keygroups import KeyGroupRange
+from stateserver.durable_files import sync_directory
 
 RECORD_NAME = "STATESERVER-CLEAN.json"
 
@@ -66,11 +67,3 @@ def remove(directory: pathlib.Path) -> None:
     except FileNotFoundError:
         return
     sync_directory(directory)
-
-
-def sync_directory(directory: pathlib.Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

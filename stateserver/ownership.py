@@ -20,12 +20,7 @@ from stateserver import paths
 from stateserver.errors import CorruptData, Fenced, Unavailable
 from stateserver.keygroups import KeyGroupRange
 from stateserver.objectstore import ObjectNotFound, ObjectStore, StoreUnavailable
-
-
-@dataclasses.dataclass(frozen=True)
-class OwnerRecord:
-    key_groups: KeyGroupRange
-    epoch: int
+from stateserver.owner_records import StoredOwnerRecord, check_not_fenced, list_owner_records
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -54,25 +49,16 @@ class Ownership:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
 
-    def records(self, namespace: str) -> list[OwnerRecord]:
-        try:
-            metas = list(self.store.list(paths.owners_prefix(namespace)))
-        except StoreUnavailable as exc:
-            raise Unavailable(f"cannot read shard ownership: {exc}") from exc
-        records = []
-        for meta in metas:
-            parsed = paths.parse_owner_record(meta.key)
-            if parsed is not None:
-                records.append(OwnerRecord(*parsed))
-        return records
+    def records(self, namespace: str) -> list[StoredOwnerRecord]:
+        return list_owner_records(self.store, namespace)
 
-    def overlapping(self, namespace: str, key_groups: KeyGroupRange) -> list[OwnerRecord]:
+    def overlapping(self, namespace: str, key_groups: KeyGroupRange) -> list[StoredOwnerRecord]:
         """Every record of any epoch for key groups overlapping ``key_groups``."""
         return [r for r in self.records(namespace) if r.key_groups.overlaps(key_groups)]
 
     def check(self, namespace: str, key_groups: KeyGroupRange, epoch: int) -> None:
         """Raise ``Fenced`` if a writer with a newer epoch owns any of these key groups."""
-        self._check_newer(namespace, key_groups, epoch, self.records(namespace))
+        check_not_fenced(self.records(namespace), namespace, key_groups, epoch)
 
     def claim(self, namespace: str, key_groups: KeyGroupRange, epoch: int, node_id: str, *,
               owner_id: str = "", restored_from: int | None = None) -> None:
@@ -95,7 +81,7 @@ class Ownership:
     def check_owner(self, namespace: str, key_groups: KeyGroupRange, epoch: int, owner_id: str) -> None:
         """Raise ``Fenced`` if a newer epoch, or another owner at ``epoch``, holds some of the key groups."""
         records = self.records(namespace)
-        self._check_newer(namespace, key_groups, epoch, records)
+        check_not_fenced(records, namespace, key_groups, epoch)
         for record in records:
             if record.epoch == epoch and record.key_groups.overlaps(key_groups):
                 holder = self._read(namespace, record)
@@ -104,7 +90,7 @@ class Ownership:
                                  f"writer {holder.owner_id or '(anonymous)'} on node {holder.node or '?'}; "
                                  "use a newer epoch")
 
-    def _read(self, namespace: str, record: OwnerRecord) -> Owner | None:
+    def _read(self, namespace: str, record: StoredOwnerRecord) -> Owner | None:
         try:
             data = self.store.get(paths.owner_record(namespace, record.key_groups, record.epoch))
         except StoreUnavailable as exc:
@@ -113,13 +99,6 @@ class Ownership:
             return None  # collected meanwhile: a superseded record holds nothing
         return Owner.decode(data)
 
-    @staticmethod
-    def _check_newer(namespace: str, key_groups: KeyGroupRange, epoch: int, records: list[OwnerRecord]) -> None:
-        newer = [r for r in records if r.epoch > epoch and r.key_groups.overlaps(key_groups)]
-        if newer:
-            owner = max(newer, key=lambda r: r.epoch)
-            raise Fenced(f"key groups {owner.key_groups} of {namespace!r} are owned by epoch {owner.epoch}; "
-                         f"epoch {epoch} is fenced")
 
 
 class StoreClaims:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Protocol
 
 from stateserver import clean_close
+from stateserver.durable_files import sync_directory
 from stateserver.epochs import epoch_problem
 from stateserver.errors import (
     AlreadyExists, Fenced, InvalidInput, NotFound, RestoreRequired, ShardClosed, ShardNotOpen,
@@ -224,7 +225,7 @@ class ShardRegistry:
         self._take_over(shard_id, overlapping)
         if prepared is not None:
             prepared.directory.rename(path)
-            clean_close.sync_directory(path.parent)
+            sync_directory(path.parent)
         shard = self._new_shard(shard_id, max_key_groups, path)
         shard.reset_epoch(epoch)  # a restored epoch record is the old writer's, not this one's
         if self.on_restored is not None:  # a new lineage of files: nothing uploaded before is reusable as such
@@ -302,7 +303,7 @@ class ShardRegistry:
                 shutil.rmtree(discarded, ignore_errors=True)
         shards_dir = self.data_dir / "namespaces" / shard_id.namespace / "shards"
         shards_dir.mkdir(parents=True, exist_ok=True)
-        clean_close.sync_directory(shards_dir)
+        sync_directory(shards_dir)
 
     def _directories(self, namespace: str) -> list[tuple[KeyGroupRange, pathlib.Path]]:
         """The shard directories of ``namespace`` on this node, open or not."""

@@ -9,7 +9,6 @@ import json
 import os
 import pickle
 import re
-import shutil
 import subprocess
 import tomllib
 from pathlib import Path

@@ -31,6 +31,7 @@ from typing import BinaryIO
 from ._errors import InvalidObjectKey, StoreAccessDenied, StoreError, StoreUnavailable
 from ._interface import ObjectMeta, ObjectStore
 from ._keys import check_key
+from stateserver.durable_files import sync_directory
 
 _COPY_CHUNK = 4 * 1024 * 1024
 _staging_numbers = itertools.count(1)
@@ -97,7 +98,7 @@ class DurableLocalStore:
                 os.replace(staging, target)
         finally:
             staging.unlink(missing_ok=True)
-        _fsync_dir(directory)
+        sync_directory(directory)
         self._sync_dir_chain(directory, up_to=self._root)
         return True
 
@@ -109,7 +110,7 @@ class DurableLocalStore:
                 known = current in self._durable_dirs
             if known:
                 return  # its ancestors were synced before it was marked
-            _fsync_dir(current.parent)
+            sync_directory(current.parent)
             with self._dirs_lock:
                 self._durable_dirs.add(current)
             current = current.parent
@@ -154,11 +155,3 @@ class DurableLocalStore:
 
     def exists(self, key: str) -> bool:
         return self._reader.exists(key)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -24,6 +24,7 @@ from stateserver.restore._plan import plan_restore
 from stateserver.restore._rescaling_restore import restore_rescaled
 from stateserver.rocks import RocksResources
 from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.durable_files import sync_directory
 
 log = logging.getLogger(__name__)
 
@@ -73,7 +74,7 @@ def restore_shard(store: ObjectStore, metadata: cpb.CheckpointMetadata, key_grou
     except BaseException:
         shutil.rmtree(building, ignore_errors=True)
         raise
-    _sync_directory(target.parent)
+    sync_directory(target.parent)
     result = RestoreResult(checkpoint_id=metadata.checkpoint_id, key_groups=key_groups, rescaled=plan.rescaled,
                            bytes_downloaded=downloaded.bytes, files_downloaded=downloaded.files,
                            seconds=time.perf_counter() - started,
@@ -82,12 +83,3 @@ def restore_shard(store: ObjectStore, metadata: cpb.CheckpointMetadata, key_grou
                                       "checkpoint": metadata.checkpoint_id, "rescaled": plan.rescaled,
                                       "bytes": downloaded.bytes, "seconds": round(result.seconds, 3)})
     return result
-
-
-def _sync_directory(directory: pathlib.Path) -> None:
-    """Make the rename durable: without it a crash can leave the entry out of the directory."""
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

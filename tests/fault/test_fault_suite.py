@@ -19,7 +19,7 @@ seeds of the default 30-trial run; with the patch reverted every one of them pas
 1. ``file://`` never fsynced. Patch (either): in ``stateserver/objectstore/_open.py``,
    ``_open_file`` returns ``reader`` (obstore's plain ``LocalStore``) instead of the
    ``DurableLocalStore(...)``; or in ``stateserver/objectstore/_durable_local.py`` delete
-   ``os.fsync(out.fileno())`` in ``_publish`` and make ``_fsync_dir`` ``return`` at once. Found by
+   ``os.fsync(out.fileno())`` in ``_publish`` and make ``stateserver/durable_files.py``'s ``sync_directory`` ``return`` at once. Found by
    the power-loss fault (``power:*``, and half of the kills at upload/commit/after commit on
    file://; ``support.power_loss``): seeds 2, 4, 18 and 30 fail with "after the power loss of
    <node>, the latest committed checkpoint is none; the commit of checkpoint N was acknowledged

@@ -13,21 +13,19 @@ simulate a power loss of it (``support.power_loss``). Nothing in stateserver kno
 
 ``launch_fault_node`` starts one in the background from the calling thread (the kernel SIGKILLs
 the node when that thread ends, so call it from a thread that lives as long as the node);
-``wait_serving`` waits until it answers, so several nodes start at once.
+``support.node.wait_serving`` waits until it answers, so several nodes start at once.
 """
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 from support import power_loss
-from support.node import NodeProcess, NodeStartError, _die_with_parent, _wait_until_serving
+from support.node import NodeProcess, launch_wrapped_node
 
 CONTROL_ENV = "FAULT_STORE_CONTROL"
-_TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
 def launch_fault_node(data_dir: Path, *, port: int, control_path: Path, extra_args: Sequence[str] = (),
@@ -35,27 +33,11 @@ def launch_fault_node(data_dir: Path, *, port: int, control_path: Path, extra_ar
                       power_log: tuple[Path, Path] | None = None) -> NodeProcess:
     """Start the node process (not yet waiting for it to serve). ``power_log``: (log, store root)
     to record its writes and fsyncs on a ``file://`` store for ``support.power_loss``."""
-    data_dir.mkdir(parents=True, exist_ok=True)
     log_path = data_dir.parent / f"{data_dir.name}-fault-node{log_label}.log"
     power = {power_loss.LOG_ENV: str(power_log[0]), power_loss.ROOT_ENV: str(power_log[1])} if power_log else {}
-    environment = {**os.environ, CONTROL_ENV: str(control_path), **power,
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(_TESTS_DIR), os.environ.get("PYTHONPATH")]))}
-    args = [sys.executable, "-m", "support.fault_node", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--data-dir", str(data_dir), "--max-message-bytes", str(max_message_bytes), *extra_args]
-    with open(log_path, "ab") as log:
-        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   env=environment, start_new_session=True, preexec_fn=_die_with_parent())
-    return NodeProcess(process=process, port=port, data_dir=data_dir, log_path=log_path,
-                       max_message_bytes=max_message_bytes)
-
-
-def wait_serving(node: NodeProcess) -> NodeProcess:
-    try:
-        _wait_until_serving(node)
-    except NodeStartError:
-        node.stop(timeout=5)
-        raise
-    return node
+    return launch_wrapped_node("support.fault_node", data_dir, port=port, log_path=log_path, args=extra_args,
+                               environment={CONTROL_ENV: str(control_path), **power},
+                               max_message_bytes=max_message_bytes, append_log=True)
 
 
 def _install(control_path: Path) -> None:

@@ -15,37 +15,23 @@ from __future__ import annotations
 
 import os
 import stat
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
-from support.node import NodeProcess, NodeStartError, _die_with_parent, _wait_until_serving, free_loopback_port
+from support.node import NodeProcess, free_loopback_port, launch_wrapped_node, wait_serving
 
 LOG_ENV = "FSYNC_LOG"
 UNDER_ENV = "FSYNC_UNDER"
-_TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
 def start_fsync_recording_node(data_dir: Path, *, snapshot_url: str, under: Path, log: Path) -> NodeProcess:
     """A node on a free loopback port, serving, recording its fsyncs under ``under`` into ``log``."""
-    data_dir.mkdir(parents=True, exist_ok=True)
     port = free_loopback_port()
     log_path = data_dir.parent / f"{data_dir.name}-fsync-node-{port}.log"
-    environment = {**os.environ, LOG_ENV: str(log), UNDER_ENV: str(under.resolve()),
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(_TESTS_DIR), os.environ.get("PYTHONPATH")]))}
-    args = [sys.executable, "-m", "support.fsync_recording_node", "serve", "--host", "127.0.0.1",
-            "--port", str(port), "--data-dir", str(data_dir), "--snapshot-url", snapshot_url]
-    with open(log_path, "wb") as out:
-        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
-                                   env=environment, start_new_session=True, preexec_fn=_die_with_parent())
-    node = NodeProcess(process=process, port=port, data_dir=data_dir, log_path=log_path, max_message_bytes=64 << 20)
-    try:
-        _wait_until_serving(node)
-    except NodeStartError:
-        node.stop(timeout=5)
-        raise
-    return node
+    environment = {LOG_ENV: str(log), UNDER_ENV: str(under.resolve())}
+    return wait_serving(launch_wrapped_node("support.fsync_recording_node", data_dir, port=port, log_path=log_path,
+                                            args=["--snapshot-url", snapshot_url], environment=environment))
 
 
 def read_fsync_log(log: Path) -> list[tuple[str, Path]]:

@@ -158,6 +158,36 @@ def run_node(data_dir: Path, **options: object) -> Iterator[NodeProcess]:
         node.stop()
 
 
+_TESTS_DIR = Path(__file__).resolve().parents[1]
+
+
+def launch_wrapped_node(module: str, data_dir: Path, *, port: int, log_path: Path, args: Sequence[str] = (),
+                        environment: dict[str, str] | None = None, max_message_bytes: int = 64 << 20,
+                        append_log: bool = False) -> NodeProcess:
+    """Start ``python -m <module> serve``: a test-only node module that wraps a real part (its store,
+    its fsyncs) before running the real node. ``tests/`` goes on its PYTHONPATH; no wait here."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, **(environment or {}),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(_TESTS_DIR), os.environ.get("PYTHONPATH")]))}
+    command = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port),
+               "--data-dir", str(data_dir), "--max-message-bytes", str(max_message_bytes), *args]
+    with open(log_path, "ab" if append_log else "wb") as log:
+        process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                   env=env, start_new_session=True, preexec_fn=_die_with_parent())
+    return NodeProcess(process=process, port=port, data_dir=data_dir, log_path=log_path,
+                       max_message_bytes=max_message_bytes)
+
+
+def wait_serving(node: NodeProcess) -> NodeProcess:
+    """Wait until ``node`` serves; stop it if it never does (NodeStartError)."""
+    try:
+        _wait_until_serving(node)
+    except NodeStartError:
+        node.stop(timeout=5)
+        raise
+    return node
+
+
 def _wait_until_serving(node: NodeProcess) -> None:
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     problem = "no answer yet"

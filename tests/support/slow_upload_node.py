@@ -16,42 +16,27 @@ node puts in front of every store it opens.
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import threading
 from pathlib import Path
 
 from stateserver import paths
 from stateserver.objectstore import RetryingObjectStore
-from support.node import NodeProcess, NodeStartError, _die_with_parent, _wait_until_serving, free_loopback_port
+from support.node import NodeProcess, free_loopback_port, launch_wrapped_node, wait_serving
 
 STALL_FROM_ENV = "STALL_FROM_CHECKPOINT"
 STALL_AFTER_ENV = "STALL_AFTER_UPLOADS"
-_TESTS_DIR = Path(__file__).resolve().parents[1]
 
 
 def start_slow_upload_node(data_dir: Path, *, snapshot_url: str, stall_from_checkpoint: int,
                            uploads_before_stall: int, max_message_bytes: int = 64 << 20) -> NodeProcess:
     """A node on a free loopback port, serving, whose uploads stall as the module docstring says."""
-    data_dir.mkdir(parents=True, exist_ok=True)
     port = free_loopback_port()
     log_path = data_dir.parent / f"{data_dir.name}-slow-upload-node-{port}.log"
-    environment = {**os.environ, STALL_FROM_ENV: str(stall_from_checkpoint),
-                   STALL_AFTER_ENV: str(uploads_before_stall),
-                   "PYTHONPATH": os.pathsep.join(filter(None, [str(_TESTS_DIR), os.environ.get("PYTHONPATH")]))}
-    args = [sys.executable, "-m", "support.slow_upload_node", "serve", "--host", "127.0.0.1", "--port", str(port),
-            "--data-dir", str(data_dir), "--max-message-bytes", str(max_message_bytes), "--snapshot-url", snapshot_url]
-    with open(log_path, "wb") as log:
-        process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                                   env=environment, start_new_session=True, preexec_fn=_die_with_parent())
-    node = NodeProcess(process=process, port=port, data_dir=data_dir, log_path=log_path,
-                       max_message_bytes=max_message_bytes)
-    try:
-        _wait_until_serving(node)
-    except NodeStartError:
-        node.stop(timeout=5)
-        raise
-    return node
+    environment = {STALL_FROM_ENV: str(stall_from_checkpoint), STALL_AFTER_ENV: str(uploads_before_stall)}
+    return wait_serving(launch_wrapped_node("support.slow_upload_node", data_dir, port=port, log_path=log_path,
+                                            args=["--snapshot-url", snapshot_url], environment=environment,
+                                            max_message_bytes=max_message_bytes))
 
 
 def _install_stall(stall_from_checkpoint: int, uploads_before_stall: int) -> None:
