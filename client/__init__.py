@@ -8,6 +8,7 @@
             counts.merge("apple", 3)
             assert counts.get("apple") == 3   # reads see the writer's own buffered writes
 """
+from client._checkpoint_info import CheckpointInfo
 from client._client import StateClient
 from client._errors import (
     AlreadyExistsError,
@@ -41,7 +42,7 @@ from client._serializers import (
 )
 from client._states import AggregatingState, ListState, MapState, ValueState
 from client._writer import Writer
-from client.checkpointing import CheckpointCoordinator, KeyedStateBackend, first_checkpoint_id
+from client.checkpointing import CheckpointCoordinator, KeyedStateBackend, Recovery, first_checkpoint_id
 from stateserver.keygroups import KeyGroupRange, key_group_for, range_for_operator, ranges_for_parallelism
 
 __all__ = [
@@ -50,6 +51,7 @@ __all__ = [
     "BYTES",
     "BytesSerializer",
     "CheckpointCoordinator",
+    "CheckpointInfo",
     "DataCorruptionError",
     "FencedError",
     "INT64",
@@ -66,6 +68,7 @@ __all__ = [
     "NotFoundError",
     "OutOfOrderError",
     "ResourceExhaustedError",
+    "Recovery",
     "RestoreRequiredError",
     "SessionFailedError",
     "ShardClosedError",

@@ -5,9 +5,10 @@ import concurrent.futures
 import threading
 import uuid
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 
+from client._checkpoint_info import CheckpointInfo, checked_metadata, describe_request
 from client._connection import NodeConnection, PendingCall
 from client._errors import (
     InvalidArgumentError, RestoreRequiredError, StateServerError, UnavailableError, WrongNodeError,
@@ -103,6 +104,16 @@ class StateClient:
             self.refresh()
         return [node for node in self.nodes if node not in self.unavailable]
 
+    def _call_any(self, method: str, request: object) -> Any:
+        """``method`` on the first available node that answers: any node can serve it."""
+        last_error: UnavailableError | None = None
+        for address in self._available():
+            try:
+                return self.connection(address).call(method, request)
+            except UnavailableError as exc:
+                last_error = exc  # marked unavailable: the next node is asked
+        raise last_error or UnavailableError(f"every node is unavailable: {sorted(self.unavailable)}")
+
     # -- namespaces ----------------------------------------------------------------------
 
     def create_namespace(self, namespace: str, max_key_groups: int) -> int:
@@ -115,6 +126,14 @@ class StateClient:
     def max_key_groups(self, namespace: str) -> int:
         request = pb.CreateNamespaceRequest(namespace=namespace, max_key_groups=0)
         return int(self.connection(self._available()[0]).call("CreateNamespace", request).max_key_groups)
+
+    # -- epochs --------------------------------------------------------------------------
+
+    def next_epoch(self, namespace: str) -> int:
+        """A new writer epoch for ``namespace``, higher than every epoch used for it so far
+        (allocated ones and those of any writer that opened a shard), never handed out twice, kept
+        in the snapshot store so it survives every restart. Explicit epochs still work everywhere."""
+        return int(self._call_any("AllocateEpoch", cpb.AllocateEpochRequest(namespace=namespace)).epoch)
 
     # -- writers -------------------------------------------------------------------------
 
@@ -136,14 +155,29 @@ class StateClient:
         """
         return self._open_writer(namespace, _ranges(key_groups), epoch, restore, owner_id=uuid.uuid4().hex)
 
-    def reopen(self, writer: Writer, *, restore: Restore = None) -> Writer:
+    def reopen(self, writer: Writer, *, restore: Restore = None, epoch: int | None = None) -> Writer:
         """Open ``writer``'s shards again as the same owner at the same epoch, in place.
 
         Without ``restore`` this resumes each shard as its node holds it: a reconnect, or a node
         that was stopped gracefully and restarted (its shards were closed cleanly). A node that
         crashed has no clean copy: that raises ``RestoreRequiredError``; reopen with a checkpoint.
         Nothing buffered in the writer is sent first; state handles stay valid.
+
+        With a new ``epoch`` (higher than the writer's; needs a ``restore``) the writer becomes a
+        new owner at that epoch, on the nodes that own its shards now, fencing the old epoch: a
+        recovery that keeps the operator's state handles.
         """
+        if epoch is not None and epoch != writer.epoch:
+            if restore is None:
+                raise InvalidArgumentError("a reopen at a new epoch needs a restore (a checkpoint id, 'latest' or 'empty')")
+            if epoch < writer.epoch:
+                raise InvalidArgumentError(f"epoch {epoch} is older than the writer's {writer.epoch}")
+            owner_id = uuid.uuid4().hex  # a new owner: nothing of the old epoch's sessions is resumed
+            sessions = self._open_sessions(writer.namespace, writer.max_key_groups, writer.key_groups, epoch, restore,
+                                           owner_id, list(writer.states.values()), WriterFailure())
+            writer.owner_id = owner_id
+            writer.replace_sessions(sessions, epoch)
+            return writer
         if restore is None and writer.failure.failed:
             raise RestoreRequiredError(f"a write batch of this writer failed ({writer.failure.cause}); "
                                        "reopen it from a checkpoint (restore=...)") from writer.failure.cause
@@ -231,12 +265,22 @@ class StateClient:
     # -- checkpoints ---------------------------------------------------------------------
 
     def commit_checkpoint(self, namespace: str, checkpoint_id: int, handles: Sequence[cpb.ShardSnapshotHandle],
-                          writers: Sequence[Writer] = ()) -> str:
-        """Write the checkpoint's metadata (the commit point) once every shard snapshot is durable."""
+                          writers: Sequence[Writer] = (), *, metadata: bytes = b"") -> str:
+        """Write the checkpoint's metadata (the commit point) once every shard snapshot is durable.
+
+        ``metadata`` is the operator's own (source offsets, watermarks; at most 1 MiB), committed
+        with the checkpoint and returned by ``checkpoint_metadata``.
+        """
         refs = [session.ref for writer in writers for session in writer.sessions]
         request = cpb.CommitCheckpointRequest(namespace=namespace, checkpoint_id=checkpoint_id, shards=handles,
-                                              writers=refs)
+                                              writers=refs, operator_metadata=checked_metadata(metadata))
         return str(self.connection(self._available()[0]).call("CommitCheckpoint", request).metadata_key)
+
+    def checkpoint_metadata(self, namespace: str, checkpoint: int | str = "latest") -> CheckpointInfo:
+        """A committed checkpoint's id and the metadata committed with it (``"latest"`` or an id);
+        ``NotFoundError`` when there is none."""
+        request = describe_request(namespace, checkpoint)  # bad input before any call
+        return CheckpointInfo.from_proto(self._call_any("DescribeCheckpoint", request))
 
     def close(self) -> None:
         for connection in self._connections.values():

@@ -20,8 +20,9 @@ replays its sources from the same epoch: state and input agree, so every event c
 no id (a fresh run, or a crash before Bytewax's first snapshot) the shards start empty, whatever
 the namespace held before (see ``client.checkpointing``).
 
-``epoch`` is the attempt number of the run and must grow with every (re)start: it fences the
-writers of earlier attempts and numbers their checkpoints apart.
+``epoch`` fences the writers of earlier attempts and numbers their checkpoints apart, so it must
+grow with every (re)start. Leave it out and each ``open`` allocates the namespace's next epoch in
+the snapshot store (``StateClient.next_epoch``): no attempt number to keep; an explicit one works too.
 
 Limits: the step keeps one writer, so its items go to one Bytewax worker (all keys travel under one
 routing key; the writer spreads them over ``shards`` shards). Outputs emitted after the last
@@ -56,7 +57,7 @@ class StateServerBackend(Generic[H]):
     tuple or object of several). ``shards`` key-group ranges are opened, one shard each.
     """
 
-    def __init__(self, addresses: Sequence[str] | str, namespace: str, *, epoch: int,
+    def __init__(self, addresses: Sequence[str] | str, namespace: str, *, epoch: int | None = None,
                  declare: Callable[[Writer], H], max_key_groups: int = 128, shards: int = 4,
                  client: StateClient | None = None) -> None:
         self.addresses = addresses
@@ -80,9 +81,10 @@ class StateServerBackend(Generic[H]):
     def open(self, checkpoint_id: int | None) -> H:
         """The state handles, on shards restored from ``checkpoint_id`` (None: empty state)."""
         self.client.create_namespace(self.namespace, max_key_groups=self.max_key_groups)
-        self._subtask = KeyedStateBackend(self.client, self.namespace, epoch=self.epoch,
+        epoch = self.epoch if self.epoch is not None else self.client.next_epoch(self.namespace)
+        self._subtask = KeyedStateBackend(self.client, self.namespace, epoch=epoch,
                                           key_groups=ranges_for_parallelism(self.max_key_groups, self.shards))
-        self._coordinator = CheckpointCoordinator(self.client, self.namespace, epoch=self.epoch)
+        self._coordinator = CheckpointCoordinator(self.client, self.namespace, epoch=epoch)
         self._coordinator.initialize([self._subtask], restore=checkpoint_id)
         self.restored_from = checkpoint_id
         return self.declare(self._subtask.writer)

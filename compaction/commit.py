@@ -21,13 +21,14 @@ class CompactionConflict(AlreadyExists):
 
 
 def commit_compacted(catalog: CheckpointCatalog, namespace: str, checkpoint_id: int,
-                     handles: Sequence[cpb.ShardSnapshotHandle]) -> str:
-    """Commit create-only; returns the metadata key, or raises CompactionConflict."""
+                     handles: Sequence[cpb.ShardSnapshotHandle], *, operator_metadata: bytes = b"") -> str:
+    """Commit create-only; returns the metadata key, or raises CompactionConflict. ``operator_metadata``
+    is the source checkpoint's: the same state needs the same source offsets to resume from."""
     committed = catalog.committed_ids(namespace)
     if committed and committed[-1] >= checkpoint_id:
         raise _conflict(namespace, checkpoint_id, committed[-1], len(handles))
     try:
-        return catalog.commit(namespace, checkpoint_id, handles)
+        return catalog.commit(namespace, checkpoint_id, handles, operator_metadata=operator_metadata)
     except AlreadyExists:
         raise _conflict(namespace, checkpoint_id, checkpoint_id, len(handles)) from None
 

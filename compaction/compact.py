@@ -121,7 +121,8 @@ def compact_checkpoint(store: ObjectStore, plan: CompactionPlan, *, expire_befor
     finally:
         sources.close()
         shutil.rmtree(root, ignore_errors=True)
-    metadata_key = commit_compacted(catalog, plan.namespace, plan.target_checkpoint_id, [s.handle for s in shards])
+    metadata_key = commit_compacted(catalog, plan.namespace, plan.target_checkpoint_id, [s.handle for s in shards],
+                                    operator_metadata=plan.source.operator_metadata)
     result = CompactionResult(namespace=plan.namespace, source_checkpoint_id=plan.source.checkpoint_id,
                               checkpoint_id=plan.target_checkpoint_id, metadata_key=metadata_key,
                               shards_in=len(plan.source.shards), bytes_in=plan.input_bytes,

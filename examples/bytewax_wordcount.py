@@ -71,7 +71,7 @@ def build_flow(source: TestingSource, backend: StateServerBackend[Any], out: lis
     return flow
 
 
-def run(address: str, namespace: str, source: TestingSource, *, epoch: int, recovery_dir: Path,
+def run(address: str, namespace: str, source: TestingSource, *, epoch: int | None, recovery_dir: Path,
         out: list[Any], batch_ops: int = 1000, mapper: Callable[..., list[Any]] = count_and_sum,
         ) -> StateServerBackend[Any]:
     """One execution (attempt ``epoch``) of the dataflow, resuming from ``recovery_dir`` if it holds

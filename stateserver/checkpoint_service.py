@@ -4,6 +4,7 @@ from __future__ import annotations
 import grpc
 
 from stateserver.checkpointing import Checkpointing
+from stateserver.epoch_allocation import allocate_epoch
 from stateserver.errors import Fenced, InvalidInput
 from stateserver.registry import ShardRegistry, check_epoch
 from stateserver.service import shard_id_of, translate_errors
@@ -20,9 +21,10 @@ MAX_AWAIT_SECONDS = 60.0
 
 
 class CheckpointService(checkpoint_pb2_grpc.CheckpointServiceServicer):
-    def __init__(self, registry: ShardRegistry, checkpointing: Checkpointing) -> None:
+    def __init__(self, registry: ShardRegistry, checkpointing: Checkpointing, *, node_id: str = "") -> None:
         self.registry = registry
         self.checkpointing = checkpointing
+        self.node_id = node_id
 
     @translate_errors
     def SnapshotShard(self, request: cpb.SnapshotShardRequest, context: grpc.ServicerContext) -> cpb.SnapshotShardResponse:
@@ -48,7 +50,8 @@ class CheckpointService(checkpoint_pb2_grpc.CheckpointServiceServicer):
     def CommitCheckpoint(self, request: cpb.CommitCheckpointRequest,
                          context: grpc.ServicerContext) -> cpb.CommitCheckpointResponse:
         self._check_writers(request)
-        key = self.checkpointing.commit(request.namespace, request.checkpoint_id, request.shards)
+        key = self.checkpointing.commit(request.namespace, request.checkpoint_id, request.shards,
+                                        operator_metadata=request.operator_metadata)
         return cpb.CommitCheckpointResponse(metadata_key=key)
 
     def _check_writers(self, request: cpb.CommitCheckpointRequest) -> None:
@@ -80,3 +83,23 @@ class CheckpointService(checkpoint_pb2_grpc.CheckpointServiceServicer):
                                 context: grpc.ServicerContext) -> cpb.NotifyCheckpointResponse:
         self.checkpointing.abort(shard_id_of(request.shard), request.checkpoint_id)
         return cpb.NotifyCheckpointResponse()
+
+    @translate_errors
+    def AllocateEpoch(self, request: cpb.AllocateEpochRequest,
+                      context: grpc.ServicerContext) -> cpb.AllocateEpochResponse:
+        self.registry.max_key_groups(request.namespace)  # an unknown or malformed namespace is refused
+        return cpb.AllocateEpochResponse(epoch=allocate_epoch(self.checkpointing.store, request.namespace,
+                                                              node_id=self.node_id))
+
+    @translate_errors
+    def DescribeCheckpoint(self, request: cpb.DescribeCheckpointRequest,
+                           context: grpc.ServicerContext) -> cpb.DescribeCheckpointResponse:
+        self.registry.max_key_groups(request.namespace)
+        which = request.WhichOneof("checkpoint")
+        if which is None or (which == "checkpoint_id" and request.checkpoint_id == 0):
+            raise InvalidInput("name a checkpoint id (from 1) or latest")
+        metadata = self.checkpointing.catalog.resolve(
+            request.namespace, "latest" if which == "latest" else request.checkpoint_id)
+        return cpb.DescribeCheckpointResponse(checkpoint_id=metadata.checkpoint_id,
+                                              operator_metadata=metadata.operator_metadata,
+                                              committed_at_millis=metadata.committed_at_millis)

@@ -21,7 +21,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Protocol
 
-from stateserver.checkpoints import CheckpointCatalog
+from stateserver.checkpoints import CheckpointCatalog, check_operator_metadata
 from stateserver.errors import Fenced, NotFound
 from stateserver import owner_records
 from stateserver.gc import RetentionMemo, collect_garbage, retire_checkpoints
@@ -125,12 +125,15 @@ class Checkpointing:
     def abort(self, shard_id: ShardId, checkpoint_id: int) -> None:
         self._known(shard_id).abort(checkpoint_id)
 
-    def commit(self, namespace: str, checkpoint_id: int, handles: Iterable[cpb.ShardSnapshotHandle]) -> str:
+    def commit(self, namespace: str, checkpoint_id: int, handles: Iterable[cpb.ShardSnapshotHandle],
+               *, operator_metadata: bytes = b"") -> str:
         handles = list(handles)
+        check_operator_metadata(operator_metadata)  # before any store call: bad input changes nothing
         records = owner_records.list_owner_records(self.store, namespace)  # one listing, not one per shard
         for handle in handles:  # a stale writer's snapshot cannot commit, whichever node asks
             owner_records.check_not_fenced(records, namespace, shard_key_groups(handle), handle.writer_epoch)
-        key = self.catalog.commit(namespace, checkpoint_id, handles, executor=self.file_executor)
+        key = self.catalog.commit(namespace, checkpoint_id, handles, executor=self.file_executor,
+                                  operator_metadata=operator_metadata)
         log.info("checkpoint committed", extra={"namespace": namespace, "checkpoint": checkpoint_id, "key": key})
         self._schedule_retention(namespace)
         return key

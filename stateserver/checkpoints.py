@@ -21,6 +21,15 @@ from stateserver.objectstore import ObjectNotFound, ObjectStore, StoreError, Sto
 from stateserver.v1 import checkpoint_pb2 as cpb
 
 FORMAT_VERSION = 1
+# Operator metadata (source offsets, watermarks) rides in the checkpoint's metadata object, which
+# every restore and retention pass reads: it must stay small.
+MAX_OPERATOR_METADATA_BYTES = 1 << 20
+
+
+def check_operator_metadata(operator_metadata: bytes) -> None:
+    if len(operator_metadata) > MAX_OPERATOR_METADATA_BYTES:
+        raise InvalidInput(f"checkpoint metadata is {len(operator_metadata)} bytes; the limit is "
+                           f"{MAX_OPERATOR_METADATA_BYTES} (1 MiB): keep source offsets there, not state")
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -77,9 +86,11 @@ class CheckpointCatalog:
         return self.load(namespace, int(checkpoint))
 
     def commit(self, namespace: str, checkpoint_id: int, shards: Iterable[cpb.ShardSnapshotHandle],
-               *, executor: concurrent.futures.Executor | None = None) -> str:
+               *, executor: concurrent.futures.Executor | None = None, operator_metadata: bytes = b"") -> str:
         """Write the checkpoint metadata, create-only, once every object it names is confirmed in
-        the store with its size (invariant 10); returns its key. ``executor`` runs the checks in parallel."""
+        the store with its size (invariant 10); returns its key. ``executor`` runs the checks in parallel.
+        ``operator_metadata`` is stored as given, for whoever restores the checkpoint."""
+        check_operator_metadata(operator_metadata)
         handles = sorted(shards, key=lambda h: h.key_group_start)
         if not handles:
             raise InvalidInput(f"checkpoint {checkpoint_id} names no shard snapshot")
@@ -98,7 +109,7 @@ class CheckpointCatalog:
         self._check_objects(checkpoint_id, handles, executor)
         metadata = cpb.CheckpointMetadata(namespace=namespace, checkpoint_id=checkpoint_id, max_key_groups=max_key_groups,
                                           shards=handles, committed_at_millis=self.clock_ms(),
-                                          format_version=FORMAT_VERSION)
+                                          format_version=FORMAT_VERSION, operator_metadata=operator_metadata)
         key = paths.checkpoint_metadata(namespace, checkpoint_id)
         try:
             created = self.store.put_if_absent(key, metadata.SerializeToString())

@@ -16,6 +16,7 @@ traceback: what went wrong and, where it helps, what to do.
 from __future__ import annotations
 
 import argparse
+import base64
 import concurrent.futures
 import dataclasses
 import datetime
@@ -122,6 +123,7 @@ def _show(options: argparse.Namespace) -> int:
     print(f"checkpoint {metadata.checkpoint_id} of namespace {metadata.namespace!r}")
     print(f"  committed   {format_millis(metadata.committed_at_millis)} UTC")
     print(f"  key groups  0-{metadata.max_key_groups - 1} in {len(metadata.shards)} shards, {human_size(total)}")
+    print(f"  metadata    {_operator_metadata(metadata.operator_metadata)}")
     for handle in metadata.shards:
         files = [("shared", f) for f in handle.shared_files] + [("private", f) for f in handle.private_files]
         print(f"shard {handle.key_group_start}-{handle.key_group_end}: writer epoch {handle.writer_epoch}, "
@@ -130,6 +132,20 @@ def _show(options: argparse.Namespace) -> int:
         for kind, stored in files:
             print(f"  {kind:<8} {stored.local_name:<24} {human_size(stored.size):>10}  {stored.object_key}")
     return 0
+
+
+def _operator_metadata(blob: bytes) -> str:
+    """The operator's checkpoint metadata, saying how it is shown: text when it is printable
+    UTF-8, else base64."""
+    if not blob:
+        return "none"
+    try:
+        text = blob.decode("utf-8")
+    except UnicodeDecodeError:
+        text = None
+    if text is not None and text.isprintable():
+        return f"{len(blob)} bytes, utf-8 text: {text}"
+    return f"{len(blob)} bytes, base64: {base64.b64encode(blob).decode('ascii')}"
 
 
 def _state(state: pb.StateDescriptor) -> str:

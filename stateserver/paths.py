@@ -5,6 +5,7 @@
     <ns>/manifests/<checkpoint>/<start>-<end>/<uuid>.pb    a shard manifest (ShardSnapshotHandle)
     <ns>/checkpoints/<checkpoint>/metadata.pb              the commit point (CheckpointMetadata)
     <ns>/owners/<start>-<end>/<epoch>                      shard ownership records (ownership.py)
+    <ns>/epochs/<epoch>                                    allocated writer epochs (epoch_allocation.py)
 
 Every key names the checkpoint that wrote it, so garbage collection can tell what a checkpoint
 still in flight may need (only ids above the latest committed one can still commit).
@@ -98,6 +99,24 @@ def parse_owner_record(key: str) -> tuple[KeyGroupRange, int] | None:
         return KeyGroupRange.parse(parts[2]), int(parts[3])
     except ValueError:
         return None
+
+
+def epochs_prefix(namespace: str) -> str:
+    return f"{namespace}/epochs"
+
+
+def allocated_epoch(namespace: str, epoch: int) -> str:
+    """Zero-padded like checkpoint ids, so the last key listed in order is the highest epoch.
+    Garbage collection never deletes these (``parse_key`` does not spell them): an allocation
+    must stay visible for as long as the namespace exists, or an epoch could be handed out twice."""
+    return f"{epochs_prefix(namespace)}/{epoch:0{_CHECKPOINT_DIGITS}d}"
+
+
+def parse_allocated_epoch(key: str) -> int | None:
+    parts = key.split("/")
+    if len(parts) != 3 or parts[1] != "epochs" or len(parts[2]) != _CHECKPOINT_DIGITS or not parts[2].isdigit():
+        return None
+    return int(parts[2])
 
 
 ObjectKind = Literal["shared", "private", "manifest", "metadata"]

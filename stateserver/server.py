@@ -156,7 +156,7 @@ class Node:
                 self.server,
             )
             checkpoint_pb2_grpc.add_CheckpointServiceServicer_to_server(
-                CheckpointService(self.registry, self.checkpointing), self.server
+                CheckpointService(self.registry, self.checkpointing, node_id=self.node_id), self.server
             )
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
             self.port = _listen(self.server, config.address)

@@ -19,7 +19,7 @@ PROMISED = {
     # key groups
     "KeyGroupRange", "key_group_for", "range_for_operator", "ranges_for_parallelism",
     # checkpoint hooks for operators (client/checkpointing.py)
-    "KeyedStateBackend", "CheckpointCoordinator", "first_checkpoint_id",
+    "KeyedStateBackend", "CheckpointCoordinator", "first_checkpoint_id", "Recovery", "CheckpointInfo",
     # errors
     "StateServerError", "InvalidArgumentError", "KeyGroupOutOfRangeError", "NotFoundError",
     "AlreadyExistsError", "FencedError", "ShardNotOpenError", "WrongNodeError", "DataCorruptionError",

@@ -4,7 +4,9 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections.abc import Sequence
+from typing import Any
 
+from client._checkpoint_info import CheckpointInfo, checked_metadata, describe_request
 from client._client import KeyGroups, Restore, _ranges, _restore_source
 from client._errors import InvalidArgumentError, StateServerError, UnavailableError
 from client._failure import WriterFailure
@@ -74,6 +76,18 @@ class AsyncStateClient:
             await self.refresh()
         return self.connection(next(node for node in self.nodes if node not in self.unavailable))
 
+    async def _call_any(self, method: str, request: object) -> Any:
+        """``method`` on the first available node that answers: any node can serve it."""
+        if not self._refreshed:
+            await self.refresh()
+        last_error: UnavailableError | None = None
+        for node in [node for node in self.nodes if node not in self.unavailable]:
+            try:
+                return await self.connection(node).call(method, request)
+            except UnavailableError as exc:
+                last_error = exc
+        raise last_error or UnavailableError(f"every node is unavailable: {sorted(self.unavailable)}")
+
     # -- namespaces ----------------------------------------------------------------------
 
     async def create_namespace(self, namespace: str, max_key_groups: int) -> int:
@@ -88,6 +102,10 @@ class AsyncStateClient:
     async def max_key_groups(self, namespace: str) -> int:
         request = pb.CreateNamespaceRequest(namespace=namespace, max_key_groups=0)
         return int((await (await self._any_node()).call("CreateNamespace", request)).max_key_groups)
+
+    async def next_epoch(self, namespace: str) -> int:
+        """A new writer epoch for ``namespace``, as ``StateClient.next_epoch``."""
+        return int((await self._call_any("AllocateEpoch", cpb.AllocateEpochRequest(namespace=namespace))).epoch)
 
     # -- writers and checkpoints -----------------------------------------------------------
 
@@ -124,12 +142,18 @@ class AsyncStateClient:
         return session
 
     async def commit_checkpoint(self, namespace: str, checkpoint_id: int, handles: Sequence[cpb.ShardSnapshotHandle],
-                                writers: Sequence[AsyncWriter] = ()) -> str:
-        """Write the checkpoint's metadata (the commit point) once every shard snapshot is durable."""
+                                writers: Sequence[AsyncWriter] = (), *, metadata: bytes = b"") -> str:
+        """Write the checkpoint's metadata (the commit point) once every shard snapshot is durable;
+        ``metadata`` is the operator's own, as for ``StateClient.commit_checkpoint``."""
         refs = [session.ref for writer in writers for session in writer.sessions]
         request = cpb.CommitCheckpointRequest(namespace=namespace, checkpoint_id=checkpoint_id, shards=handles,
-                                              writers=refs)
+                                              writers=refs, operator_metadata=checked_metadata(metadata))
         return str((await (await self._any_node()).call("CommitCheckpoint", request)).metadata_key)
+
+    async def checkpoint_metadata(self, namespace: str, checkpoint: int | str = "latest") -> CheckpointInfo:
+        """A committed checkpoint's id and metadata, as ``StateClient.checkpoint_metadata``."""
+        request = describe_request(namespace, checkpoint)
+        return CheckpointInfo.from_proto(await self._call_any("DescribeCheckpoint", request))
 
     async def close(self) -> None:
         connections, self._connections = list(self._connections.values()), {}

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from stateserver.v1 import state_pb2 as stateserver_dot_v1_dot_state__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fstateserver/v1/checkpoint.proto\x12\x0estateserver.v1\x1a\x1astateserver/v1/state.proto\"V\n\x14SnapshotShardRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\x04\",\n\x15SnapshotShardResponse\x12\x13\n\x0bsync_millis\x18\x01 \x01(\x01\"s\n\x19\x41waitShardSnapshotRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\x04\x12\x16\n\x0etimeout_millis\x18\x03 \x01(\r\"\x8e\x01\n\x1a\x41waitShardSnapshotResponse\x12,\n\x05state\x18\x01 \x01(\x0e\x32\x1d.stateserver.v1.SnapshotState\x12\x33\n\x06handle\x18\x02 \x01(\x0b\x32#.stateserver.v1.ShardSnapshotHandle\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xa3\x01\n\x17\x43ommitCheckpointRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\x04\x12\x33\n\x06shards\x18\x03 \x03(\x0b\x32#.stateserver.v1.ShardSnapshotHandle\x12)\n\x07writers\x18\x04 \x03(\x0b\x32\x18.stateserver.v1.ShardRef\"0\n\x18\x43ommitCheckpointResponse\x12\x14\n\x0cmetadata_key\x18\x01 \x01(\t\"Y\n\x17NotifyCheckpointRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\x04\"\x1a\n\x18NotifyCheckpointResponse\"T\n\nStoredFile\x12\x12\n\nobject_key\x18\x01 \x01(\t\x12\x12\n\nlocal_name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\t\"\xde\x02\n\x13ShardSnapshotHandle\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x17\n\x0fkey_group_start\x18\x02 \x01(\r\x12\x15\n\rkey_group_end\x18\x03 \x01(\r\x12\x15\n\rcheckpoint_id\x18\x04 \x01(\x04\x12\x14\n\x0cwriter_epoch\x18\x05 \x01(\x04\x12\x30\n\x0cshared_files\x18\x06 \x03(\x0b\x32\x1a.stateserver.v1.StoredFile\x12\x31\n\rprivate_files\x18\x07 \x03(\x0b\x32\x1a.stateserver.v1.StoredFile\x12/\n\x06states\x18\x08 \x03(\x0b\x32\x1f.stateserver.v1.StateDescriptor\x12\x16\n\x0emax_key_groups\x18\t \x01(\r\x12\x14\n\x0cmanifest_key\x18\n \x01(\t\x12\x13\n\x0bstate_bytes\x18\x0b \x01(\x04\"\xc0\x01\n\x12\x43heckpointMetadata\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\x04\x12\x16\n\x0emax_key_groups\x18\x03 \x01(\r\x12\x33\n\x06shards\x18\x04 \x03(\x0b\x32#.stateserver.v1.ShardSnapshotHandle\x12\x1b\n\x13\x63ommitted_at_millis\x18\x05 \x01(\x04\x12\x16\n\x0e\x66ormat_version\x18\x06 \x01(\r*\x84\x01\n\rSnapshotState\x12\x1e\n\x1aSNAPSHOT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SNAPSHOT_STATE_UPLOADING\x10\x01\x12\x1a\n\x16SNAPSHOT_STATE_DURABLE\x10\x02\x12\x19\n\x15SNAPSHOT_STATE_FAILED\x10\x03\x32\xa2\x04\n\x11\x43heckpointService\x12\\\n\rSnapshotShard\x12$.stateserver.v1.SnapshotShardRequest\x1a%.stateserver.v1.SnapshotShardResponse\x12k\n\x12\x41waitShardSnapshot\x12).stateserver.v1.AwaitShardSnapshotRequest\x1a*.stateserver.v1.AwaitShardSnapshotResponse\x12\x65\n\x10\x43ommitCheckpoint\x12\'.stateserver.v1.CommitCheckpointRequest\x1a(.stateserver.v1.CommitCheckpointResponse\x12m\n\x18NotifyCheckpointComplete\x12\'.stateserver.v1.NotifyCheckpointRequest\x1a(.stateserver.v1.NotifyCheckpointResponse\x12l\n\x17NotifyCheckpointAborted\x12\'.stateserver.v1.NotifyCheckpointRequest\x1a(.stateserver.v1.NotifyCheckpointResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fstateserver/v1/checkpoint.proto\x12\x0estateserver.v1\x1a\x1astateserver/v1/state.proto\"V\n\x14SnapshotShardRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\x04\",\n\x15SnapshotShardResponse\x12\x13\n\x0bsync_millis\x18\x01 \x01(\x01\"s\n\x19\x41waitShardSnapshotRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\x04\x12\x16\n\x0etimeout_millis\x18\x03 \x01(\r\"\x8e\x01\n\x1a\x41waitShardSnapshotResponse\x12,\n\x05state\x18\x01 \x01(\x0e\x32\x1d.stateserver.v1.SnapshotState\x12\x33\n\x06handle\x18\x02 \x01(\x0b\x32#.stateserver.v1.ShardSnapshotHandle\x12\r\n\x05\x65rror\x18\x03 \x01(\t\"\xbe\x01\n\x17\x43ommitCheckpointRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\x04\x12\x33\n\x06shards\x18\x03 \x03(\x0b\x32#.stateserver.v1.ShardSnapshotHandle\x12)\n\x07writers\x18\x04 \x03(\x0b\x32\x18.stateserver.v1.ShardRef\x12\x19\n\x11operator_metadata\x18\x05 \x01(\x0c\"0\n\x18\x43ommitCheckpointResponse\x12\x14\n\x0cmetadata_key\x18\x01 \x01(\t\"Y\n\x17NotifyCheckpointRequest\x12\'\n\x05shard\x18\x01 \x01(\x0b\x32\x18.stateserver.v1.ShardRef\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\x04\"\x1a\n\x18NotifyCheckpointResponse\")\n\x14\x41llocateEpochRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\"&\n\x15\x41llocateEpochResponse\x12\r\n\x05\x65poch\x18\x01 \x01(\x04\"g\n\x19\x44\x65scribeCheckpointRequest\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x17\n\rcheckpoint_id\x18\x02 \x01(\x04H\x00\x12\x10\n\x06latest\x18\x03 \x01(\x08H\x00\x42\x0c\n\ncheckpoint\"k\n\x1a\x44\x65scribeCheckpointResponse\x12\x15\n\rcheckpoint_id\x18\x01 \x01(\x04\x12\x19\n\x11operator_metadata\x18\x02 \x01(\x0c\x12\x1b\n\x13\x63ommitted_at_millis\x18\x03 \x01(\x04\"T\n\nStoredFile\x12\x12\n\nobject_key\x18\x01 \x01(\t\x12\x12\n\nlocal_name\x18\x02 \x01(\t\x12\x0c\n\x04size\x18\x03 \x01(\x04\x12\x10\n\x08\x63hecksum\x18\x04 \x01(\t\"\xde\x02\n\x13ShardSnapshotHandle\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x17\n\x0fkey_group_start\x18\x02 \x01(\r\x12\x15\n\rkey_group_end\x18\x03 \x01(\r\x12\x15\n\rcheckpoint_id\x18\x04 \x01(\x04\x12\x14\n\x0cwriter_epoch\x18\x05 \x01(\x04\x12\x30\n\x0cshared_files\x18\x06 \x03(\x0b\x32\x1a.stateserver.v1.StoredFile\x12\x31\n\rprivate_files\x18\x07 \x03(\x0b\x32\x1a.stateserver.v1.StoredFile\x12/\n\x06states\x18\x08 \x03(\x0b\x32\x1f.stateserver.v1.StateDescriptor\x12\x16\n\x0emax_key_groups\x18\t \x01(\r\x12\x14\n\x0cmanifest_key\x18\n \x01(\t\x12\x13\n\x0bstate_bytes\x18\x0b \x01(\x04\"\xdb\x01\n\x12\x43heckpointMetadata\x12\x11\n\tnamespace\x18\x01 \x01(\t\x12\x15\n\rcheckpoint_id\x18\x02 \x01(\x04\x12\x16\n\x0emax_key_groups\x18\x03 \x01(\r\x12\x33\n\x06shards\x18\x04 \x03(\x0b\x32#.stateserver.v1.ShardSnapshotHandle\x12\x1b\n\x13\x63ommitted_at_millis\x18\x05 \x01(\x04\x12\x16\n\x0e\x66ormat_version\x18\x06 \x01(\r\x12\x19\n\x11operator_metadata\x18\x07 \x01(\x0c*\x84\x01\n\rSnapshotState\x12\x1e\n\x1aSNAPSHOT_STATE_UNSPECIFIED\x10\x00\x12\x1c\n\x18SNAPSHOT_STATE_UPLOADING\x10\x01\x12\x1a\n\x16SNAPSHOT_STATE_DURABLE\x10\x02\x12\x19\n\x15SNAPSHOT_STATE_FAILED\x10\x03\x32\xed\x05\n\x11\x43heckpointService\x12\\\n\rSnapshotShard\x12$.stateserver.v1.SnapshotShardRequest\x1a%.stateserver.v1.SnapshotShardResponse\x12k\n\x12\x41waitShardSnapshot\x12).stateserver.v1.AwaitShardSnapshotRequest\x1a*.stateserver.v1.AwaitShardSnapshotResponse\x12\x65\n\x10\x43ommitCheckpoint\x12\'.stateserver.v1.CommitCheckpointRequest\x1a(.stateserver.v1.CommitCheckpointResponse\x12m\n\x18NotifyCheckpointComplete\x12\'.stateserver.v1.NotifyCheckpointRequest\x1a(.stateserver.v1.NotifyCheckpointResponse\x12l\n\x17NotifyCheckpointAborted\x12\'.stateserver.v1.NotifyCheckpointRequest\x1a(.stateserver.v1.NotifyCheckpointResponse\x12\\\n\rAllocateEpoch\x12$.stateserver.v1.AllocateEpochRequest\x1a%.stateserver.v1.AllocateEpochResponse\x12k\n\x12\x44\x65scribeCheckpoint\x12).stateserver.v1.DescribeCheckpointRequest\x1a*.stateserver.v1.DescribeCheckpointResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'stateserver.v1.checkpoint_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SNAPSHOTSTATE']._serialized_start=1445
-  _globals['_SNAPSHOTSTATE']._serialized_end=1577
+  _globals['_SNAPSHOTSTATE']._serialized_start=1796
+  _globals['_SNAPSHOTSTATE']._serialized_end=1928
   _globals['_SNAPSHOTSHARDREQUEST']._serialized_start=79
   _globals['_SNAPSHOTSHARDREQUEST']._serialized_end=165
   _globals['_SNAPSHOTSHARDRESPONSE']._serialized_start=167
@@ -43,19 +43,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_AWAITSHARDSNAPSHOTRESPONSE']._serialized_start=331
   _globals['_AWAITSHARDSNAPSHOTRESPONSE']._serialized_end=473
   _globals['_COMMITCHECKPOINTREQUEST']._serialized_start=476
-  _globals['_COMMITCHECKPOINTREQUEST']._serialized_end=639
-  _globals['_COMMITCHECKPOINTRESPONSE']._serialized_start=641
-  _globals['_COMMITCHECKPOINTRESPONSE']._serialized_end=689
-  _globals['_NOTIFYCHECKPOINTREQUEST']._serialized_start=691
-  _globals['_NOTIFYCHECKPOINTREQUEST']._serialized_end=780
-  _globals['_NOTIFYCHECKPOINTRESPONSE']._serialized_start=782
-  _globals['_NOTIFYCHECKPOINTRESPONSE']._serialized_end=808
-  _globals['_STOREDFILE']._serialized_start=810
-  _globals['_STOREDFILE']._serialized_end=894
-  _globals['_SHARDSNAPSHOTHANDLE']._serialized_start=897
-  _globals['_SHARDSNAPSHOTHANDLE']._serialized_end=1247
-  _globals['_CHECKPOINTMETADATA']._serialized_start=1250
-  _globals['_CHECKPOINTMETADATA']._serialized_end=1442
-  _globals['_CHECKPOINTSERVICE']._serialized_start=1580
-  _globals['_CHECKPOINTSERVICE']._serialized_end=2126
+  _globals['_COMMITCHECKPOINTREQUEST']._serialized_end=666
+  _globals['_COMMITCHECKPOINTRESPONSE']._serialized_start=668
+  _globals['_COMMITCHECKPOINTRESPONSE']._serialized_end=716
+  _globals['_NOTIFYCHECKPOINTREQUEST']._serialized_start=718
+  _globals['_NOTIFYCHECKPOINTREQUEST']._serialized_end=807
+  _globals['_NOTIFYCHECKPOINTRESPONSE']._serialized_start=809
+  _globals['_NOTIFYCHECKPOINTRESPONSE']._serialized_end=835
+  _globals['_ALLOCATEEPOCHREQUEST']._serialized_start=837
+  _globals['_ALLOCATEEPOCHREQUEST']._serialized_end=878
+  _globals['_ALLOCATEEPOCHRESPONSE']._serialized_start=880
+  _globals['_ALLOCATEEPOCHRESPONSE']._serialized_end=918
+  _globals['_DESCRIBECHECKPOINTREQUEST']._serialized_start=920
+  _globals['_DESCRIBECHECKPOINTREQUEST']._serialized_end=1023
+  _globals['_DESCRIBECHECKPOINTRESPONSE']._serialized_start=1025
+  _globals['_DESCRIBECHECKPOINTRESPONSE']._serialized_end=1132
+  _globals['_STOREDFILE']._serialized_start=1134
+  _globals['_STOREDFILE']._serialized_end=1218
+  _globals['_SHARDSNAPSHOTHANDLE']._serialized_start=1221
+  _globals['_SHARDSNAPSHOTHANDLE']._serialized_end=1571
+  _globals['_CHECKPOINTMETADATA']._serialized_start=1574
+  _globals['_CHECKPOINTMETADATA']._serialized_end=1793
+  _globals['_CHECKPOINTSERVICE']._serialized_start=1931
+  _globals['_CHECKPOINTSERVICE']._serialized_end=2680
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,8 @@ Checkpoints: the two-phase shard snapshot, the commit, and restore (../shared/DE
   AwaitShardSnapshot   async phase result: the shard snapshot is durable in object storage
   CommitCheckpoint     writes the checkpoint metadata create-only: the commit point
   NotifyCheckpoint*    the engine's verdict; a committed checkpoint's uploads may be reused
+  AllocateEpoch        the next writer epoch of a namespace, allocated create-only in the store
+  DescribeCheckpoint   a committed checkpoint's id and operator metadata (source offsets)
   OpenShard.restore    (state.proto) opens a shard from a committed checkpoint
 """
 
@@ -153,8 +155,13 @@ class CommitCheckpointRequest(_message.Message):
     CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
     SHARDS_FIELD_NUMBER: _builtins.int
     WRITERS_FIELD_NUMBER: _builtins.int
+    OPERATOR_METADATA_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     checkpoint_id: _builtins.int
+    operator_metadata: _builtins.bytes
+    """Operator-defined bytes stored with the checkpoint (source offsets, watermarks), at most
+    1 MiB; returned by DescribeCheckpoint.
+    """
     @_builtins.property
     def shards(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShardSnapshotHandle]:
         """Every shard snapshot of the checkpoint; their key-group ranges must tile the namespace."""
@@ -170,10 +177,11 @@ class CommitCheckpointRequest(_message.Message):
         checkpoint_id: _builtins.int = ...,
         shards: _abc.Iterable[Global___ShardSnapshotHandle] | None = ...,
         writers: _abc.Iterable[_state_pb2.ShardRef] | None = ...,
+        operator_metadata: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "namespace", b"namespace", "shards", b"shards", "writers", b"writers"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "namespace", b"namespace", "operator_metadata", b"operator_metadata", "shards", b"shards", "writers", b"writers"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -235,6 +243,97 @@ class NotifyCheckpointResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NotifyCheckpointResponse: _TypeAlias = NotifyCheckpointResponse  # noqa: Y015
+
+@_typing.final
+class AllocateEpochRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AllocateEpochRequest: _TypeAlias = AllocateEpochRequest  # noqa: Y015
+
+@_typing.final
+class AllocateEpochResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    EPOCH_FIELD_NUMBER: _builtins.int
+    epoch: _builtins.int
+    """Higher than every epoch allocated or used (in an ownership record) for the namespace so far."""
+    def __init__(
+        self,
+        *,
+        epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AllocateEpochResponse: _TypeAlias = AllocateEpochResponse  # noqa: Y015
+
+@_typing.final
+class DescribeCheckpointRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    LATEST_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    checkpoint_id: _builtins.int
+    latest: _builtins.bool
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        checkpoint_id: _builtins.int = ...,
+        latest: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "checkpoint_id", b"checkpoint_id", "latest", b"latest"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint", "checkpoint_id", b"checkpoint_id", "latest", b"latest", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_checkpoint: _TypeAlias = _typing.Literal["checkpoint_id", "latest"]  # noqa: Y015
+    _WhichOneofArgType_checkpoint: _TypeAlias = _typing.Literal["checkpoint", b"checkpoint"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_checkpoint) -> _WhichOneofReturnType_checkpoint | None: ...
+
+Global___DescribeCheckpointRequest: _TypeAlias = DescribeCheckpointRequest  # noqa: Y015
+
+@_typing.final
+class DescribeCheckpointResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHECKPOINT_ID_FIELD_NUMBER: _builtins.int
+    OPERATOR_METADATA_FIELD_NUMBER: _builtins.int
+    COMMITTED_AT_MILLIS_FIELD_NUMBER: _builtins.int
+    checkpoint_id: _builtins.int
+    operator_metadata: _builtins.bytes
+    committed_at_millis: _builtins.int
+    def __init__(
+        self,
+        *,
+        checkpoint_id: _builtins.int = ...,
+        operator_metadata: _builtins.bytes = ...,
+        committed_at_millis: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "committed_at_millis", b"committed_at_millis", "operator_metadata", b"operator_metadata"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DescribeCheckpointResponse: _TypeAlias = DescribeCheckpointResponse  # noqa: Y015
 
 @_typing.final
 class StoredFile(_message.Message):
@@ -340,12 +439,15 @@ class CheckpointMetadata(_message.Message):
     SHARDS_FIELD_NUMBER: _builtins.int
     COMMITTED_AT_MILLIS_FIELD_NUMBER: _builtins.int
     FORMAT_VERSION_FIELD_NUMBER: _builtins.int
+    OPERATOR_METADATA_FIELD_NUMBER: _builtins.int
     namespace: _builtins.str
     checkpoint_id: _builtins.int
     max_key_groups: _builtins.int
     committed_at_millis: _builtins.int
     """Milliseconds since the epoch, for retention and display."""
     format_version: _builtins.int
+    operator_metadata: _builtins.bytes
+    """Operator-defined bytes committed with the checkpoint (source offsets, watermarks)."""
     @_builtins.property
     def shards(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShardSnapshotHandle]: ...
     def __init__(
@@ -357,10 +459,11 @@ class CheckpointMetadata(_message.Message):
         shards: _abc.Iterable[Global___ShardSnapshotHandle] | None = ...,
         committed_at_millis: _builtins.int = ...,
         format_version: _builtins.int = ...,
+        operator_metadata: _builtins.bytes = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "committed_at_millis", b"committed_at_millis", "format_version", b"format_version", "max_key_groups", b"max_key_groups", "namespace", b"namespace", "shards", b"shards"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checkpoint_id", b"checkpoint_id", "committed_at_millis", b"committed_at_millis", "format_version", b"format_version", "max_key_groups", b"max_key_groups", "namespace", b"namespace", "operator_metadata", b"operator_metadata", "shards", b"shards"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

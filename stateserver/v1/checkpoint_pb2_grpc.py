@@ -59,6 +59,16 @@ class CheckpointServiceStub:
                 request_serializer=stateserver_dot_v1_dot_checkpoint__pb2.NotifyCheckpointRequest.SerializeToString,
                 response_deserializer=stateserver_dot_v1_dot_checkpoint__pb2.NotifyCheckpointResponse.FromString,
                 _registered_method=True)
+        self.AllocateEpoch = channel.unary_unary(
+                '/stateserver.v1.CheckpointService/AllocateEpoch',
+                request_serializer=stateserver_dot_v1_dot_checkpoint__pb2.AllocateEpochRequest.SerializeToString,
+                response_deserializer=stateserver_dot_v1_dot_checkpoint__pb2.AllocateEpochResponse.FromString,
+                _registered_method=True)
+        self.DescribeCheckpoint = channel.unary_unary(
+                '/stateserver.v1.CheckpointService/DescribeCheckpoint',
+                request_serializer=stateserver_dot_v1_dot_checkpoint__pb2.DescribeCheckpointRequest.SerializeToString,
+                response_deserializer=stateserver_dot_v1_dot_checkpoint__pb2.DescribeCheckpointResponse.FromString,
+                _registered_method=True)
 
 
 class CheckpointServiceServicer:
@@ -94,6 +104,18 @@ class CheckpointServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AllocateEpoch(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DescribeCheckpoint(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_CheckpointServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -121,6 +143,16 @@ def add_CheckpointServiceServicer_to_server(servicer, server):
                     servicer.NotifyCheckpointAborted,
                     request_deserializer=stateserver_dot_v1_dot_checkpoint__pb2.NotifyCheckpointRequest.FromString,
                     response_serializer=stateserver_dot_v1_dot_checkpoint__pb2.NotifyCheckpointResponse.SerializeToString,
+            ),
+            'AllocateEpoch': grpc.unary_unary_rpc_method_handler(
+                    servicer.AllocateEpoch,
+                    request_deserializer=stateserver_dot_v1_dot_checkpoint__pb2.AllocateEpochRequest.FromString,
+                    response_serializer=stateserver_dot_v1_dot_checkpoint__pb2.AllocateEpochResponse.SerializeToString,
+            ),
+            'DescribeCheckpoint': grpc.unary_unary_rpc_method_handler(
+                    servicer.DescribeCheckpoint,
+                    request_deserializer=stateserver_dot_v1_dot_checkpoint__pb2.DescribeCheckpointRequest.FromString,
+                    response_serializer=stateserver_dot_v1_dot_checkpoint__pb2.DescribeCheckpointResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -258,6 +290,60 @@ class CheckpointService:
             '/stateserver.v1.CheckpointService/NotifyCheckpointAborted',
             stateserver_dot_v1_dot_checkpoint__pb2.NotifyCheckpointRequest.SerializeToString,
             stateserver_dot_v1_dot_checkpoint__pb2.NotifyCheckpointResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AllocateEpoch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateserver.v1.CheckpointService/AllocateEpoch',
+            stateserver_dot_v1_dot_checkpoint__pb2.AllocateEpochRequest.SerializeToString,
+            stateserver_dot_v1_dot_checkpoint__pb2.AllocateEpochResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DescribeCheckpoint(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateserver.v1.CheckpointService/DescribeCheckpoint',
+            stateserver_dot_v1_dot_checkpoint__pb2.DescribeCheckpointRequest.SerializeToString,
+            stateserver_dot_v1_dot_checkpoint__pb2.DescribeCheckpointResponse.FromString,
             options,
             channel_credentials,
             insecure,

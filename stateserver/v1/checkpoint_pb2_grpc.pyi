@@ -7,6 +7,8 @@ Checkpoints: the two-phase shard snapshot, the commit, and restore (../shared/DE
   AwaitShardSnapshot   async phase result: the shard snapshot is durable in object storage
   CommitCheckpoint     writes the checkpoint metadata create-only: the commit point
   NotifyCheckpoint*    the engine's verdict; a committed checkpoint's uploads may be reused
+  AllocateEpoch        the next writer epoch of a namespace, allocated create-only in the store
+  DescribeCheckpoint   a committed checkpoint's id and operator metadata (source offsets)
   OpenShard.restore    (state.proto) opens a shard from a committed checkpoint
 """
 
@@ -43,6 +45,8 @@ class CheckpointServiceStub:
     CommitCheckpoint: _grpc.UnaryUnaryMultiCallable[_checkpoint_pb2.CommitCheckpointRequest, _checkpoint_pb2.CommitCheckpointResponse]
     NotifyCheckpointComplete: _grpc.UnaryUnaryMultiCallable[_checkpoint_pb2.NotifyCheckpointRequest, _checkpoint_pb2.NotifyCheckpointResponse]
     NotifyCheckpointAborted: _grpc.UnaryUnaryMultiCallable[_checkpoint_pb2.NotifyCheckpointRequest, _checkpoint_pb2.NotifyCheckpointResponse]
+    AllocateEpoch: _grpc.UnaryUnaryMultiCallable[_checkpoint_pb2.AllocateEpochRequest, _checkpoint_pb2.AllocateEpochResponse]
+    DescribeCheckpoint: _grpc.UnaryUnaryMultiCallable[_checkpoint_pb2.DescribeCheckpointRequest, _checkpoint_pb2.DescribeCheckpointResponse]
 
 @_typing.type_check_only
 class CheckpointServiceAsyncStub(CheckpointServiceStub):
@@ -52,6 +56,8 @@ class CheckpointServiceAsyncStub(CheckpointServiceStub):
     CommitCheckpoint: _aio.UnaryUnaryMultiCallable[_checkpoint_pb2.CommitCheckpointRequest, _checkpoint_pb2.CommitCheckpointResponse]  # type: ignore[assignment]
     NotifyCheckpointComplete: _aio.UnaryUnaryMultiCallable[_checkpoint_pb2.NotifyCheckpointRequest, _checkpoint_pb2.NotifyCheckpointResponse]  # type: ignore[assignment]
     NotifyCheckpointAborted: _aio.UnaryUnaryMultiCallable[_checkpoint_pb2.NotifyCheckpointRequest, _checkpoint_pb2.NotifyCheckpointResponse]  # type: ignore[assignment]
+    AllocateEpoch: _aio.UnaryUnaryMultiCallable[_checkpoint_pb2.AllocateEpochRequest, _checkpoint_pb2.AllocateEpochResponse]  # type: ignore[assignment]
+    DescribeCheckpoint: _aio.UnaryUnaryMultiCallable[_checkpoint_pb2.DescribeCheckpointRequest, _checkpoint_pb2.DescribeCheckpointResponse]  # type: ignore[assignment]
 
 class CheckpointServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -88,5 +94,19 @@ class CheckpointServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _checkpoint_pb2.NotifyCheckpointRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_checkpoint_pb2.NotifyCheckpointResponse, _abc.Awaitable[_checkpoint_pb2.NotifyCheckpointResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def AllocateEpoch(
+        self,
+        request: _checkpoint_pb2.AllocateEpochRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_checkpoint_pb2.AllocateEpochResponse, _abc.Awaitable[_checkpoint_pb2.AllocateEpochResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def DescribeCheckpoint(
+        self,
+        request: _checkpoint_pb2.DescribeCheckpointRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_checkpoint_pb2.DescribeCheckpointResponse, _abc.Awaitable[_checkpoint_pb2.DescribeCheckpointResponse]]: ...
 
 def add_CheckpointServiceServicer_to_server(servicer: CheckpointServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -84,6 +84,26 @@ def test_an_aborted_dataflow_resumes_with_exactly_the_results_of_a_run_without_a
     assert wordcount.stored_state(node.address, namespace, events, epoch=3) == _expected_state(wordcount, events)
 
 
+def test_a_run_without_an_attempt_number_allocates_its_epochs(
+        node: NodeProcess, tmp_path: Path, wordcount: ModuleType, reference: list[Any]) -> None:
+    """Issue 12, point 1: no attempt number to raise; each run allocates the next epoch. Fails on
+    the code before it (StateServerBackend required ``epoch``)."""
+    events = wordcount.make_events(EVENTS)
+    namespace = unique_namespace("bytewax-auto-epoch")
+    crash_at = EVENTS * 3 // 5 + BATCH // 2
+    source = TestingSource([*events[:crash_at], TestingSource.ABORT(), *events[crash_at:]], BATCH)
+    recovery = _recovery_dir(tmp_path / "db")
+    before: list[Any] = []
+    first = wordcount.run(node.address, namespace, source, epoch=None, recovery_dir=recovery, out=before, batch_ops=10)
+    after: list[Any] = []
+    resumed = wordcount.run(node.address, namespace, source, epoch=None, recovery_dir=recovery, out=after, batch_ops=10)
+
+    assert resumed.restored_from == first.checkpoints[-1]
+    assert first.checkpoints[-1] >> 32 == 1 and resumed.checkpoints[-1] >> 32 == 2  # epochs 1 and 2, allocated
+    assert before + after == reference
+    assert wordcount.stored_state(node.address, namespace, events, epoch=3) == _expected_state(wordcount, events)
+
+
 def test_a_dataflow_that_crashed_mid_epoch_replays_the_epoch_and_counts_it_once(
         node: NodeProcess, tmp_path: Path, wordcount: ModuleType, reference: list[Any]) -> None:
     events = wordcount.make_events(EVENTS)
