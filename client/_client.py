@@ -53,13 +53,13 @@ class StateClient:
         self.settings = resolve_settings(settings, timeout=timeout, max_message_bytes=max_message_bytes)
         self._routing = RoutingTable(self.seeds, probe_backoff_min=self.settings.probe_backoff_min,
                                      probe_backoff_max=self.settings.probe_backoff_max)
-        self._timeout = self.settings.request_timeout
         # While the node is still applying every batch in flight, the next batch grows up to
         # busy_batch_ops (default 4 x batch_ops) instead of waiting (see BatchLimits).
         self._batch_limits = BatchLimits(max_ops=batch_ops, max_bytes=batch_bytes, max_in_flight=max_in_flight,
                                          max_ops_when_busy=max(busy_batch_ops or 4 * batch_ops, batch_ops))
         self._connections: dict[str, NodeConnection] = {}
         self._connections_lock = threading.Lock()  # shards open from several threads at once
+        self._refresh_lock = threading.Lock()  # one refresh of a stale list, not one per opening thread
 
     # -- the cluster -------------------------------------------------------------------
 
@@ -117,11 +117,13 @@ class StateClient:
     def _heal(self) -> None:
         """Refresh a stale node list, and probe the unreachable nodes whose backoff has passed."""
         if self._routing.stale(self.settings.node_list_max_age):
-            try:
-                self.refresh()
-            except UnavailableError:
-                if self._routing.refreshed_at is None:
-                    raise  # never learnt the cluster: nothing to route by
+            with self._refresh_lock:
+                if self._routing.stale(self.settings.node_list_max_age):
+                    try:
+                        self.refresh()
+                    except UnavailableError:
+                        if self._routing.refreshed_at is None:
+                            raise  # never learnt the cluster: nothing to route by
         for address in self._routing.due_for_probe():
             try:
                 self.connection(address).node_info(timeout=self.settings.connect_timeout)
