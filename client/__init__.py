@@ -29,6 +29,7 @@ from client._errors import (
     UnavailableError,
     WrongNodeError,
 )
+from client._settings import ClientSettings
 from client._serializers import (
     BYTES,
     INT64,
@@ -52,6 +53,7 @@ __all__ = [
     "BytesSerializer",
     "CheckpointCoordinator",
     "CheckpointInfo",
+    "ClientSettings",
     "DataCorruptionError",
     "FencedError",
     "INT64",

@@ -3,20 +3,22 @@ from __future__ import annotations
 
 import concurrent.futures
 import threading
+import time
 import uuid
 from collections.abc import Sequence
 from typing import Any, Literal
 
 
 from client._checkpoint_info import CheckpointInfo, checked_metadata, describe_request
-from client._connection import NodeConnection, PendingCall
+from client._connection import NodeConnection, PendingCall, is_unreachable
 from client._errors import (
     InvalidArgumentError, RestoreRequiredError, StateServerError, UnavailableError, WrongNodeError,
 )
 from client._failure import WriterFailure
+from client._routing import RoutingTable
+from client._settings import ClientSettings, resolve_settings
 from client._shard_session import BatchLimits, ShardSession
 from client._writer import Writer
-from stateserver import placement
 from stateserver.keygroups import KeyGroupRange
 from stateserver.states import StateDescriptor
 from stateserver.v1 import checkpoint_pb2 as cpb
@@ -25,7 +27,6 @@ from stateserver.v1 import state_pb2 as pb
 KeyGroups = KeyGroupRange | str | Sequence[KeyGroupRange | str]
 # A checkpoint id, "latest", "empty", or None (resume the shards as they are, where allowed).
 Restore = int | Literal["latest", "empty"] | None
-_OPEN_ATTEMPTS = 4
 _OPENS_AT_ONCE = 8
 
 
@@ -34,75 +35,118 @@ class StateClient:
 
     A shard's node is the first node in its rendezvous placement order that this client has
     not found unreachable; nodes and clients compute that order alike, so no lookup service
-    is needed. ``refresh()`` learns the cluster's node list from the nodes themselves.
+    is needed. The node list comes from the nodes themselves (NodeInfo), again whenever it is
+    older than ``settings.node_list_max_age``, on ``WrongNodeError`` and before a rebalance; a
+    node that cannot be reached is routed around and probed again after a backoff, so a
+    restarted node is used again once it serves. Connection settings: ``settings``
+    (``ClientSettings``); ``timeout`` and ``max_message_bytes`` override its request timeout and
+    message size.
     """
 
-    def __init__(self, addresses: Sequence[str] | str, *, timeout: float = 30.0, max_message_bytes: int = 64 << 20,
+    def __init__(self, addresses: Sequence[str] | str, *, settings: ClientSettings | None = None,
+                 timeout: float | None = None, max_message_bytes: int | None = None,
                  batch_ops: int = 1000, batch_bytes: int = 4 << 20, max_in_flight: int = 4,
                  busy_batch_ops: int | None = None) -> None:
         self.seeds = [addresses] if isinstance(addresses, str) else list(addresses)
         if not self.seeds:
             raise InvalidArgumentError("give at least one node address")
-        self.nodes: list[str] = list(self.seeds)
-        self.unavailable: set[str] = set()
-        self._timeout = timeout
-        self._max_message_bytes = max_message_bytes
+        self.settings = resolve_settings(settings, timeout=timeout, max_message_bytes=max_message_bytes)
+        self._routing = RoutingTable(self.seeds, probe_backoff_min=self.settings.probe_backoff_min,
+                                     probe_backoff_max=self.settings.probe_backoff_max)
         # While the node is still applying every batch in flight, the next batch grows up to
         # busy_batch_ops (default 4 x batch_ops) instead of waiting (see BatchLimits).
         self._batch_limits = BatchLimits(max_ops=batch_ops, max_bytes=batch_bytes, max_in_flight=max_in_flight,
                                          max_ops_when_busy=max(busy_batch_ops or 4 * batch_ops, batch_ops))
         self._connections: dict[str, NodeConnection] = {}
         self._connections_lock = threading.Lock()  # shards open from several threads at once
-        self._refreshed = False
+        self._refresh_lock = threading.Lock()  # one refresh of a stale list, not one per opening thread
 
     # -- the cluster -------------------------------------------------------------------
 
+    @property
+    def nodes(self) -> list[str]:
+        """The cluster's node names, as placement uses them."""
+        return self._routing.nodes
+
+    @nodes.setter
+    def nodes(self, nodes: Sequence[str]) -> None:
+        """Route by this list (the operator's own) instead of the one the nodes report, until ``refresh()``."""
+        self._routing.set_nodes(nodes)
+
+    @property
+    def unavailable(self) -> frozenset[str]:
+        """Nodes routed around now; each is probed again after its backoff."""
+        return self._routing.unavailable
+
     def connection(self, address: str) -> NodeConnection:
+        """The connection to the node called ``address``, dialled at the address it advertises."""
+        target = self._routing.target(address)
         connection = self._connections.get(address)
-        if connection is None:
+        if connection is None or connection.target != target:
             with self._connections_lock:
                 connection = self._connections.get(address)
-                if connection is None:
+                if connection is None or connection.target != target:
                     connection = self._connections[address] = NodeConnection(
-                        address, max_message_bytes=self._max_message_bytes, timeout=self._timeout,
-                        on_unavailable=self.mark_unavailable,
-                    )
+                        address, target=target, settings=self.settings, on_unavailable=self.mark_unavailable)
         return connection
 
     def mark_unavailable(self, address: str) -> None:
-        """Route around ``address`` from now on (until ``refresh(forget_unavailable=True)``)."""
-        self.unavailable.add(address)
+        """Route around ``address`` until a probe finds it again (after a backoff)."""
+        self._routing.mark_unavailable(address)
 
     def refresh(self, *, forget_unavailable: bool = False) -> list[str]:
-        """Ask the nodes for the cluster's node list; returns it."""
+        """Ask the nodes for the cluster's node list (and where to dial each); returns it.
+
+        Nodes found unreachable are asked last, and one that answers is available again."""
         if forget_unavailable:
-            self.unavailable.clear()
+            self._routing.forget_unavailable()
         last_error: StateServerError | None = None
-        for address in [*self.nodes, *self.seeds]:
-            if address in self.unavailable:
-                continue
+        down = self._routing.unavailable
+        names = [*self._routing.available(), *self.seeds, *sorted(down)]
+        for address in dict.fromkeys(names):
             try:
-                reply = self.connection(address).node_info(timeout=min(self._timeout, 5.0))
+                reply = self.connection(address).node_info(timeout=self.settings.connect_timeout)
             except StateServerError as exc:
                 last_error = exc
                 continue
-            self.nodes = sorted(reply.nodes) if reply.nodes else list(self.seeds)
-            self._refreshed = True
+            self._routing.mark_available(address)
+            self._routing.update(list(reply.nodes), dict(reply.advertised_addresses))
             return self.nodes
         raise UnavailableError(f"no node of {self.seeds} answered: {last_error}")
 
+    def _heal(self) -> None:
+        """Refresh a stale node list, and probe the unreachable nodes whose backoff has passed."""
+        if self._routing.stale(self.settings.node_list_max_age):
+            with self._refresh_lock:
+                if self._routing.stale(self.settings.node_list_max_age):
+                    try:
+                        self.refresh()
+                    except UnavailableError:
+                        if self._routing.refreshed_at is None:
+                            raise  # never learnt the cluster: nothing to route by
+        for address in self._routing.due_for_probe():
+            try:
+                self.connection(address).node_info(timeout=self.settings.connect_timeout)
+            except StateServerError as exc:
+                if not is_unreachable(exc):  # unreachable ones were marked again by the connection
+                    self._routing.mark_unavailable(address)
+                continue
+            self._routing.mark_available(address)
+
     def node_for(self, shard_id: str) -> str:
-        if not self._refreshed:
-            self.refresh()
-        for node in placement.placement_order(shard_id, self.nodes):
-            if node not in self.unavailable:
-                return node
-        raise UnavailableError(f"every node of shard {shard_id} is unavailable: {sorted(self.unavailable)}")
+        self._heal()
+        order = self._routing.placement_order(shard_id)
+        if not order:
+            raise UnavailableError(f"every node of shard {shard_id} is unavailable: {sorted(self.unavailable)}")
+        return order[0]
 
     def _available(self) -> list[str]:
-        if not self._refreshed:
-            self.refresh()
-        return [node for node in self.nodes if node not in self.unavailable]
+        """The nodes to use now; raises ``UnavailableError`` when there is none."""
+        self._heal()
+        available = self._routing.available()
+        if not available:
+            raise UnavailableError(f"every node is unavailable: {sorted(self.unavailable)}")
+        return available
 
     def _call_any(self, method: str, request: object) -> Any:
         """``method`` on the first available node that answers: any node can serve it."""
@@ -111,8 +155,9 @@ class StateClient:
             try:
                 return self.connection(address).call(method, request)
             except UnavailableError as exc:
-                last_error = exc  # marked unavailable: the next node is asked
-        raise last_error or UnavailableError(f"every node is unavailable: {sorted(self.unavailable)}")
+                last_error = exc  # the next node is asked
+        assert last_error is not None
+        raise last_error
 
     # -- namespaces ----------------------------------------------------------------------
 
@@ -120,8 +165,7 @@ class StateClient:
         """Create the namespace on every available node (idempotent); returns its key groups."""
         request = pb.CreateNamespaceRequest(namespace=namespace, max_key_groups=max_key_groups)
         pending = [self.connection(address).start("CreateNamespace", request) for address in self._available()]
-        results = _gather(pending)
-        return max(reply.max_key_groups for reply in results)
+        return max(reply.max_key_groups for reply in _gather(pending))
 
     def max_key_groups(self, namespace: str) -> int:
         request = pb.CreateNamespaceRequest(namespace=namespace, max_key_groups=0)
@@ -214,7 +258,8 @@ class StateClient:
                       source: pb.RestoreSource | None, owner_id: str,
                       states: Sequence[StateDescriptor], failure: WriterFailure) -> ShardSession:
         shard_id = f"{namespace}/{key_groups}"
-        for attempt in range(_OPEN_ATTEMPTS):
+        attempts = self.settings.retry_attempts
+        for attempt in range(attempts):
             connection = self.connection(self.node_for(shard_id))
             session = ShardSession(namespace=namespace, key_groups=key_groups, epoch=epoch, connection=connection,
                                    limits=self._batch_limits, failure=failure)
@@ -227,16 +272,25 @@ class StateClient:
                 # A node that joined after the namespace was created learns it here.
                 connection.call("CreateNamespace",
                                 pb.CreateNamespaceRequest(namespace=namespace, max_key_groups=max_key_groups))
-                connection.call("OpenShard", request, timeout=max(self._timeout, 600.0))
+                connection.call("OpenShard", request, timeout=self.settings.open_timeout)
                 return session
             except WrongNodeError:
-                if attempt == _OPEN_ATTEMPTS - 1:
+                if attempt == attempts - 1:
                     raise
+                self._refresh_quietly()  # the node knows a newer node list
+            except UnavailableError as exc:
+                if attempt == attempts - 1 or not is_unreachable(exc):
+                    raise
+                self._refresh_quietly()  # the node is gone: route around it, and ask who is left
+            time.sleep(self.settings.backoff(attempt))
+        raise AssertionError("unreachable")
+
+    def _refresh_quietly(self) -> None:
+        if not self._routing.pinned:
+            try:
                 self.refresh()
             except UnavailableError:
-                if attempt == _OPEN_ATTEMPTS - 1 or connection.address not in self.unavailable:
-                    raise
-        raise AssertionError("unreachable")
+                pass  # the next attempt says what is wrong
 
     def rebalance(self, writer: Writer, *, checkpoint_id: int, epoch: int) -> list[KeyGroupRange]:
         """Hand shards over after the node list changed, right after ``checkpoint_id`` committed.
@@ -249,6 +303,8 @@ class StateClient:
         on; returns the key-group ranges that moved.
         """
         writer.flush()
+        if not self._routing.pinned:
+            self.refresh()  # the nodes know the current membership
         moved = {s.key_groups for s in writer.sessions if self.node_for(s.shard_id) != s.connection.address}
         sessions = self._open_sessions(writer.namespace, writer.max_key_groups, writer.key_groups, epoch,
                                        checkpoint_id, writer.owner_id, list(writer.states.values()),
@@ -302,8 +358,8 @@ def _gather(pending: Sequence[PendingCall[object]]) -> list:  # type: ignore[typ
             results.append(call.result())
         except UnavailableError as exc:
             errors.append(exc)
-    if not results and errors:
-        raise errors[0]
+    if not results:
+        raise errors[0] if errors else UnavailableError("no node to ask")
     return results
 
 

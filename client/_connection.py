@@ -1,6 +1,8 @@
 """One gRPC channel per node address; every call made here translates gRPC errors."""
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
@@ -8,6 +10,7 @@ import grpc
 
 from client._errors import StateServerError, translate_rpc_error
 from client._node_limits import NodeLimits
+from client._settings import ClientSettings
 from stateserver.v1 import checkpoint_pb2_grpc, state_pb2_grpc
 from stateserver.v1 import state_pb2 as pb
 
@@ -15,11 +18,13 @@ Reply = TypeVar("Reply")
 
 
 def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
-    return [
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", 30_000),
-    ]
+    return ClientSettings(max_message_bytes=max_message_bytes).channel_options()
+
+
+def is_unreachable(error: StateServerError) -> bool:
+    """The node could not be reached (down, restarting, draining), as opposed to a node that
+    answered UNAVAILABLE itself (its object store is out, say) and is very much there."""
+    return error.code is grpc.StatusCode.UNAVAILABLE and not error.reason
 
 
 class PendingCall(Generic[Reply]):
@@ -40,14 +45,22 @@ class PendingCall(Generic[Reply]):
 
 
 class NodeConnection:
-    def __init__(self, address: str, *, max_message_bytes: int, timeout: float,
-                 on_unavailable: Callable[[str], None] | None = None) -> None:
+    """A channel to the node called ``address`` in the cluster, dialled at ``target`` (its advertised
+    address, by default the same)."""
+
+    def __init__(self, address: str, *, max_message_bytes: int | None = None, timeout: float | None = None,
+                 on_unavailable: Callable[[str], None] | None = None, target: str | None = None,
+                 settings: ClientSettings | None = None) -> None:
+        settings = settings or ClientSettings()
         self.address = address
-        self.timeout = timeout
-        self.max_message_bytes = max_message_bytes
+        self.target = target or address
+        self.timeout = timeout or settings.request_timeout
+        self.max_message_bytes = max_message_bytes or settings.max_message_bytes
+        self.settings = settings
         self.limits: NodeLimits | None = None  # learnt from the node's NodeInfo, once
         self._on_unavailable = on_unavailable
-        self.channel = grpc.insecure_channel(address, options=channel_options(max_message_bytes))
+        options = ClientSettings.channel_options(dataclasses.replace(settings, max_message_bytes=self.max_message_bytes))
+        self.channel = grpc.insecure_channel(self.target, options=options)
         # Method names are unique across the node's services, so a call names only the method.
         state = state_pb2_grpc.StateServiceStub(self.channel)
         checkpoint = checkpoint_pb2_grpc.CheckpointServiceStub(self.channel)
@@ -73,14 +86,14 @@ class NodeConnection:
     def node_limits(self) -> NodeLimits:
         """What the node accepts (asked once per connection)."""
         if self.limits is None:
-            self.node_info(timeout=min(self.timeout, 5.0))
+            self.node_info(timeout=self.settings.connect_timeout)
         assert self.limits is not None
         return self.limits
 
     def translate(self, error: grpc.RpcError) -> StateServerError:
         translated = translate_rpc_error(error, address=self.address)
-        if translated.code is grpc.StatusCode.UNAVAILABLE and self._on_unavailable is not None:
-            self._on_unavailable(self.address)  # the node is down or draining: route around it
+        if is_unreachable(translated) and self._on_unavailable is not None:
+            self._on_unavailable(self.address)  # down or draining: route around it until a probe answers
         return translated
 
     def close(self) -> None:

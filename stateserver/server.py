@@ -34,11 +34,13 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from stateserver.checkpoint_service import CheckpointService
 from stateserver.checkpointing import Checkpointing
-from stateserver.cluster import ClusterView, resolve_nodes
+from stateserver.cluster import Resolver, dns_resolver
 from stateserver.interceptors import InFlightRequests, RequestMetricsInterceptor
 from stateserver.limits import Limits
+from stateserver.membership import Membership
 from stateserver.metrics import MetricsEndpoint, NodeMetrics, start_metrics_endpoint
 from stateserver.metrics_shards import ShardCollector
+from stateserver.peers import ask_advertised_address
 from stateserver.objectstore import RetryingObjectStore, StoreError, open_store
 from stateserver.registry import ShardRegistry
 from stateserver.rocks import RocksResources, RocksTuning
@@ -74,6 +76,12 @@ class NodeConfig:
     orphan_sweep_interval_s: float = 3600.0
     # The cluster's nodes ("host:port" or "dns:NAME:PORT"); empty for a single node.
     nodes: tuple[str, ...] = ()
+    # Or a file of them, read again on SIGHUP and when it changes (not both).
+    nodes_file: pathlib.Path | None = None
+    # How often dns: entries are resolved again and peers asked where they are reached; 0: never.
+    membership_refresh_s: float = 10.0
+    # Where clients dial this node, if not node_id (empty: node_id).
+    advertised_address: str = ""
     # Port 0: no metrics endpoint.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
@@ -96,6 +104,8 @@ def config_from_settings(settings: Settings) -> NodeConfig:
         snapshot_url=settings.snapshot_url, snapshot_options=dict(settings.snapshot_options),
         upload_threads=settings.upload_threads, retained_checkpoints=settings.retained_checkpoints,
         orphan_sweep_interval_s=settings.orphan_sweep_interval_s, nodes=settings.nodes,
+        nodes_file=settings.nodes_file, membership_refresh_s=settings.membership_refresh_s,
+        advertised_address=settings.advertised_address,
         metrics_host=settings.metrics_host, metrics_port=settings.metrics_port,
     )
 
@@ -126,13 +136,13 @@ def open_checkpointing(config: NodeConfig, resources: RocksResources, metrics: N
 class Node:
     """One node. ``metrics`` is the NodeMetrics its components record into (see stateserver.metrics)."""
 
-    def __init__(self, config: NodeConfig) -> None:
+    def __init__(self, config: NodeConfig, *, resolver: Resolver = dns_resolver) -> None:
         self.config = config
         self.metrics = NodeMetrics()
         self.node_id = config.node_id or config.address
         self._lock_file = lock_data_dir(config.data_dir)
         try:
-            nodes = _cluster_nodes(config.nodes)
+            self.membership = _membership(config, self.node_id, resolver)
             resources = RocksResources(config.tuning)
             self.registry = ShardRegistry(config.data_dir, resources, config.limits)
             self.checkpointing = open_checkpointing(config, resources, self.metrics)
@@ -151,7 +161,7 @@ class Node:
             )
             state_pb2_grpc.add_StateServiceServicer_to_server(
                 StateService(self.registry, node_id=self.node_id, version=version(),
-                             checkpointing=self.checkpointing, cluster=ClusterView(self.node_id, nodes),
+                             checkpointing=self.checkpointing, cluster=self.membership,
                              metrics=self.metrics, max_message_bytes=config.max_message_bytes),
                 self.server,
             )
@@ -186,6 +196,7 @@ class Node:
                 raise NodeStartError(f"cannot serve metrics on {self.config.metrics_host}:"
                                      f"{self.config.metrics_port}: {exc.strerror or exc}") from exc
         self.server.start()
+        self.membership.start()
         for service in ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         metrics = self.metrics_endpoint
@@ -204,6 +215,7 @@ class Node:
                                         "requests_in_flight": self._in_flight.running,
                                         "open_shards": len(self.registry.open_shards())})
             self.health.enter_graceful_shutdown()
+            self.membership.stop()
             self.server.stop(grace=self.config.drain_seconds).wait()
             still_running = self._in_flight.wait_idle(HANDLER_EXIT_SECONDS)
             if still_running:
@@ -223,7 +235,8 @@ class Node:
             return self._clean
 
     def serve_until_signalled(self) -> bool:
-        """Run until SIGTERM or SIGINT, then drain; True if every shard closed cleanly."""
+        """Run until SIGTERM or SIGINT, then drain; True if every shard closed cleanly. SIGHUP
+        reloads the node list (the nodes file, dns: names)."""
         received: list[int] = []
         wake = threading.Event()
 
@@ -233,19 +246,27 @@ class Node:
 
         for signum in (signal.SIGTERM, signal.SIGINT):
             signal.signal(signum, on_signal)
+        signal.signal(signal.SIGHUP, lambda _signum, _frame: self.membership.request_reload())
         self.start()
         wake.wait()
         log.info("signal received", extra={"signal": signal.Signals(received[0]).name})
         return self.stop()
 
 
-def _cluster_nodes(spec: tuple[str, ...]) -> tuple[str, ...]:
+def _membership(config: NodeConfig, node_id: str, resolver: Resolver) -> Membership:
     # Whether node_id is among them is checked for static lists at load (settings); a dns: list
-    # may not hold this node yet (a headless service lists ready pods only), so it is not checked.
+    # may not hold this node yet (a headless service lists ready pods only), nor a nodes file
+    # (this node may be started before the file names it), so it is not checked here.
+    membership = Membership(node_id, nodes=config.nodes, nodes_file=config.nodes_file,
+                            advertised_address=config.advertised_address,
+                            refresh_seconds=config.membership_refresh_s, resolver=resolver,
+                            ask_advertised=ask_advertised_address)
     try:
-        return resolve_nodes(spec)
+        membership.load()
     except (OSError, ValueError) as exc:
-        raise NodeStartError(f"cannot resolve the node list {', '.join(spec)}: {exc}") from exc
+        source = str(config.nodes_file) if config.nodes_file else ", ".join(config.nodes)
+        raise NodeStartError(f"cannot resolve the node list {source}: {exc}") from exc
+    return membership
 
 
 def _listen(server: grpc.Server, address: str) -> int:

@@ -17,6 +17,7 @@ from stateserver import errors, shard_reads, shard_writes, wire
 from stateserver.metrics import NodeMetrics
 from stateserver.operations import Batch
 from stateserver.cluster import ClusterView
+from stateserver.membership import Membership
 from stateserver.keygroups import KeyGroupRange
 from stateserver.ownership import StoreClaims
 from stateserver.registry import EMPTY, RESUME, OpenSource, Restorer, ShardRegistry, check_epoch
@@ -119,7 +120,7 @@ def decode_batch(request: pb.WriteBatchRequest | pb.ReadBatchRequest, values: Se
 
 class StateService(state_pb2_grpc.StateServiceServicer):
     def __init__(self, registry: ShardRegistry, *, node_id: str, version: str,
-                 checkpointing: Checkpointing | None = None, cluster: ClusterView | None = None,
+                 checkpointing: Checkpointing | None = None, cluster: ClusterView | Membership | None = None,
                  metrics: NodeMetrics | None = None, max_message_bytes: int = 64 << 20) -> None:
         self.registry = registry
         self.max_message_bytes = max_message_bytes
@@ -234,8 +235,9 @@ class StateService(state_pb2_grpc.StateServiceServicer):
         limits = self.registry.limits
         node_limits = pb.NodeLimits(max_key_bytes=limits.max_key_bytes, max_value_bytes=limits.max_value_bytes,
                                     max_batch_ops=limits.max_batch_ops, max_message_bytes=self.max_message_bytes)
+        view = self.cluster.view() if isinstance(self.cluster, Membership) else self.cluster
         return pb.NodeInfoResponse(node_id=self.node_id, version=self.version, open_shards=shards,
-                                   nodes=self.cluster.nodes, limits=node_limits)
+                                   nodes=view.nodes, limits=node_limits, advertised_addresses=view.advertised)
 
 
 def _restore_target(checkpointing: Checkpointing, checkpoint: int | str) -> Restorer:

@@ -37,6 +37,8 @@ __all__ = [
     "SettingsError",
     "add_settings_arguments",
     "load_settings",
+    "parse_node_list",
+    "read_nodes_file",
     "render_settings_table",
     "settings_from_args",
 ]
@@ -229,6 +231,34 @@ def _nodes(raw: object) -> tuple[str, ...]:
     return nodes
 
 
+def parse_node_list(raw: object) -> tuple[str, ...]:
+    """A node list (host:port and dns:NAME:PORT entries), as the ``nodes`` setting takes it; ValueError if bad."""
+    try:
+        return _nodes(raw)
+    except _Invalid as exc:
+        raise ValueError(f"the node list {exc.expected}, got {raw!r}") from None
+
+
+def read_nodes_file(path: Path) -> tuple[str, ...]:
+    """Entries of a nodes file: host:port or dns:NAME:PORT, one a line or comma-separated; # comments.
+    Raises OSError (unreadable) or ValueError (a bad entry)."""
+    text = path.read_text(encoding="utf-8")
+    entries = [item.strip() for line in text.splitlines() for item in line.split("#", 1)[0].split(",")]
+    return parse_node_list([entry for entry in entries if entry])
+
+
+def _optional_address(raw: object) -> str:
+    value = _as_str(raw)
+    return _address(value) if value else ""
+
+
+def _file(raw: object) -> Path:
+    text = _as_str(raw)
+    if not text or "\x00" in text:
+        raise _Invalid("must be a file path")
+    return Path(text).expanduser().absolute()
+
+
 def _path(raw: object) -> Path:
     text = _as_str(raw)
     if not text or "\x00" in text:
@@ -334,10 +364,23 @@ class Settings:
         "counting, without listing (as `stateserver gc` sweeps).", metavar="SECONDS")
     upload_threads: int = _setting(8, _count(1), "Concurrent snapshot file uploads.", metavar="N")
     nodes: tuple[str, ...] = _setting(
-        (), _nodes, "Cluster members as host:port, or dns:NAME:PORT for every address of NAME; the same list "
-        "on every node and client; empty means this node alone.", shown_default="(this node alone)", metavar="HOST:PORT,...")
+        (), _nodes, "Cluster members as host:port, or dns:NAME:PORT for every address of NAME (resolved again "
+        "every membership_refresh_s); the same list on every node, and clients learn it from the nodes; empty "
+        "means this node alone.", shown_default="(this node alone)", metavar="HOST:PORT,...")
+    nodes_file: Path | None = _setting(
+        None, _file, "A file listing the cluster members instead of nodes (host:port or dns:NAME:PORT, one a line or "
+        "comma-separated, # comments); read again on SIGHUP and whenever it changes, without a restart.",
+        shown_default="(none)", metavar="FILE")
+    membership_refresh_s: float = _setting(
+        10.0, _seconds, "How often dns: entries of the node list are resolved again and peers asked for their "
+        "advertised addresses; the nodes file is checked for changes every second. 0 turns both off (SIGHUP "
+        "still reloads).", metavar="SECONDS")
     node_id: str = _setting("", _node_id, "This node's own entry in nodes.", shown_default="<host>:<port>",
                             metavar="HOST:PORT")
+    advertised_address: str = _setting(
+        "", _optional_address, "Where clients dial this node, when that differs from its entry in nodes (as "
+        "Kafka's advertised.listeners): a published port, a load balancer. Placement still uses node_id.",
+        shown_default="<node_id>", metavar="HOST:PORT")
     drain_seconds: float = _setting(10.0, _seconds, "On shutdown, how long in-flight requests may finish.",
                                     metavar="SECONDS")
     log_level: str = _setting("info", _choice(*LOG_LEVELS), "One of " + ", ".join(LOG_LEVELS) + ".",
@@ -365,6 +408,7 @@ class Settings:
         """The settings as plain values for a startup log line, with option values hidden."""
         fields = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         fields["data_dir"] = str(self.data_dir) if self.data_dir else None
+        fields["nodes_file"] = str(self.nodes_file) if self.nodes_file else None
         fields["nodes"] = list(self.nodes)
         fields["snapshot_options"] = {key: "<hidden>" for key in self.snapshot_options}
         return fields
@@ -537,6 +581,17 @@ def _check_together(values: dict[str, object], origins: dict[str, str], problems
     if get("node_id") == "" and host is not None and port is not None:
         values["node_id"] = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
     nodes, node_id = get("nodes"), get("node_id")
+    nodes_file = get("nodes_file")
+    if nodes and nodes_file is not None:
+        problems.append(f"setting 'nodes_file': give either nodes (from {origin('nodes')}) or nodes_file "
+                        f"(from {origin('nodes_file')}), not both")
+    elif nodes_file is not None:
+        try:
+            read_nodes_file(nodes_file)
+        except (OSError, ValueError) as exc:
+            detail = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            problems.append(_problem("nodes_file", _Invalid("must be a readable file of node entries", detail),
+                                     nodes_file, origin("nodes_file")))
     # A dns: entry is resolved when the node starts, so membership can only be checked then.
     if nodes and node_id and node_id not in nodes and not any(node.startswith("dns:") for node in nodes):
         problems.append(f"setting 'node_id': must be one of the nodes ({', '.join(nodes)}) so that this node "

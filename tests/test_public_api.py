@@ -12,7 +12,7 @@ from client import _errors
 # A name added to or dropped from __all__ must be added or dropped here too, deliberately.
 PROMISED = {
     # connecting, writers and state handles
-    "StateClient", "Writer", "ValueState", "ListState", "MapState", "AggregatingState",
+    "StateClient", "ClientSettings", "Writer", "ValueState", "ListState", "MapState", "AggregatingState",
     # serializers
     "Serializer", "BytesSerializer", "StrSerializer", "Int64Serializer", "JsonSerializer",
     "BYTES", "STR", "INT64", "JSON",

@@ -23,6 +23,7 @@ from stateserver.settings import (
     SettingsError,
     add_settings_arguments,
     load_settings,
+    read_nodes_file,
     render_settings_table,
     settings_from_args,
 )
@@ -347,6 +348,35 @@ def test_config_file_from_the_environment(tmp_path: Path) -> None:
     assert settings.port == 7009
 
 
+# ---- membership: a nodes file, an advertised address ---------------------------------------------
+
+def test_a_nodes_file_is_read_at_load_with_comments_and_commas(tmp_path: Path) -> None:
+    nodes_file = tmp_path / "nodes"
+    nodes_file.write_text("# the cluster\nnode-1:7700\nnode-2:7700, node-3:7700  # two on a line\n\ndns:more:7700\n")
+    settings = load(tmp_path, flags={"nodes_file": str(nodes_file), "advertised_address": "127.0.0.1:7701"})
+    assert settings.nodes_file == nodes_file and settings.nodes == ()
+    assert read_nodes_file(nodes_file) == ("node-1:7700", "node-2:7700", "node-3:7700", "dns:more:7700")
+    assert settings.advertised_address == "127.0.0.1:7701" and settings.membership_refresh_s == 10.0
+
+
+@pytest.mark.parametrize(("flags", "contents", "expected"), [
+    ({"nodes": "a:1"}, "a:1\n", "give either nodes (from --nodes) or nodes_file (from --nodes-file), not both"),
+    ({}, "a:1\nnot an address\n", "must be a readable file of node entries"),
+    ({}, "a:1\na:1\n", "appear more than once"),
+    ({}, None, "No such file or directory"),
+    ({"advertised_address": "no-port"}, "a:1\n", "setting 'advertised_address': must be host:port"),
+    ({"membership_refresh_s": "-1"}, "a:1\n", "setting 'membership_refresh_s': must be a number of seconds"),
+])
+def test_bad_membership_settings_are_refused_at_load(tmp_path: Path, flags: dict[str, object],
+                                                      contents: str | None, expected: str) -> None:
+    nodes_file = tmp_path / "nodes"
+    if contents is not None:
+        nodes_file.write_text(contents)
+    with pytest.raises(SettingsError) as caught:
+        load(tmp_path, flags={"nodes_file": str(nodes_file), **flags})
+    assert expected in str(caught.value)
+
+
 # ---- files generated from or depending on the settings ------------------------------------------
 
 def test_docs_table_is_up_to_date() -> None:
@@ -393,6 +423,11 @@ def test_compose_nodes_have_valid_settings(tmp_path: Path) -> None:
         settings = settings_from_args(namespace, environ)
         assert len(settings.nodes) == 3 and settings.snapshot_url.startswith("s3://")
         seen_ids.add(settings.node_id)
+        # A client on the host dials the published gRPC port, which the node must advertise (its
+        # name in the node list resolves only inside the compose network).
+        grpc_port = str(settings.port)
+        [published] = [p.rsplit(":", 1)[0] for p in service["ports"] if p.rsplit(":", 1)[1] == grpc_port]
+        assert settings.advertised_address == published and published.startswith("127.0.0.1:")
     assert seen_ids == set(settings.nodes)
 
 
@@ -406,15 +441,21 @@ def test_kubernetes_config_is_valid_and_not_shadowed_by_the_image(tmp_path: Path
     config = tomllib.loads(config_map["data"]["stateserver.toml"])
     shadowed = {key for key in config if f"STATESERVER_{key.upper()}" in dockerfile_environment()}
     assert not shadowed, f"the image's environment overrides {shadowed} in the config file"
+    # The node list is a file of the ConfigMap (read again when it changes: scaling needs no restart).
+    assert config["nodes_file"] == "/etc/stateserver/nodes" and "nodes" not in config
+    nodes_file = tmp_path / "nodes"
+    nodes_file.write_text(config_map["data"]["nodes"])
     config_file = tmp_path / "stateserver.toml"
-    config_file.write_text(config_map["data"]["stateserver.toml"])
+    config_file.write_text(config_map["data"]["stateserver.toml"].replace(config["nodes_file"], str(nodes_file)))
     [stateful_set] = [doc for doc in documents if doc["kind"] == "StatefulSet"]
-    assert stateful_set["spec"]["replicas"] == len(config["nodes"])
+    mounts = {m["name"]: m["mountPath"] for m in stateful_set["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]}
+    assert mounts["config"] == "/etc/stateserver", "the whole ConfigMap directory (a subPath mount never updates)"
+    assert stateful_set["spec"]["replicas"] == len(read_nodes_file(nodes_file))
     for ordinal in range(stateful_set["spec"]["replicas"]):
         environ = {**dockerfile_environment(), "STATESERVER_DATA_DIR": str(tmp_path / str(ordinal)),
                    "STATESERVER_NODE_ID": f"stateserver-{ordinal}.{stateful_set['spec']['serviceName']}:7700"}
         settings = load_settings(flags={}, environ=environ, config_file=config_file)
-        assert settings.node_id in settings.nodes
+        assert settings.node_id in read_nodes_file(settings.nodes_file)
 
 
 # ---- the Grafana dashboard -----------------------------------------------------------------------

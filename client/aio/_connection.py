@@ -1,13 +1,16 @@
 """One grpc.aio channel per node address; gRPC errors are translated by the sync client's translator."""
 from __future__ import annotations
 
+import dataclasses
+
 from collections.abc import Callable
 from typing import Any
 
 import grpc
 import grpc.aio
 
-from client._connection import NodeConnection, channel_options
+from client._connection import NodeConnection
+from client._settings import ClientSettings
 from client._errors import StateServerError
 from client._node_limits import NodeLimits
 from stateserver.v1 import checkpoint_pb2_grpc, state_pb2_grpc
@@ -15,14 +18,21 @@ from stateserver.v1 import state_pb2 as pb
 
 
 class AsyncNodeConnection:
-    def __init__(self, address: str, *, max_message_bytes: int, timeout: float,
-                 on_unavailable: Callable[[str], None] | None = None) -> None:
+    """A channel to the node called ``address``, dialled at ``target`` (as ``NodeConnection``)."""
+
+    def __init__(self, address: str, *, max_message_bytes: int | None = None, timeout: float | None = None,
+                 on_unavailable: Callable[[str], None] | None = None, target: str | None = None,
+                 settings: ClientSettings | None = None) -> None:
+        settings = settings or ClientSettings()
         self.address = address
-        self.timeout = timeout
-        self.max_message_bytes = max_message_bytes
+        self.target = target or address
+        self.timeout = timeout or settings.request_timeout
+        self.max_message_bytes = max_message_bytes or settings.max_message_bytes
+        self.settings = settings
         self.limits: NodeLimits | None = None  # learnt from the node's NodeInfo, once
         self._on_unavailable = on_unavailable
-        self.channel = grpc.aio.insecure_channel(address, options=channel_options(max_message_bytes))
+        options = ClientSettings.channel_options(dataclasses.replace(settings, max_message_bytes=self.max_message_bytes))
+        self.channel = grpc.aio.insecure_channel(self.target, options=options)
         # Method names are unique across the node's services, so a call names only the method.
         self._methods: dict[str, Any] = {}
         for stub in (state_pb2_grpc.StateServiceStub(self.channel), checkpoint_pb2_grpc.CheckpointServiceStub(self.channel)):
@@ -42,7 +52,7 @@ class AsyncNodeConnection:
     async def node_limits(self) -> NodeLimits:
         """What the node accepts (asked once per connection)."""
         if self.limits is None:
-            await self.node_info(timeout=min(self.timeout, 5.0))
+            await self.node_info(timeout=self.settings.connect_timeout)
         assert self.limits is not None
         return self.limits
 

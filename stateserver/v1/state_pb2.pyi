@@ -653,11 +653,32 @@ Global___NodeInfoRequest: _TypeAlias = NodeInfoRequest  # noqa: Y015
 class NodeInfoResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class AdvertisedAddressesEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NODE_ID_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
     OPEN_SHARDS_FIELD_NUMBER: _builtins.int
     NODES_FIELD_NUMBER: _builtins.int
     LIMITS_FIELD_NUMBER: _builtins.int
+    ADVERTISED_ADDRESSES_FIELD_NUMBER: _builtins.int
     node_id: _builtins.str
     version: _builtins.str
     @_builtins.property
@@ -670,6 +691,12 @@ class NodeInfoResponse(_message.Message):
     def limits(self) -> Global___NodeLimits:
         """What this node accepts; clients size their batches and check keys and values by it."""
 
+    @_builtins.property
+    def advertised_addresses(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Where clients dial each node of `nodes` (cluster name -> advertised host:port), for the
+        nodes whose advertised address this node knows; a node not listed is dialled by its name.
+        """
+
     def __init__(
         self,
         *,
@@ -678,10 +705,11 @@ class NodeInfoResponse(_message.Message):
         open_shards: _abc.Iterable[_builtins.str] | None = ...,
         nodes: _abc.Iterable[_builtins.str] | None = ...,
         limits: Global___NodeLimits | None = ...,
+        advertised_addresses: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["limits", b"limits", "node_id", b"node_id", "nodes", b"nodes", "open_shards", b"open_shards", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["advertised_addresses", b"advertised_addresses", "limits", b"limits", "node_id", b"node_id", "nodes", b"nodes", "open_shards", b"open_shards", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -16,3 +16,13 @@ def cluster(tmp_path: Path, seaweed: SeaweedS3, monkeypatch: pytest.MonkeyPatch)
         monkeypatch.setenv(name, value)  # the node processes inherit the credentials
     with run_cluster(tmp_path / "nodes", seaweed.fresh_url()) as nodes:
         yield nodes
+
+
+@pytest.fixture
+def file_listed_cluster(tmp_path: Path) -> Iterator[Cluster]:
+    """Three nodes whose node list is a file (``--nodes-file``), on one file:// store. The first
+    node reloads the file only on SIGHUP (``--membership-refresh-s 0``); the others also when it
+    changes."""
+    with run_cluster(tmp_path / "nodes", (tmp_path / "store").as_uri(), nodes_file=True,
+                     node_args=[["--membership-refresh-s", "0"]]) as nodes:
+        yield nodes

@@ -1,9 +1,10 @@
-"""Several real nodes on loopback that know each other (``--nodes``), sharing one snapshot store."""
+"""Several real nodes on loopback that know each other (``--nodes``, or ``--nodes-file`` when the
+cluster has a ``nodes_file``), sharing one snapshot store."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from support.node import NodeProcess, free_loopback_port, start_node
@@ -15,6 +16,8 @@ class Cluster:
     snapshot_url: str
     ports: list[int]
     nodes: dict[str, NodeProcess]
+    nodes_file: Path | None = None  # the nodes' list, read again when it changes or on SIGHUP
+    node_args: dict[str, list[str]] = field(default_factory=dict)  # more flags of one node
 
     @property
     def addresses(self) -> list[str]:
@@ -26,18 +29,29 @@ class Cluster:
     def start(self, address: str, node_list: list[str] | None = None) -> NodeProcess:
         """(Re)start the node at ``address`` on its data directory."""
         port = int(address.rsplit(":", 1)[1])
+        membership = (["--nodes-file", str(self.nodes_file)] if self.nodes_file is not None and node_list is None
+                      else ["--nodes", ",".join(node_list or self.addresses)])
         node = start_node(self.data_dir(address), port=port, extra_args=[
-            "--snapshot-url", self.snapshot_url, "--nodes", ",".join(node_list or self.addresses)])
+            "--snapshot-url", self.snapshot_url, *membership, *self.node_args.get(address, [])])
         self.nodes[address] = node
         return node
+
+    def write_nodes_file(self, addresses: Sequence[str]) -> None:
+        assert self.nodes_file is not None
+        staging = self.nodes_file.with_suffix(".new")
+        staging.write_text("".join(f"{address}\n" for address in addresses))
+        staging.replace(self.nodes_file)  # whole or not at all, as a ConfigMap update
 
     def kill(self, address: str) -> None:
         self.nodes[address].kill()
 
     def add_node(self) -> str:
-        """A new node whose node list has every node, itself included."""
+        """A new node whose node list has every node, itself included (with a nodes file: the
+        file is rewritten first, and the running nodes follow it without a restart)."""
         self.ports.append(free_loopback_port())
         address = self.addresses[-1]
+        if self.nodes_file is not None:
+            self.write_nodes_file(self.addresses)
         self.start(address)
         return address
 
@@ -47,8 +61,15 @@ class Cluster:
 
 
 @contextlib.contextmanager
-def run_cluster(root: Path, snapshot_url: str, size: int = 3) -> Iterator[Cluster]:
-    cluster = Cluster(root=root, snapshot_url=snapshot_url, ports=[free_loopback_port() for _ in range(size)], nodes={})
+def run_cluster(root: Path, snapshot_url: str, size: int = 3, *, nodes_file: bool = False,
+                node_args: Sequence[Sequence[str]] = ()) -> Iterator[Cluster]:
+    """``size`` nodes; ``node_args[i]`` are more flags of the i-th."""
+    root.mkdir(parents=True, exist_ok=True)
+    cluster = Cluster(root=root, snapshot_url=snapshot_url, ports=[free_loopback_port() for _ in range(size)], nodes={},
+                      nodes_file=root / "nodes" if nodes_file else None)
+    cluster.node_args = {address: list(args) for address, args in zip(cluster.addresses, node_args)}
+    if cluster.nodes_file is not None:
+        cluster.write_nodes_file(cluster.addresses)
     try:
         for address in cluster.addresses:
             cluster.start(address)
