@@ -14,7 +14,8 @@ from typing import TypeVar
 import pytest
 
 from client import ClientSettings, StateClient, StateServerError, UnavailableError
-from support.fault_node import launch_fault_node, wait_serving
+from support.fault_node import launch_fault_node
+from support.node import wait_serving
 from support.fault_store import write_control
 from support.node import NodeProcess, free_loopback_port, start_node, unique_namespace
 
