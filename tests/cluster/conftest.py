@@ -1,7 +1,10 @@
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -26,3 +29,14 @@ def file_listed_cluster(tmp_path: Path) -> Iterator[Cluster]:
     with run_cluster(tmp_path / "nodes", (tmp_path / "store").as_uri(), nodes_file=True,
                      node_args=[["--membership-refresh-s", "0"]]) as nodes:
         yield nodes
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+
+@pytest.fixture(scope="module")
+def example() -> ModuleType:
+    """``examples/recovering_job.py``, imported from its file: the job loop the cluster tests run."""
+    if str(EXAMPLES) not in sys.path:
+        sys.path.insert(0, str(EXAMPLES))
+    return importlib.import_module("recovering_job")

@@ -9,11 +9,8 @@ returned it again and the second recovery put X's shards on the last node left.
 """
 from __future__ import annotations
 
-import importlib
 import random
-import sys
 import time
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -28,16 +25,8 @@ EVENTS = 9_000
 CHECKPOINT_EVERY = 1_000
 PARALLELISM = 8
 KILL_X_AT, RESTART_X_AT, KILL_Y_AT = 2_500, 4_200, 6_500
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="module")
-def example() -> ModuleType:
-    if str(EXAMPLES) not in sys.path:
-        sys.path.insert(0, str(EXAMPLES))
-    return importlib.import_module("recovering_job")
 
 
 def test_a_restarted_node_is_used_again_within_two_seconds_and_takes_its_shards_back(

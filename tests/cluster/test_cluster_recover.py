@@ -8,10 +8,7 @@ checkpoint metadata (the example cannot even construct a coordinator without an 
 """
 from __future__ import annotations
 
-import importlib
 import random
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -26,16 +23,8 @@ NAMESPACE = "recovering"
 EVENTS = 12_000
 CHECKPOINT_EVERY = 1_500
 KILL_AT = 7_000  # between two checkpoints, with writes of the next one already on the nodes
-EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture(scope="module")
-def example() -> ModuleType:
-    if str(EXAMPLES) not in sys.path:
-        sys.path.insert(0, str(EXAMPLES))
-    return importlib.import_module("recovering_job")
 
 
 def test_sigkill_of_one_node_of_three_recovers_with_one_call_and_exact_counts(
