@@ -25,7 +25,7 @@ import time
 import rocksdict
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))
-from stateserver.rocks import RocksResources, RocksTuning  # noqa: E402
+from stateserver.shard.rocks import RocksResources, RocksTuning  # noqa: E402
 
 RESULTS = pathlib.Path(__file__).with_name("results") / "compaction_style.md"
 STYLES = {"leveled": RocksTuning(compaction_style="level"), "universal (the default)": RocksTuning()}
@@ -116,7 +116,7 @@ def report(runs: list[StyleRun], options: argparse.Namespace, command: str) -> s
         lines += [f"- {run.name}: {cells}"]
     lines += [
         "", "## Decision", "",
-        "Shards use universal compaction with `max_size_amplification_percent = 50` (stateserver/rocks.py). "
+        "Shards use universal compaction with `max_size_amplification_percent = 50` (stateserver/shard/rocks.py). "
         "Keys spread evenly over key groups, so under leveled compaction every L0 -> L1 compaction of a shard "
         "smaller than the L1 target rewrites the whole shard, and the next snapshot uploads all of it. Universal "
         "compaction merges the small new runs among themselves and rewrites the whole shard only when newer runs "

@@ -44,18 +44,18 @@ for entry in (REPO, REPO / "tests"):  # tests/ for the SeaweedFS launcher in tes
 import lz4.frame  # noqa: E402
 import rocksdict  # noqa: E402
 
-from stateserver.keygroups import KeyGroupRange  # noqa: E402
-from stateserver.limits import Limits  # noqa: E402
-from stateserver.objectstore import ObjectStore, RetryingObjectStore, open_store  # noqa: E402
-from stateserver.operations import Batch, ReadOp, WriteOp  # noqa: E402
-from stateserver.rocks import RocksResources, RocksTuning  # noqa: E402
-from stateserver.shard import Shard, ShardId  # noqa: E402
-from stateserver.shard_reads import read_batch  # noqa: E402
-from stateserver.shard_writes import apply_write_batch  # noqa: E402
+from stateserver.protocol.keygroups import KeyGroupRange  # noqa: E402
+from stateserver.protocol.limits import Limits  # noqa: E402
+from stateserver.store import ObjectStore, RetryingObjectStore, open_store  # noqa: E402
+from stateserver.protocol.operations import Batch, ReadOp, WriteOp  # noqa: E402
+from stateserver.shard.rocks import RocksResources, RocksTuning  # noqa: E402
+from stateserver.shard.shard import Shard, ShardId  # noqa: E402
+from stateserver.shard.reads import read_batch  # noqa: E402
+from stateserver.shard.writes import apply_write_batch  # noqa: E402
 from stateserver.snapshot import take_local_checkpoint, upload_incremental  # noqa: E402
 from stateserver.snapshot.incremental_upload import is_shared_file  # noqa: E402
-from stateserver.states import StateDescriptor, StateKind  # noqa: E402
-from stateserver.v1 import checkpoint_pb2 as cpb  # noqa: E402
+from stateserver.protocol.states import StateDescriptor, StateKind  # noqa: E402
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb  # noqa: E402
 from support.seaweedfs import run_seaweedfs  # noqa: E402
 from bench_common import cpu_model, log, version  # noqa: E402  (benchmarks/ is the script's directory)
 
@@ -515,8 +515,8 @@ def object_verdict(trials: Sequence[Trial], uploads: SmallObjectUploads | None) 
 def decision(trials: Sequence[Trial], uploads: SmallObjectUploads | None) -> list[str]:
     sst_lines, winners = sst_verdicts(trials)
     object_lines, _ = object_verdict(trials, uploads)
-    verdict = (f"**{', '.join(winners)} clearly wins**: make it the default in `stateserver/rocks.py`."
-               if winners else "**No setting clearly wins: lz4 stays the default** in `stateserver/rocks.py`.")
+    verdict = (f"**{', '.join(winners)} clearly wins**: make it the default in `stateserver/shard/rocks.py`."
+               if winners else "**No setting clearly wins: lz4 stays the default** in `stateserver/shard/rocks.py`.")
     return [
         "## Decision",
         "",

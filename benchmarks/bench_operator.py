@@ -30,8 +30,8 @@ for path in (REPO, REPO / "tests"):
     if str(path) not in sys.path:
         sys.path.insert(0, str(path))
 
-from client import StateClient  # noqa: E402
-from client.aio import AsyncStateClient  # noqa: E402
+from stateserver.client import StateClient  # noqa: E402
+from stateserver.client.aio import AsyncStateClient  # noqa: E402
 from support.node import run_node  # noqa: E402
 
 SHARDS = ["0-31", "32-63", "64-95", "96-127"]

@@ -45,19 +45,19 @@ import grpc  # noqa: E402
 import obstore  # noqa: E402
 from obstore.store import LocalStore, S3Store  # noqa: E402
 
-from client import BYTES, StateClient, ValueState, Writer  # noqa: E402
+from stateserver.client import BYTES, StateClient, ValueState, Writer  # noqa: E402
 from stateserver import paths  # noqa: E402
-from stateserver.checkpoints import CheckpointCatalog  # noqa: E402
-from stateserver.checksums import file_checksum  # noqa: E402
-from stateserver.keygroups import KeyGroupRange  # noqa: E402
-from stateserver.objectstore import ObjectStore, RetryingObjectStore, open_store  # noqa: E402
-from stateserver.registry import shard_directory  # noqa: E402
+from stateserver.snapshot.catalog import CheckpointCatalog  # noqa: E402
+from stateserver.store.checksums import file_checksum  # noqa: E402
+from stateserver.protocol.keygroups import KeyGroupRange  # noqa: E402
+from stateserver.store import ObjectStore, RetryingObjectStore, open_store  # noqa: E402
+from stateserver.node.registry import shard_directory  # noqa: E402
 from stateserver.restore import restore_shards  # noqa: E402
-from stateserver.rocks import RocksResources, RocksTuning  # noqa: E402
-from stateserver.shard import ShardId  # noqa: E402
-from stateserver.v1 import checkpoint_pb2 as cpb  # noqa: E402
-from stateserver.v1 import checkpoint_pb2_grpc  # noqa: E402
-from stateserver.v1 import state_pb2 as pb  # noqa: E402
+from stateserver.shard.rocks import RocksResources, RocksTuning  # noqa: E402
+from stateserver.shard.shard import ShardId  # noqa: E402
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb  # noqa: E402
+from stateserver.protocol.v1 import checkpoint_pb2_grpc  # noqa: E402
+from stateserver.protocol.v1 import state_pb2 as pb  # noqa: E402
 from support.node import NodeProcess, run_node, shard_ref  # noqa: E402
 from support.seaweedfs import SeaweedS3, run_seaweedfs  # noqa: E402
 

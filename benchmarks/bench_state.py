@@ -39,12 +39,12 @@ if str(REPO) not in sys.path:
 import grpc  # noqa: E402
 import rocksdict  # noqa: E402
 
-from client import BYTES, StateClient  # noqa: E402
-from client._shard_session import BatchLimits, read_batch_size  # noqa: E402
-from stateserver.rocks import RocksResources, RocksTuning  # noqa: E402
-from stateserver.server import NodeConfig  # noqa: E402
-from stateserver.v1 import state_pb2 as pb  # noqa: E402
-from stateserver.v1 import state_pb2_grpc  # noqa: E402
+from stateserver.client import BYTES, StateClient  # noqa: E402
+from stateserver.client._shard_session import BatchLimits, read_batch_size  # noqa: E402
+from stateserver.shard.rocks import RocksResources, RocksTuning  # noqa: E402
+from stateserver.node.server import NodeConfig  # noqa: E402
+from stateserver.protocol.v1 import state_pb2 as pb  # noqa: E402
+from stateserver.protocol.v1 import state_pb2_grpc  # noqa: E402
 from bench_common import cpu_model, log, version  # noqa: E402  (benchmarks/ is the script's directory)
 
 KEY_BYTES = 16

@@ -1,6 +1,6 @@
 """The stateserver client that stream operators embed.
 
-    from client import StateClient
+    from stateserver.client import StateClient
     with StateClient("127.0.0.1:7700") as state:
         state.create_namespace("wordcount", max_key_groups=128)
         with state.open_writer("wordcount", key_groups="0-127", epoch=1) as writer:
@@ -8,9 +8,9 @@
             counts.merge("apple", 3)
             assert counts.get("apple") == 3   # reads see the writer's own buffered writes
 """
-from client._checkpoint_info import CheckpointInfo
-from client._client import StateClient
-from client._errors import (
+from stateserver.client._checkpoint_info import CheckpointInfo
+from stateserver.client._client import StateClient
+from stateserver.client._errors import (
     AlreadyExistsError,
     DataCorruptionError,
     FencedError,
@@ -29,8 +29,8 @@ from client._errors import (
     UnavailableError,
     WrongNodeError,
 )
-from client._settings import ClientSettings
-from client._serializers import (
+from stateserver.client._settings import ClientSettings
+from stateserver.client._serializers import (
     BYTES,
     INT64,
     JSON,
@@ -41,10 +41,10 @@ from client._serializers import (
     Serializer,
     StrSerializer,
 )
-from client._states import AggregatingState, ListState, MapState, ValueState
-from client._writer import Writer
-from client.checkpointing import CheckpointCoordinator, KeyedStateBackend, Recovery, first_checkpoint_id
-from stateserver.keygroups import KeyGroupRange, key_group_for, range_for_operator, ranges_for_parallelism
+from stateserver.client._states import AggregatingState, ListState, MapState, ValueState
+from stateserver.client._writer import Writer
+from stateserver.client.checkpointing import CheckpointCoordinator, KeyedStateBackend, Recovery, first_checkpoint_id
+from stateserver.protocol.keygroups import KeyGroupRange, key_group_for, range_for_operator, ranges_for_parallelism
 
 __all__ = [
     "AggregatingState",

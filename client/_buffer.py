@@ -10,10 +10,11 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
-from client._node_limits import OVERHEAD_PER_OP
-from stateserver import merge_operators, wire
-from stateserver.operations import WriteOp
-from stateserver.v1 import state_pb2 as pb
+from stateserver.client._node_limits import OVERHEAD_PER_OP
+from stateserver.protocol import merge_operators
+from stateserver.protocol import wire
+from stateserver.protocol.operations import WriteOp
+from stateserver.protocol.v1 import state_pb2 as pb
 
 @dataclasses.dataclass(slots=True)
 class ValueOverlay:

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from client._errors import InvalidArgumentError
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.client._errors import InvalidArgumentError
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
-# The nodes' bound (stateserver.checkpoints.MAX_OPERATOR_METADATA_BYTES), checked here too so an
+# The nodes' bound (stateserver.snapshot.catalog.MAX_OPERATOR_METADATA_BYTES), checked here too so an
 # oversized blob fails at the call, before any request.
 MAX_CHECKPOINT_METADATA_BYTES = 1 << 20
 

@@ -9,20 +9,20 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 
-from client._checkpoint_info import CheckpointInfo, checked_metadata, describe_request
-from client._connection import NodeConnection, PendingCall, is_unreachable
-from client._errors import (
+from stateserver.client._checkpoint_info import CheckpointInfo, checked_metadata, describe_request
+from stateserver.client._connection import NodeConnection, PendingCall, is_unreachable
+from stateserver.client._errors import (
     InvalidArgumentError, RestoreRequiredError, StateServerError, UnavailableError, WrongNodeError,
 )
-from client._failure import WriterFailure
-from client._routing import RoutingTable
-from client._settings import ClientSettings, resolve_settings
-from client._shard_session import BatchLimits, ShardSession
-from client._writer import Writer
-from stateserver.keygroups import KeyGroupRange
-from stateserver.states import StateDescriptor
-from stateserver.v1 import checkpoint_pb2 as cpb
-from stateserver.v1 import state_pb2 as pb
+from stateserver.client._failure import WriterFailure
+from stateserver.client._routing import RoutingTable
+from stateserver.client._settings import ClientSettings, resolve_settings
+from stateserver.client._shard_session import BatchLimits, ShardSession
+from stateserver.client._writer import Writer
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.protocol.states import StateDescriptor
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import state_pb2 as pb
 
 KeyGroups = KeyGroupRange | str | Sequence[KeyGroupRange | str]
 # A checkpoint id, "latest", "empty", or None (resume the shards as they are, where allowed).

@@ -8,11 +8,11 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
-from client._errors import StateServerError, translate_rpc_error
-from client._node_limits import NodeLimits
-from client._settings import ClientSettings
-from stateserver.v1 import checkpoint_pb2_grpc, state_pb2_grpc
-from stateserver.v1 import state_pb2 as pb
+from stateserver.client._errors import StateServerError, translate_rpc_error
+from stateserver.client._node_limits import NodeLimits
+from stateserver.client._settings import ClientSettings
+from stateserver.protocol.v1 import checkpoint_pb2_grpc, state_pb2_grpc
+from stateserver.protocol.v1 import state_pb2 as pb
 
 Reply = TypeVar("Reply")
 

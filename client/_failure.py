@@ -7,7 +7,7 @@ kept, nothing more is sent, and every later call raises ``SessionFailedError`` c
 """
 from __future__ import annotations
 
-from client._errors import SessionFailedError
+from stateserver.client._errors import SessionFailedError
 
 # Times a batch refused as out of order (it overtook its predecessor on the way to the node) is
 # sent again, each time after its predecessor's outcome is known.

@@ -10,8 +10,8 @@ import dataclasses
 import sys
 from collections.abc import Sequence
 
-from client._errors import InvalidArgumentError
-from stateserver.v1 import state_pb2 as pb
+from stateserver.client._errors import InvalidArgumentError
+from stateserver.protocol.v1 import state_pb2 as pb
 
 # Bytes a batch's message spends per operation beyond its keys and values: the op code and the
 # length varints of key, value and map key, and a state index.

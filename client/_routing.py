@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 
-from stateserver import placement
+from stateserver.protocol import placement
 
 
 @dataclasses.dataclass

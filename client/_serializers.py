@@ -10,7 +10,7 @@ import json
 import struct
 from typing import Any, Protocol, TypeVar
 
-from client._errors import InvalidArgumentError
+from stateserver.client._errors import InvalidArgumentError
 
 T = TypeVar("T")
 _I64 = struct.Struct("<q")

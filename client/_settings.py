@@ -4,7 +4,7 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from client._errors import InvalidArgumentError
+from stateserver.client._errors import InvalidArgumentError
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

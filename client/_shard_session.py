@@ -7,15 +7,15 @@ import dataclasses
 import itertools
 from collections.abc import Iterator, Sequence
 
-from client._buffer import WriteBuffer, read_request, read_results
-from client._connection import NodeConnection, PendingCall
-from client._errors import OutOfOrderError
-from client._failure import MAX_RESENDS, WriterFailure
-from client._node_limits import OVERHEAD_PER_OP, NodeLimits
-from stateserver import wire
-from stateserver.keygroups import KeyGroupRange
-from stateserver.operations import ReadOp, WriteOp
-from stateserver.v1 import state_pb2 as pb
+from stateserver.client._buffer import WriteBuffer, read_request, read_results
+from stateserver.client._connection import NodeConnection, PendingCall
+from stateserver.client._errors import OutOfOrderError
+from stateserver.client._failure import MAX_RESENDS, WriterFailure
+from stateserver.client._node_limits import OVERHEAD_PER_OP, NodeLimits
+from stateserver.protocol import wire
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.protocol.operations import ReadOp, WriteOp
+from stateserver.protocol.v1 import state_pb2 as pb
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

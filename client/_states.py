@@ -8,18 +8,18 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from client._buffer import Overlay, resolve_list, resolve_map_entry, resolve_value
-from client._connection import PendingCall
-from client._errors import InvalidArgumentError
-from client._serializers import INT64, BytesSerializer, Serializer
-from client._shard_session import ShardSession, finish_read, read_batch_size
-from stateserver import wire
-from stateserver.errors import ReplyTooLarge
-from stateserver.operations import ReadOp, WriteOp
-from stateserver.states import StateDescriptor
+from stateserver.client._buffer import Overlay, resolve_list, resolve_map_entry, resolve_value
+from stateserver.client._connection import PendingCall
+from stateserver.client._errors import InvalidArgumentError
+from stateserver.client._serializers import INT64, BytesSerializer, Serializer
+from stateserver.client._shard_session import ShardSession, finish_read, read_batch_size
+from stateserver.protocol import wire
+from stateserver.protocol.errors import ReplyTooLarge
+from stateserver.protocol.operations import ReadOp, WriteOp
+from stateserver.protocol.states import StateDescriptor
 
 if TYPE_CHECKING:
-    from client._writer import Writer
+    from stateserver.client._writer import Writer
 
 K = TypeVar("K")
 V = TypeVar("V")

@@ -5,15 +5,15 @@ import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
-from client._errors import InvalidArgumentError, KeyGroupOutOfRangeError, SnapshotFailedError, UnavailableError
-from client._failure import WriterFailure
-from client._serializers import JSON, STR, Serializer
-from client._shard_session import ShardSession
-from client._states import AggregatingState, ListState, MapState, ValueState, operand_serializer_for
-from stateserver.keygroups import KeyGroupRange, key_group_for, stable_hash
-from stateserver.states import StateDescriptor, StateKind
-from stateserver.v1 import checkpoint_pb2 as cpb
-from stateserver.v1 import state_pb2 as pb
+from stateserver.client._errors import InvalidArgumentError, KeyGroupOutOfRangeError, SnapshotFailedError, UnavailableError
+from stateserver.client._failure import WriterFailure
+from stateserver.client._serializers import JSON, STR, Serializer
+from stateserver.client._shard_session import ShardSession
+from stateserver.client._states import AggregatingState, ListState, MapState, ValueState, operand_serializer_for
+from stateserver.protocol.keygroups import KeyGroupRange, key_group_for, stable_hash
+from stateserver.protocol.states import StateDescriptor, StateKind
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import state_pb2 as pb
 
 
 def state_descriptor(*, name: str, kind: StateKind, merge_operator: str = "", ttl_ms: int = 0) -> StateDescriptor:

@@ -1,6 +1,6 @@
 """Keep a Bytewax (0.21) dataflow's keyed state in stateserver, exactly once across a crash.
 
-    from client.bytewax import StateServerBackend, stateful_flat_map
+    from stateserver.client.bytewax import StateServerBackend, stateful_flat_map
 
     def count(counts, word, _event):
         counts.merge(word, 1)
@@ -36,11 +36,11 @@ import functools
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Generic, TypeVar
 
-from client._client import StateClient
-from client._errors import ShardNotOpenError
-from client._writer import Writer
-from client.checkpointing import CheckpointCoordinator, KeyedStateBackend
-from stateserver.keygroups import ranges_for_parallelism
+from stateserver.client._client import StateClient
+from stateserver.client._errors import ShardNotOpenError
+from stateserver.client._writer import Writer
+from stateserver.client.checkpointing import CheckpointCoordinator, KeyedStateBackend
+from stateserver.protocol.keygroups import ranges_for_parallelism
 
 H = TypeVar("H")
 V = TypeVar("V")

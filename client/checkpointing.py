@@ -36,11 +36,11 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Literal
 
-from client._client import KeyGroups, StateClient, _ranges
-from client._checkpoint_info import CheckpointInfo
-from client._errors import FencedError, InvalidArgumentError, NotFoundError, ShardNotOpenError, StateServerError
-from client._writer import Writer
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.client._client import KeyGroups, StateClient, _ranges
+from stateserver.client._checkpoint_info import CheckpointInfo
+from stateserver.client._errors import FencedError, InvalidArgumentError, NotFoundError, ShardNotOpenError, StateServerError
+from stateserver.client._writer import Writer
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 _IDS_PER_EPOCH = 1 << 32
 

@@ -3,7 +3,7 @@
     TTL cleanup          entries whose expiry is at or before a given time are dropped (``expiry``)
     offline compaction   each output shard is written as sorted SST files in one level, with no
                          tombstones, so a job restoring it starts with no compaction debt
-                         (``rewrite``, with ``stateserver.sst_files``)
+                         (``rewrite``, with ``stateserver.shard.sst_files``)
     re-sharding          the output may have other key-group ranges than the input: each output
                          shard takes exactly its key groups from every input shard overlapping it
 
@@ -20,9 +20,9 @@ leaves only uploads that ``stateserver gc`` reclaims.
     result = compact_checkpoint(store, plan, expire_before_ms=now_ms, work_dir=tmp,
                                 resources=resources, executor=pool)
 """
-from compaction.commit import CompactionConflict
-from compaction.compact import CompactionResult, ShardCompaction, compact_checkpoint
-from compaction.plan import (
+from stateserver.compaction.commit import CompactionConflict
+from stateserver.compaction.compact import CompactionResult, ShardCompaction, compact_checkpoint
+from stateserver.compaction.plan import (
     CompactionPlan,
     OutputShard,
     check_tiling,

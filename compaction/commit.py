@@ -11,9 +11,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.errors import AlreadyExists
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.protocol.errors import AlreadyExists
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 
 class CompactionConflict(AlreadyExists):

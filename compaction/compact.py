@@ -20,17 +20,17 @@ import time
 import uuid
 from collections.abc import Callable
 
-from compaction.commit import commit_compacted
-from compaction.plan import CompactionPlan
-from compaction.rewrite import rewrite_shard
-from compaction.sources import SourceShards
-from stateserver.sst_files import DEFAULT_TARGET_FILE_BYTES
-from compaction.upload import upload_shard
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.keygroups import KeyGroupRange
-from stateserver.objectstore import ObjectStore
-from stateserver.rocks import RocksResources
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.compaction.commit import commit_compacted
+from stateserver.compaction.plan import CompactionPlan
+from stateserver.compaction.rewrite import rewrite_shard
+from stateserver.compaction.sources import SourceShards
+from stateserver.shard.sst_files import DEFAULT_TARGET_FILE_BYTES
+from stateserver.compaction.upload import upload_shard
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.store import ObjectStore
+from stateserver.shard.rocks import RocksResources
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import struct
 
-from stateserver import layout
-from stateserver.errors import CorruptData
+from stateserver.shard import layout
+from stateserver.protocol.errors import CorruptData
 
 
 def is_expired(stored_value: bytes, expire_before_ms: int) -> bool:

@@ -11,10 +11,10 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Sequence
 
-from stateserver.errors import InvalidInput
-from stateserver.keygroups import KeyGroupRange, ranges_for_parallelism
+from stateserver.protocol.errors import InvalidInput
+from stateserver.protocol.keygroups import KeyGroupRange, ranges_for_parallelism
 from stateserver.restore import plan_restore
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -14,17 +14,17 @@ import itertools
 import pathlib
 from collections.abc import Iterator
 
-from compaction.expiry import is_expired
-from compaction.plan import OutputShard
-from compaction.sources import Entries, SourceShards
-from stateserver.sst_files import DEFAULT_TARGET_FILE_BYTES, ingest, write_sst_files
-from stateserver.limits import Limits
+from stateserver.compaction.expiry import is_expired
+from stateserver.compaction.plan import OutputShard
+from stateserver.compaction.sources import Entries, SourceShards
+from stateserver.shard.sst_files import DEFAULT_TARGET_FILE_BYTES, ingest, write_sst_files
+from stateserver.protocol.limits import Limits
 # One rule for restore and compaction: which states and column families a shard made of several
 # sources gets.
 from stateserver.restore import RestorePlan, destination_family, union_of_states
-from stateserver.rocks import RocksResources
-from stateserver.shard import META_COLUMN_FAMILY, Shard, ShardId
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.shard.rocks import RocksResources
+from stateserver.shard.shard import META_COLUMN_FAMILY, Shard, ShardId
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 _STATE_FAMILY_PREFIX = "state."
 

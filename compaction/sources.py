@@ -14,13 +14,13 @@ from collections.abc import Callable, Iterator
 
 import rocksdict
 
-from stateserver.keygroups import MAX_KEY_GROUPS_LIMIT, KeyGroupRange
-from stateserver.objectstore import ObjectStore
+from stateserver.protocol.keygroups import MAX_KEY_GROUPS_LIMIT, KeyGroupRange
+from stateserver.store import ObjectStore
 from stateserver.restore import restore_shard
-from stateserver.rocks import DEFAULT_COLUMN_FAMILY, RocksResources
-from stateserver.shard import META_COLUMN_FAMILY
-from stateserver.sst_files import scan_key_groups
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.shard.rocks import DEFAULT_COLUMN_FAMILY, RocksResources
+from stateserver.shard.shard import META_COLUMN_FAMILY
+from stateserver.shard.sst_files import scan_key_groups
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 Entries = Iterator[tuple[bytes, bytes]]
 

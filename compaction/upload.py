@@ -10,10 +10,10 @@ from __future__ import annotations
 import concurrent.futures
 import pathlib
 
-from stateserver.objectstore import ObjectStore
-from stateserver.shard import Shard
+from stateserver.store import ObjectStore
+from stateserver.shard.shard import Shard
 from stateserver.snapshot import take_local_checkpoint, upload_incremental
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 
 def upload_shard(store: ObjectStore, shard: Shard, checkpoint_id: int, *, work_dir: pathlib.Path,

@@ -34,8 +34,8 @@ from bytewax.dataflow import Dataflow  # noqa: E402
 from bytewax.recovery import RecoveryConfig, init_db_dir  # noqa: E402
 from bytewax.testing import TestingSink, TestingSource, run_main  # noqa: E402
 
-from client import StateClient, Writer  # noqa: E402
-from client.bytewax import StateServerBackend, stateful_flat_map  # noqa: E402
+from stateserver.client import StateClient, Writer  # noqa: E402
+from stateserver.client.bytewax import StateServerBackend, stateful_flat_map  # noqa: E402
 
 WINDOW_SECONDS = 10
 Event = tuple[str, tuple[int, int]]

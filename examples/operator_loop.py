@@ -23,7 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client import (  # noqa: E402
+from stateserver.client import (  # noqa: E402
     INT64,
     CheckpointCoordinator,
     KeyedStateBackend,
@@ -31,7 +31,7 @@ from client import (  # noqa: E402
     key_group_for,
     ranges_for_parallelism,
 )
-from client.checkpointing import Restore  # noqa: E402
+from stateserver.client.checkpointing import Restore  # noqa: E402
 
 OFFSET_KEY = "source-offset"
 

@@ -22,7 +22,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from client import (  # noqa: E402
+from stateserver.client import (  # noqa: E402
     CheckpointCoordinator,
     KeyedStateBackend,
     StateClient,

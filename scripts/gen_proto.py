@@ -1,7 +1,7 @@
 """Regenerate the Python code for proto/ (``python scripts/gen_proto.py``).
 
 With ``--check`` it regenerates into a temporary folder and fails when the committed
-code differs, so CI catches a stale stateserver/v1.
+code differs, so CI catches a stale stateserver/protocol/v1.
 """
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from grpc_tools import protoc
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "proto"
-GENERATED_PACKAGE = pathlib.Path("stateserver") / "v1"
+GENERATED_PACKAGE = pathlib.Path("stateserver") / "protocol" / "v1"
 
 
 def generate(out_dir: pathlib.Path) -> None:

@@ -36,7 +36,7 @@ FROM localhost/stateserver:smoke
 RUN set -e; id; \\
     stateserver serve --host 127.0.0.1 --port $port --metrics-host 127.0.0.1 --metrics-port 0 & pid=\$!; \\
     for i in \$(seq 150); do STATESERVER_PORT=$port /bin/sh -c 'stateserver health --address "127.0.0.1:\${STATESERVER_PORT:-7700}"' && break; sleep 0.2; done; \\
-    python -c "from client import StateClient, BYTES; \\
+    python -c "from stateserver.client import StateClient, BYTES; \\
 c = StateClient('127.0.0.1:$port'); c.create_namespace('smoke', max_key_groups=8); \\
 w = c.open_writer('smoke', key_groups='0-7', epoch=1); s = w.value_state('v', value_serializer=BYTES); \\
 s.put('k', b'hello'); w.snapshot(1); c.commit_checkpoint('smoke', 1, w.await_snapshot(1), [w]); \\

@@ -9,14 +9,14 @@ from collections.abc import Iterable
 import pytest
 
 from restore.state_builder import NamespaceState, dump_shard, open_restored, small_resources
-from stateserver import paths
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.errors import InvalidInput
-from stateserver.gc import collect_garbage
-from stateserver.keygroups import KeyGroupRange
-from stateserver.objectstore import ObjectStore, RetryingObjectStore, open_store
+from stateserver.store import paths
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.protocol.errors import InvalidInput
+from stateserver.snapshot.gc import collect_garbage
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.store import ObjectStore, RetryingObjectStore, open_store
 from stateserver.restore import restore_shard
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 HOUR = datetime.timedelta(hours=1)
 

@@ -7,8 +7,8 @@ import sys
 
 import pytest
 
-import client
-from stateserver.keygroups import (
+from stateserver import client
+from stateserver.protocol.keygroups import (
     KeyGroupRange, key_group_for, key_group_of_stored_key, key_group_prefix, operator_for_key_group,
     range_for_operator, ranges_for_parallelism, stable_hash,
 )
@@ -35,7 +35,7 @@ def test_stable_hash_gives_the_values_written_down() -> None:
 
 def test_stable_hash_is_the_same_in_another_process_with_another_hash_seed() -> None:
     # Python's hash() of bytes changes with PYTHONHASHSEED; the stable hash must not.
-    script = "from stateserver.keygroups import stable_hash; print(stable_hash(b'apple'), hash(b'apple'))"
+    script = "from stateserver.protocol.keygroups import stable_hash; print(stable_hash(b'apple'), hash(b'apple'))"
     outputs = []
     for seed in ("1", "2"):
         env = {**os.environ, "PYTHONHASHSEED": seed}

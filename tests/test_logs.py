@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from stateserver.logs import configure_logging
+from stateserver.node.logs import configure_logging
 
 TS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
@@ -40,12 +40,12 @@ def lines(stream: io.StringIO) -> list[str]:
 
 def test_json_line_has_core_and_extra_fields() -> None:
     stream = capture("info", "json")
-    logging.getLogger("stateserver.shard").info("shard %s opened", "jobs/3",
+    logging.getLogger("stateserver.shard.shard").info("shard %s opened", "jobs/3",
                                                  extra={"namespace": "jobs", "shard": 3, "path": Path("/d")})
     [line] = lines(stream)
     event = json.loads(line)
     assert TS.fullmatch(event.pop("ts"))
-    assert event == {"level": "info", "logger": "stateserver.shard", "event": "shard jobs/3 opened",
+    assert event == {"level": "info", "logger": "stateserver.shard.shard", "event": "shard jobs/3 opened",
                      "namespace": "jobs", "shard": 3, "path": "/d"}
     assert list(json.loads(line))[:4] == ["ts", "level", "logger", "event"]
 

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
-from stateserver import placement
-from stateserver.cluster import ClusterView, resolve_nodes
-from stateserver.errors import WrongNode
-from stateserver.membership import Membership
+from stateserver.protocol import placement
+from stateserver.node.cluster import ClusterView, resolve_nodes
+from stateserver.protocol.errors import WrongNode
+from stateserver.node.membership import Membership
 
 
 class Names:

@@ -5,8 +5,10 @@ import random
 
 import pytest
 
-from stateserver import merge_operators, wire
-from stateserver.merge_operators import check_operand, decode_int64, encode_int64, get_merge_operator
+from stateserver.protocol import merge_operators
+
+from stateserver.protocol import wire
+from stateserver.protocol.merge_operators import check_operand, decode_int64, encode_int64, get_merge_operator
 
 INT64_MAX, INT64_MIN = (1 << 63) - 1, -(1 << 63)
 

@@ -9,13 +9,13 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from stateserver.interceptors import InFlightRequests, RequestMetricsInterceptor
-from stateserver.limits import Limits
-from stateserver.metrics import NodeMetrics
-from stateserver.metrics_shards import ShardCollector
-from stateserver.registry import ShardRegistry
-from stateserver.rocks import RocksResources, RocksTuning
-from stateserver.states import StateDescriptor, StateKind
+from stateserver.node.interceptors import InFlightRequests, RequestMetricsInterceptor
+from stateserver.protocol.limits import Limits
+from stateserver.node.metrics import NodeMetrics
+from stateserver.node.metrics_shards import ShardCollector
+from stateserver.node.registry import ShardRegistry
+from stateserver.shard.rocks import RocksResources, RocksTuning
+from stateserver.protocol.states import StateDescriptor, StateKind
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 

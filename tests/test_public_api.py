@@ -5,8 +5,8 @@ import inspect
 
 import grpc
 
-import client
-from client import _errors
+from stateserver import client
+from stateserver.client import _errors
 
 # The documented public names of `client` (README, the package, errors and checkpointing docstrings).
 # A name added to or dropped from __all__ must be added or dropped here too, deliberately.
@@ -35,7 +35,7 @@ def test_all_is_exactly_the_promised_names() -> None:
 
 def test_each_name_imports() -> None:
     namespace: dict[str, object] = {}
-    exec("from client import *", namespace)  # noqa: S102
+    exec("from stateserver.client import *", namespace)  # noqa: S102
     assert set(namespace) - {"__builtins__"} == PROMISED
     for name in PROMISED:
         assert getattr(client, name) is not None
@@ -59,4 +59,4 @@ def test_the_error_tree_is_the_one_drawn_in_the_errors_module() -> None:
 
 
 def test_the_packages_example_names_public_things_only() -> None:
-    assert "from client import StateClient" in (client.__doc__ or "")
+    assert "from stateserver.client import StateClient" in (client.__doc__ or "")

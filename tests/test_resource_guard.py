@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from stateserver.resource_guard import GuardClosed, ResourceGuard
+from stateserver.shard.resource_guard import GuardClosed, ResourceGuard
 
 
 def test_close_waits_for_the_lease_in_flight_and_refuses_new_ones() -> None:

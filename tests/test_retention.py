@@ -14,15 +14,15 @@ from collections.abc import Iterator
 import pytest
 
 from restore.state_builder import NamespaceState, small_resources
-from stateserver import paths
-from stateserver.checkpointing import Checkpointing
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.errors import Fenced
-from stateserver.gc import retire_checkpoints
-from stateserver.keygroups import KeyGroupRange
-from stateserver.objectstore import ObjectMeta, ObjectStore, RetryingObjectStore, open_store
-from stateserver.ownership import Ownership
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.store import paths
+from stateserver.node.checkpointing import Checkpointing
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.protocol.errors import Fenced
+from stateserver.snapshot.gc import retire_checkpoints
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.store import ObjectMeta, ObjectStore, RetryingObjectStore, open_store
+from stateserver.ownership.claims import Ownership
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 
 class CountingStore:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from stateserver import wire
+from stateserver.protocol import wire
 
 SAMPLES = [[], [b""], [b"", b""], [b"a"], [b"abc", b"", b"\x00\xff", b"x" * 1000], [bytes([i]) * i for i in range(50)]]
 

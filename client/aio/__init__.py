@@ -1,6 +1,6 @@
 """The asyncio stateserver client, for operators that issue many state requests at once.
 
-    from client.aio import AsyncStateClient
+    from stateserver.client.aio import AsyncStateClient
     async with AsyncStateClient("127.0.0.1:7700") as state:
         await state.create_namespace("wordcount", max_key_groups=128)
         writer = await state.open_writer("wordcount", key_groups=["0-63", "64-127"], epoch=1)
@@ -13,11 +13,11 @@ read issued after a write of the same key sees it; each shard bounds the operati
 and not yet answered, so a slow node makes callers wait instead of growing memory. Errors are
 the sync client's (``client.StateServerError`` and its subclasses).
 """
-from client.aio._client import AsyncStateClient
-from client.aio._limits import OutstandingLimit
-from client.aio._session import CoalescingLimits
-from client.aio._states import AsyncAggregatingState, AsyncListState, AsyncMapState, AsyncValueState
-from client.aio._writer import AsyncWriter
+from stateserver.client.aio._client import AsyncStateClient
+from stateserver.client.aio._limits import OutstandingLimit
+from stateserver.client.aio._session import CoalescingLimits
+from stateserver.client.aio._states import AsyncAggregatingState, AsyncListState, AsyncMapState, AsyncValueState
+from stateserver.client.aio._writer import AsyncWriter
 
 __all__ = [
     "AsyncAggregatingState",

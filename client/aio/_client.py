@@ -6,19 +6,19 @@ import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from client._checkpoint_info import CheckpointInfo, checked_metadata, describe_request
-from client._client import KeyGroups, Restore, _ranges, _restore_source
-from client._connection import is_unreachable
-from client._errors import InvalidArgumentError, StateServerError, UnavailableError, WrongNodeError
-from client._failure import WriterFailure
-from client.aio._connection import AsyncNodeConnection
-from client.aio._session import AsyncShardSession, CoalescingLimits
-from client._routing import RoutingTable
-from client._settings import ClientSettings, resolve_settings
-from client.aio._writer import AsyncWriter
-from stateserver.keygroups import KeyGroupRange
-from stateserver.v1 import checkpoint_pb2 as cpb
-from stateserver.v1 import state_pb2 as pb
+from stateserver.client._checkpoint_info import CheckpointInfo, checked_metadata, describe_request
+from stateserver.client._client import KeyGroups, Restore, _ranges, _restore_source
+from stateserver.client._connection import is_unreachable
+from stateserver.client._errors import InvalidArgumentError, StateServerError, UnavailableError, WrongNodeError
+from stateserver.client._failure import WriterFailure
+from stateserver.client.aio._connection import AsyncNodeConnection
+from stateserver.client.aio._session import AsyncShardSession, CoalescingLimits
+from stateserver.client._routing import RoutingTable
+from stateserver.client._settings import ClientSettings, resolve_settings
+from stateserver.client.aio._writer import AsyncWriter
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import state_pb2 as pb
 
 
 class AsyncStateClient:

@@ -9,12 +9,12 @@ from typing import Any
 import grpc
 import grpc.aio
 
-from client._connection import NodeConnection
-from client._settings import ClientSettings
-from client._errors import StateServerError
-from client._node_limits import NodeLimits
-from stateserver.v1 import checkpoint_pb2_grpc, state_pb2_grpc
-from stateserver.v1 import state_pb2 as pb
+from stateserver.client._connection import NodeConnection
+from stateserver.client._settings import ClientSettings
+from stateserver.client._errors import StateServerError
+from stateserver.client._node_limits import NodeLimits
+from stateserver.protocol.v1 import checkpoint_pb2_grpc, state_pb2_grpc
+from stateserver.protocol.v1 import state_pb2 as pb
 
 
 class AsyncNodeConnection:

@@ -5,7 +5,7 @@ import asyncio
 import collections
 from collections.abc import Callable
 
-from client._errors import InvalidArgumentError
+from stateserver.client._errors import InvalidArgumentError
 
 
 class OutstandingLimit:

@@ -27,16 +27,16 @@ import dataclasses
 from collections.abc import Sequence
 from typing import Any
 
-from client._buffer import WriteBuffer, read_request, read_results, resolve_list, resolve_map_entry, resolve_value
-from client._errors import OutOfOrderError
-from client._failure import MAX_RESENDS, WriterFailure
-from client._node_limits import OVERHEAD_PER_OP, NodeLimits
-from client.aio._connection import AsyncNodeConnection
-from client.aio._limits import OutstandingLimit
-from stateserver import wire
-from stateserver.keygroups import KeyGroupRange
-from stateserver.operations import ReadOp, WriteOp
-from stateserver.v1 import state_pb2 as pb
+from stateserver.client._buffer import WriteBuffer, read_request, read_results, resolve_list, resolve_map_entry, resolve_value
+from stateserver.client._errors import OutOfOrderError
+from stateserver.client._failure import MAX_RESENDS, WriterFailure
+from stateserver.client._node_limits import OVERHEAD_PER_OP, NodeLimits
+from stateserver.client.aio._connection import AsyncNodeConnection
+from stateserver.client.aio._limits import OutstandingLimit
+from stateserver.protocol import wire
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.protocol.operations import ReadOp, WriteOp
+from stateserver.protocol.v1 import state_pb2 as pb
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

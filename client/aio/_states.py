@@ -9,14 +9,14 @@ import asyncio
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from client._serializers import Serializer
-from client._states import AggregatingState
-from client.aio._session import AsyncShardSession
-from stateserver.operations import ReadOp, WriteOp
-from stateserver.states import StateDescriptor
+from stateserver.client._serializers import Serializer
+from stateserver.client._states import AggregatingState
+from stateserver.client.aio._session import AsyncShardSession
+from stateserver.protocol.operations import ReadOp, WriteOp
+from stateserver.protocol.states import StateDescriptor
 
 if TYPE_CHECKING:
-    from client.aio._writer import AsyncWriter
+    from stateserver.client.aio._writer import AsyncWriter
 
 K = TypeVar("K")
 V = TypeVar("V")

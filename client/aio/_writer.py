@@ -5,15 +5,15 @@ import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-from client._serializers import JSON, STR, Serializer
-from client._states import operand_serializer_for
-from client._failure import WriterFailure
-from client._writer import ShardRouter, awaiting_snapshots, state_descriptor
-from client.aio._session import AsyncShardSession
-from client.aio._states import AsyncAggregatingState, AsyncListState, AsyncMapState, AsyncValueState
-from stateserver.states import StateDescriptor, StateKind
-from stateserver.v1 import checkpoint_pb2 as cpb
-from stateserver.v1 import state_pb2 as pb
+from stateserver.client._serializers import JSON, STR, Serializer
+from stateserver.client._states import operand_serializer_for
+from stateserver.client._failure import WriterFailure
+from stateserver.client._writer import ShardRouter, awaiting_snapshots, state_descriptor
+from stateserver.client.aio._session import AsyncShardSession
+from stateserver.client.aio._states import AsyncAggregatingState, AsyncListState, AsyncMapState, AsyncValueState
+from stateserver.protocol.states import StateDescriptor, StateKind
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import state_pb2 as pb
 
 
 class AsyncWriter(ShardRouter[AsyncShardSession]):

@@ -11,11 +11,11 @@ import pathlib
 import threading
 from collections.abc import Callable
 
-from stateserver.checksums import file_checksum
-from stateserver.errors import CorruptData, Unavailable
-from stateserver.objectstore import ObjectNotFound, ObjectStore, StoreUnavailable
+from stateserver.store.checksums import file_checksum
+from stateserver.protocol.errors import CorruptData, Unavailable
+from stateserver.store import ObjectNotFound, ObjectStore, StoreUnavailable
 from stateserver.restore._errors import CorruptObject, MissingObject
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 Progress = Callable[[int], None]
 

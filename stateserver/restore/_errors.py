@@ -1,7 +1,7 @@
 """Errors of a restore that name the object at fault, so an operator knows what to look at."""
 from __future__ import annotations
 
-from stateserver.errors import CorruptData, NotFound
+from stateserver.protocol.errors import CorruptData, NotFound
 
 
 class MissingObject(NotFound):

@@ -9,9 +9,9 @@ from __future__ import annotations
 import concurrent.futures
 import pathlib
 
-from stateserver.objectstore import ObjectStore
+from stateserver.store import ObjectStore
 from stateserver.restore._download import Downloaded, DownloadJob, SerializedProgress
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 
 def restore_full(store: ObjectStore, handle: cpb.ShardSnapshotHandle, directory: pathlib.Path, *,

@@ -1,7 +1,7 @@
 """Copying one key-group range of a downloaded snapshot shard into the shard being rebuilt.
 
 The ranges of different sources are disjoint, so each column family's slice is written straight
-into SST files and ingested (``stateserver.sst_files``).
+into SST files and ingested (``stateserver.shard.sst_files``).
 """
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ from collections.abc import Iterable, Iterator
 
 import rocksdict
 
-from stateserver.errors import CorruptData
-from stateserver.keygroups import KeyGroupRange
-from stateserver.rocks import DEFAULT_COLUMN_FAMILY, RocksResources
-from stateserver.shard import META_COLUMN_FAMILY, Shard
-from stateserver.sst_files import ingest, scan_key_groups, write_sst_files
+from stateserver.protocol.errors import CorruptData
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.shard.rocks import DEFAULT_COLUMN_FAMILY, RocksResources
+from stateserver.shard.shard import META_COLUMN_FAMILY, Shard
+from stateserver.shard.sst_files import ingest, scan_key_groups, write_sst_files
 
 _STATE_FAMILY_PREFIX = "state."
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import dataclasses
 
-from stateserver.errors import CorruptData, InvalidInput
-from stateserver.keygroups import KeyGroupRange
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.errors import CorruptData, InvalidInput
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

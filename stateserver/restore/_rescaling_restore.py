@@ -14,16 +14,16 @@ import concurrent.futures
 import pathlib
 import shutil
 
-from stateserver.errors import CorruptData
-from stateserver.limits import Limits
-from stateserver.objectstore import ObjectStore
+from stateserver.protocol.errors import CorruptData
+from stateserver.protocol.limits import Limits
+from stateserver.store import ObjectStore
 from stateserver.restore._download import Downloaded, DownloadJob, SerializedProgress
 from stateserver.restore._key_range_copy import copy_key_groups
 from stateserver.restore._plan import RestorePlan, snapshot_key_groups
-from stateserver.rocks import RocksResources
-from stateserver.shard import Shard, ShardId
-from stateserver.states import StateDescriptor
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.shard.rocks import RocksResources
+from stateserver.shard.shard import Shard, ShardId
+from stateserver.protocol.states import StateDescriptor
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 
 def restore_rescaled(store: ObjectStore, plan: RestorePlan, directory: pathlib.Path, *, work_dir: pathlib.Path,

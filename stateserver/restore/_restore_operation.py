@@ -15,16 +15,16 @@ import time
 import uuid
 from collections.abc import Callable
 
-from stateserver.errors import AlreadyExists
-from stateserver.keygroups import KeyGroupRange
-from stateserver.objectstore import ObjectStore
+from stateserver.protocol.errors import AlreadyExists
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.store import ObjectStore
 from stateserver.restore._download import SerializedProgress
 from stateserver.restore._full_restore import restore_full
 from stateserver.restore._plan import plan_restore
 from stateserver.restore._rescaling_restore import restore_rescaled
-from stateserver.rocks import RocksResources
-from stateserver.v1 import checkpoint_pb2 as cpb
-from stateserver.durable_files import sync_directory
+from stateserver.shard.rocks import RocksResources
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
+from stateserver.store.durable_files import sync_directory
 
 log = logging.getLogger(__name__)
 

@@ -11,12 +11,12 @@ import pathlib
 import shutil
 from collections.abc import Callable, Sequence
 
-from stateserver.keygroups import KeyGroupRange
-from stateserver.objectstore import ObjectStore
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.store import ObjectStore
 from stateserver.restore._download import SerializedProgress
 from stateserver.restore._restore_operation import RestoreResult, restore_shard
-from stateserver.rocks import RocksResources
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.shard.rocks import RocksResources
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 SHARDS_AT_ONCE = 4
 

@@ -15,11 +15,11 @@ import functools
 import pathlib
 from collections.abc import Mapping
 
-from stateserver import paths
-from stateserver.checksums import file_checksum
-from stateserver.objectstore import ObjectNotFound, ObjectStore
+from stateserver.store import paths
+from stateserver.store.checksums import file_checksum
+from stateserver.store import ObjectNotFound, ObjectStore
 from stateserver.snapshot.local_checkpoint import LocalCheckpoint
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -13,9 +13,9 @@ import uuid
 
 import rocksdict
 
-from stateserver.keygroups import KeyGroupRange
-from stateserver.shard import Shard
-from stateserver.states import StateDescriptor
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.shard.shard import Shard
+from stateserver.protocol.states import StateDescriptor
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)

@@ -14,13 +14,13 @@ import threading
 import time
 from typing import Protocol
 
-from stateserver.errors import InvalidInput, NotFound
-from stateserver.objectstore import ObjectStore
-from stateserver.ownership import Ownership
-from stateserver.shard import Shard
+from stateserver.protocol.errors import InvalidInput, NotFound
+from stateserver.store import ObjectStore
+from stateserver.ownership.claims import Ownership
+from stateserver.shard.shard import Shard
 from stateserver.snapshot.incremental_upload import UploadResult, upload_incremental
 from stateserver.snapshot.local_checkpoint import LocalCheckpoint, take_local_checkpoint
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
-from client import StateClient
+from stateserver.client import StateClient
 from support.node import NodeProcess, run_node, unique_namespace
 
 MAX_KEY_GROUPS = 128

@@ -8,8 +8,8 @@ from collections import Counter
 
 import pytest
 
-from client import FencedError, SessionFailedError, StateClient
-from client.aio import AsyncStateClient, AsyncWriter, CoalescingLimits
+from stateserver.client import FencedError, SessionFailedError, StateClient
+from stateserver.client.aio import AsyncStateClient, AsyncWriter, CoalescingLimits
 from support.node import NodeProcess
 
 SHARDS = ["0-31", "32-63", "64-95", "96-127"]

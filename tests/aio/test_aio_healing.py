@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from client import ClientSettings, StateServerError, UnavailableError
-from client.aio import AsyncStateClient
+from stateserver.client import ClientSettings, StateServerError, UnavailableError
+from stateserver.client.aio import AsyncStateClient
 from support.node import NodeProcess, free_loopback_port, start_node, unique_namespace
 
 pytestmark = pytest.mark.timeout(120)

@@ -10,9 +10,9 @@ import asyncio
 
 import pytest
 
-from client import BYTES, InvalidArgumentError, NotFoundError, SessionFailedError
-from client.aio import AsyncStateClient
-from stateserver.operations import ReadOp, WriteOp
+from stateserver.client import BYTES, InvalidArgumentError, NotFoundError, SessionFailedError
+from stateserver.client.aio import AsyncStateClient
+from stateserver.protocol.operations import ReadOp, WriteOp
 from support.node import NodeProcess, read_request, read_values
 
 KIB, MIB = 1 << 10, 1 << 20

@@ -15,7 +15,7 @@ from types import ModuleType
 
 import pytest
 
-from client import StateClient
+from stateserver.client import StateClient
 from support.node import NodeProcess, run_node, unique_namespace
 
 MAX_KEY_GROUPS = 128

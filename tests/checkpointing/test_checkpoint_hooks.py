@@ -11,7 +11,7 @@ from types import ModuleType
 
 import pytest
 
-from client import (
+from stateserver.client import (
     CheckpointCoordinator,
     FencedError,
     InvalidArgumentError,
@@ -22,8 +22,8 @@ from client import (
     key_group_for,
     ranges_for_parallelism,
 )
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.objectstore import open_store
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.store import open_store
 from support.node import NodeProcess, start_node, unique_namespace
 
 EVENTS = 3000

@@ -16,12 +16,12 @@ import sys
 import grpc
 import pytest
 
-from client import CheckpointCoordinator, InvalidArgumentError, KeyedStateBackend, NotFoundError, StateClient
-from client.aio import AsyncStateClient
-from stateserver.checkpoints import MAX_OPERATOR_METADATA_BYTES, CheckpointCatalog
-from stateserver.objectstore import open_store
-from stateserver.v1 import checkpoint_pb2 as cpb
-from stateserver.v1 import checkpoint_pb2_grpc
+from stateserver.client import CheckpointCoordinator, InvalidArgumentError, KeyedStateBackend, NotFoundError, StateClient
+from stateserver.client.aio import AsyncStateClient
+from stateserver.snapshot.catalog import MAX_OPERATOR_METADATA_BYTES, CheckpointCatalog
+from stateserver.store import open_store
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import checkpoint_pb2_grpc
 from support.node import NodeProcess
 
 STATESERVER = pathlib.Path(sys.executable).parent / "stateserver"

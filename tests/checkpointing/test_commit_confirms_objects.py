@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from client import BYTES, InvalidArgumentError, StateClient, Writer
-from stateserver import paths
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.keygroups import KeyGroupRange
-from stateserver.objectstore import ObjectStore, open_store
+from stateserver.client import BYTES, InvalidArgumentError, StateClient, Writer
+from stateserver.store import paths
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.store import ObjectStore, open_store
 from support.node import run_node
 
 RANGES = ["0-15", "16-31"]

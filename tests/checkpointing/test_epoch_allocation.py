@@ -12,14 +12,14 @@ import datetime
 
 import pytest
 
-from client import InvalidArgumentError, NotFoundError, StateClient
-from client.aio import AsyncStateClient
-from stateserver import paths
-from stateserver.epoch_allocation import allocate_epoch, highest_allocated
-from stateserver.epochs import MAX_EPOCH
-from stateserver.errors import ResourceExhausted
-from stateserver.gc import collect_garbage
-from stateserver.objectstore import ObjectStore, open_store
+from stateserver.client import InvalidArgumentError, NotFoundError, StateClient
+from stateserver.client.aio import AsyncStateClient
+from stateserver.store import paths
+from stateserver.ownership.epoch_allocation import allocate_epoch, highest_allocated
+from stateserver.protocol.epochs import MAX_EPOCH
+from stateserver.protocol.errors import ResourceExhausted
+from stateserver.snapshot.gc import collect_garbage
+from stateserver.store import ObjectStore, open_store
 from support.node import NodeProcess, unique_namespace
 
 

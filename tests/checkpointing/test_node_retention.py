@@ -5,11 +5,11 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from client import BYTES, StateClient, Writer
-from stateserver import paths
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.objectstore import ObjectStore, open_store
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.client import BYTES, StateClient, Writer
+from stateserver.store import paths
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.store import ObjectStore, open_store
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 from support.node import run_node
 
 RETAINED = 2

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import pytest
 
-from client import (
+from stateserver.client import (
     CheckpointCoordinator, FencedError, KeyedStateBackend, ShardNotOpenError, StateClient, first_checkpoint_id,
 )
 

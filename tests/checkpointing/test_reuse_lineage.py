@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from client import BYTES, StateClient, Writer
+from stateserver.client import BYTES, StateClient, Writer
 from support.node import run_node
 
 KEYS = [f"k{i:04d}" for i in range(500)]

@@ -14,11 +14,11 @@ from collections.abc import Sequence
 
 import pytest
 
-from client import BYTES, StateClient
+from stateserver.client import BYTES, StateClient
 from restore.state_builder import DAY_MS, Expected, NamespaceState
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.objectstore import ObjectStore, open_store
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.store import ObjectStore, open_store
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 from support.node import free_loopback_port, run_node
 from support.seaweedfs import SeaweedS3
 

@@ -6,8 +6,8 @@ import argparse
 
 import pytest
 
-from stateserver.cli_support import DEBUG_VARIABLE, EXIT_FAILED, EXIT_USAGE, Command, Refused, guarded
-from stateserver.errors import InvalidInput
+from stateserver.cli.support import DEBUG_VARIABLE, EXIT_FAILED, EXIT_USAGE, Command, Refused, guarded
+from stateserver.protocol.errors import InvalidInput
 
 
 def raising(error: BaseException) -> Command:

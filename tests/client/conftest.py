@@ -12,8 +12,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from client import StateClient, Writer
-from stateserver.v1 import state_pb2_grpc
+from stateserver.client import StateClient, Writer
+from stateserver.protocol.v1 import state_pb2_grpc
 from support.node import NodeProcess, run_node, unique_namespace
 
 MAX_KEY_GROUPS = 128

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from client import InvalidArgumentError, StateClient, Writer
+from stateserver.client import InvalidArgumentError, StateClient, Writer
 from support.checkpoints import commit
 
 INT64_MAX = (1 << 63) - 1
@@ -121,7 +121,7 @@ def test_an_operand_that_is_not_an_int64_is_refused_by_the_client(writer: Writer
 
 
 def test_an_unknown_merge_operator_is_refused_by_the_node(client: StateClient, namespace: str) -> None:
-    from stateserver.v1 import state_pb2 as pb
+    from stateserver.protocol.v1 import state_pb2 as pb
 
     writer = client.open_writer(namespace, key_groups="0-127", epoch=1)
     request = pb.DeclareStatesRequest(shard=writer.sessions[0].ref, states=[pb.StateDescriptor(

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from client import StateClient, Writer
+from stateserver.client import StateClient, Writer
 
 
 @pytest.fixture

@@ -4,7 +4,7 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from client import (
+from stateserver.client import (
     AlreadyExistsError, InvalidArgumentError, NotFoundError, RestoreRequiredError,
     ShardNotOpenError, StateClient, StateServerError,
     UnavailableError, Writer,

@@ -6,7 +6,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
-from client import FencedError, StateClient, StateServerError, Writer
+from stateserver.client import FencedError, StateClient, StateServerError, Writer
 from support.checkpoints import commit
 
 

@@ -13,7 +13,7 @@ from typing import TypeVar
 
 import pytest
 
-from client import ClientSettings, StateClient, StateServerError, UnavailableError
+from stateserver.client import ClientSettings, StateClient, StateServerError, UnavailableError
 from support.fault_node import launch_fault_node
 from support.node import wait_serving
 from support.fault_store import write_control

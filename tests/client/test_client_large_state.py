@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from client import Writer
+from stateserver.client import Writer
 
 ITEMS = 10_000
 CHUNK = 1_000

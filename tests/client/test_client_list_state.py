@@ -1,7 +1,7 @@
 """List state through the client: add, add_all, update, get, clear, iterate in pages."""
 from __future__ import annotations
 
-from client import BYTES, Writer
+from stateserver.client import BYTES, Writer
 
 
 def test_add_add_all_get_after_flush(writer: Writer) -> None:

@@ -1,7 +1,7 @@
 """Map state through the client: put, get, remove, contains, items, keys, values, is_empty, clear."""
 from __future__ import annotations
 
-from client import BYTES, INT64, Writer
+from stateserver.client import BYTES, INT64, Writer
 
 
 def test_every_map_operation_after_flush(writer: Writer) -> None:

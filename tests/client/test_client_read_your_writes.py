@@ -5,10 +5,10 @@ buffered when the client answered (otherwise the test would pass by flushing).
 """
 from __future__ import annotations
 
-from client import StateClient, Writer
-from stateserver import wire
-from stateserver.operations import ReadOp
-from stateserver.v1 import state_pb2_grpc
+from stateserver.client import StateClient, Writer
+from stateserver.protocol import wire
+from stateserver.protocol.operations import ReadOp
+from stateserver.protocol.v1 import state_pb2_grpc
 from support.node import read_request, read_values, shard_ref
 
 

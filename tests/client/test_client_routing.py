@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from client import ClientSettings, InvalidArgumentError
-from client._routing import RoutingTable
-from client._settings import resolve_settings
-from stateserver import placement
+from stateserver.client import ClientSettings, InvalidArgumentError
+from stateserver.client._routing import RoutingTable
+from stateserver.client._settings import resolve_settings
+from stateserver.protocol import placement
 
 
 class Clock:

@@ -5,12 +5,12 @@ import dataclasses
 
 import pytest
 
-from client import (
+from stateserver.client import (
     BYTES, INT64, JSON, STR, BytesSerializer, Int64Serializer, InvalidArgumentError, JsonSerializer, StrSerializer, Writer,
 )
-from stateserver.keygroups import key_group_for
-from stateserver.operations import ReadOp
-from stateserver.v1 import state_pb2_grpc
+from stateserver.protocol.keygroups import key_group_for
+from stateserver.protocol.operations import ReadOp
+from stateserver.protocol.v1 import state_pb2_grpc
 from support.node import read_request, read_values, shard_ref
 
 

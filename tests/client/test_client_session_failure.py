@@ -9,12 +9,12 @@ import time
 
 import pytest
 
-from client import KeyedStateBackend, first_checkpoint_id
-from client import (
+from stateserver.client import KeyedStateBackend, first_checkpoint_id
+from stateserver.client import (
     BYTES, InvalidArgumentError, NotFoundError, SessionFailedError, StateClient, StateServerError, Writer,
 )
-from stateserver.operations import ReadOp, WriteOp
-from stateserver.v1 import state_pb2_grpc
+from stateserver.protocol.operations import ReadOp, WriteOp
+from stateserver.protocol.v1 import state_pb2_grpc
 from support.node import read_request, read_values, shard_ref
 
 KIB, MIB = 1 << 10, 1 << 20

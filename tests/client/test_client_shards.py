@@ -4,10 +4,10 @@ from __future__ import annotations
 import grpc
 import pytest
 
-from client import KeyGroupOutOfRangeError, KeyGroupRange, StateClient, key_group_for, ranges_for_parallelism
-from stateserver.operations import ReadOp
-from stateserver.v1 import state_pb2 as pb
-from stateserver.v1 import state_pb2_grpc
+from stateserver.client import KeyGroupOutOfRangeError, KeyGroupRange, StateClient, key_group_for, ranges_for_parallelism
+from stateserver.protocol.operations import ReadOp
+from stateserver.protocol.v1 import state_pb2 as pb
+from stateserver.protocol.v1 import state_pb2_grpc
 from support.node import keys_in_key_groups, read_request, read_values, shard_ref
 
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from client import BYTES, JSON, StateClient, Writer
-from stateserver.operations import ReadOp
-from stateserver.v1 import state_pb2_grpc
+from stateserver.client import BYTES, JSON, StateClient, Writer
+from stateserver.protocol.operations import ReadOp
+from stateserver.protocol.v1 import state_pb2_grpc
 from support.checkpoints import commit
 from support.node import read_request, read_values, shard_ref
 

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from client import StateClient, ranges_for_parallelism
-from stateserver import placement
-from stateserver.v1 import state_pb2 as pb
+from stateserver.client import StateClient, ranges_for_parallelism
+from stateserver.protocol import placement
+from stateserver.protocol.v1 import state_pb2 as pb
 from support.node import free_loopback_port, run_node
 
 pytestmark = pytest.mark.timeout(120)

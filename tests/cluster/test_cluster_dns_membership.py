@@ -17,11 +17,11 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client import StateClient, ranges_for_parallelism
-from stateserver import placement
-from stateserver.server import Node, NodeConfig
-from stateserver.v1 import state_pb2 as pb
-from stateserver.v1 import state_pb2_grpc
+from stateserver.client import StateClient, ranges_for_parallelism
+from stateserver.protocol import placement
+from stateserver.node.server import Node, NodeConfig
+from stateserver.protocol.v1 import state_pb2 as pb
+from stateserver.protocol.v1 import state_pb2_grpc
 from support.cluster import expected_counts
 from support.node import free_loopback_port
 

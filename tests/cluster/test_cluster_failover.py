@@ -6,11 +6,11 @@ import random
 import grpc
 import pytest
 
-from client import INT64, FencedError, StateClient, StateServerError, ranges_for_parallelism
-from stateserver import placement
-from stateserver.objectstore import open_store
-from stateserver.v1 import state_pb2 as pb
-from stateserver.v1 import state_pb2_grpc
+from stateserver.client import INT64, FencedError, StateClient, StateServerError, ranges_for_parallelism
+from stateserver.protocol import placement
+from stateserver.store import open_store
+from stateserver.protocol.v1 import state_pb2 as pb
+from stateserver.protocol.v1 import state_pb2_grpc
 from support.cluster import Cluster, expected_counts
 
 NAMESPACE = "counts"

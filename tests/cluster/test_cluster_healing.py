@@ -15,9 +15,9 @@ from types import ModuleType
 
 import pytest
 
-from client import StateClient, StateServerError, ranges_for_parallelism
-from stateserver import placement
-from stateserver.v1 import state_pb2 as pb
+from stateserver.client import StateClient, StateServerError, ranges_for_parallelism
+from stateserver.protocol import placement
+from stateserver.protocol.v1 import state_pb2 as pb
 from support.cluster import Cluster, expected_counts
 
 NAMESPACE = "healing"

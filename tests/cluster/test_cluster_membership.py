@@ -20,10 +20,10 @@ import time
 import grpc
 import pytest
 
-from client import StateClient, ranges_for_parallelism
-from client.checkpointing import CheckpointCoordinator, KeyedStateBackend
-from stateserver import placement
-from stateserver.v1 import state_pb2 as pb
+from stateserver.client import StateClient, ranges_for_parallelism
+from stateserver.client.checkpointing import CheckpointCoordinator, KeyedStateBackend
+from stateserver.protocol import placement
+from stateserver.protocol.v1 import state_pb2 as pb
 from support.cluster import Cluster, expected_counts
 from support.node import rpc_error_reason, shard_ref
 

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from client import BYTES, StateClient, ranges_for_parallelism
-from stateserver import placement
-from stateserver.v1 import state_pb2 as pb
+from stateserver.client import BYTES, StateClient, ranges_for_parallelism
+from stateserver.protocol import placement
+from stateserver.protocol.v1 import state_pb2 as pb
 from support.cluster import Cluster
 
 NAMESPACE = "rebalanced"

@@ -13,10 +13,11 @@ from types import ModuleType
 
 import pytest
 
-from client import StateClient, StateServerError, ranges_for_parallelism
-from stateserver import paths, placement
-from stateserver.epoch_allocation import highest_allocated
-from stateserver.objectstore import open_store
+from stateserver.client import StateClient, StateServerError, ranges_for_parallelism
+from stateserver.store import paths
+from stateserver.protocol import placement
+from stateserver.ownership.epoch_allocation import highest_allocated
+from stateserver.store import open_store
 from support.cluster import Cluster, expected_counts
 
 NAMESPACE = "recovering"

@@ -14,11 +14,11 @@ import pathlib
 import time
 
 from restore.state_builder import DAY_MS, STATES, Dump, Expected, NamespaceState
-from stateserver import layout
-from stateserver.objectstore import ObjectStore
-from stateserver.operations import WriteOp
-from stateserver.states import StateDescriptor, StateKind
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.shard import layout
+from stateserver.store import ObjectStore
+from stateserver.protocol.operations import WriteOp
+from stateserver.protocol.states import StateDescriptor, StateKind
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 NAMESPACE = "events"
 EPOCH = 3

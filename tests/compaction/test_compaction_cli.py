@@ -9,13 +9,13 @@ import sys
 
 import pytest
 
-from client import BYTES, StateClient
+from stateserver.client import BYTES, StateClient
 from compaction_state import EPOCH, NAMESPACE, TtlCheckpoint, build_checkpoint, entry_count, without_expired
 from restore.state_builder import DAY_MS
-from stateserver import paths
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.cli import main
-from stateserver.objectstore import ObjectStore, open_store
+from stateserver.store import paths
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.cli.main import main
+from stateserver.store import ObjectStore, open_store
 from support.node import run_node
 
 STATESERVER = pathlib.Path(sys.executable).parent / "stateserver"

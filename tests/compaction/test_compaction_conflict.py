@@ -8,12 +8,12 @@ import pathlib
 
 import pytest
 
-from compaction import CompactionConflict, ShardCompaction, compact_checkpoint, even_ranges, plan_compaction
+from stateserver.compaction import CompactionConflict, ShardCompaction, compact_checkpoint, even_ranges, plan_compaction
 from restore.state_builder import NamespaceState, small_resources
-from stateserver import paths
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.gc import collect_garbage
-from stateserver.objectstore import RetryingObjectStore, open_store
+from stateserver.store import paths
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.snapshot.gc import collect_garbage
+from stateserver.store import RetryingObjectStore, open_store
 
 
 def test_the_live_job_wins_and_gc_reclaims_the_compactions_uploads(tmp_path: pathlib.Path) -> None:

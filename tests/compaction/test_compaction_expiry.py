@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from compaction.expiry import is_expired
-from stateserver import layout
-from stateserver.errors import CorruptData
+from stateserver.compaction.expiry import is_expired
+from stateserver.shard import layout
+from stateserver.protocol.errors import CorruptData
 
 
 def test_a_value_expiring_at_the_cut_off_is_dropped_and_plain_values_never_are() -> None:

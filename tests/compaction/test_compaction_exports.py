@@ -1,8 +1,8 @@
 """The compaction package exports what its docstring promises, and the CLI registers `compact`."""
 from __future__ import annotations
 
-import compaction
-from stateserver.cli import build_parser
+from stateserver import compaction
+from stateserver.cli.main import build_parser
 
 
 def test_exported_names() -> None:

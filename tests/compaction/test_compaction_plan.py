@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import pytest
 
-from compaction import check_tiling, even_ranges, parse_ranges, plan_compaction, target_checkpoint_id
-from stateserver.errors import InvalidInput
-from stateserver.keygroups import KeyGroupRange, ranges_for_parallelism
-from stateserver.states import StateDescriptor, StateKind
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.compaction import check_tiling, even_ranges, parse_ranges, plan_compaction, target_checkpoint_id
+from stateserver.protocol.errors import InvalidInput
+from stateserver.protocol.keygroups import KeyGroupRange, ranges_for_parallelism
+from stateserver.protocol.states import StateDescriptor, StateKind
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 
 def checkpoint(ranges: list[tuple[int, int]], epochs: list[int]) -> cpb.CheckpointMetadata:

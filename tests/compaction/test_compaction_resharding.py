@@ -8,22 +8,22 @@ from collections.abc import Iterator
 
 import pytest
 
-from compaction import compact_checkpoint, even_ranges, plan_compaction, target_checkpoint_id
+from stateserver.compaction import compact_checkpoint, even_ranges, plan_compaction, target_checkpoint_id
 from compaction_state import (
     ALL_STATES, EPOCH, NAMESPACE, TtlCheckpoint, build_checkpoint, entry_count, without_expired,
 )
 from restore.state_builder import (
     assert_reads, dump_shard, key_groups_in, merge_dumps, open_restored, small_resources,
 )
-from stateserver import wire
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.keygroups import KeyGroupRange, key_group_for
-from stateserver.objectstore import ObjectStore, RetryingObjectStore, open_store
-from stateserver.operations import Batch, ReadOp
+from stateserver.protocol import wire
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.protocol.keygroups import KeyGroupRange, key_group_for
+from stateserver.store import ObjectStore, RetryingObjectStore, open_store
+from stateserver.protocol.operations import Batch, ReadOp
 from stateserver.restore import restore_shard
-from stateserver.shard import Shard
-from stateserver.shard_reads import read_batch
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.shard.shard import Shard
+from stateserver.shard.reads import read_batch
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@
     store_problems_after_gc         after ``stateserver gc --min-age 0``: no object that paths spells
                                     is left unreferenced, and every object a checkpoint names exists
 
-``verify`` and ``restore`` run the real CLI in this process (``stateserver.cli.main``) to save an
+``verify`` and ``restore`` run the real CLI in this process (``stateserver.cli.main.main``) to save an
 interpreter start-up per checkpoint; ``gc`` runs as a subprocess, as an operator would run it.
 """
 from __future__ import annotations
@@ -18,10 +18,10 @@ from pathlib import Path
 from fault.cluster import FaultCluster, run_cli_in_process, start_cli
 from fault.model import Model, differences, fenced_writes, normalized
 from fault.stored_state import read_data_dir
-from stateserver import paths
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.errors import NotFound
-from stateserver.retention import keys_named
+from stateserver.store import paths
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.protocol.errors import NotFound
+from stateserver.snapshot.retention import keys_named
 
 
 def checkpoint_problems(cluster: FaultCluster, namespace: str, model: Model, checkpoint_id: int,

@@ -18,7 +18,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-from stateserver.objectstore import ObjectStore, RetryingObjectStore, open_store
+from stateserver.store import ObjectStore, RetryingObjectStore, open_store
 from support.fault_node import launch_fault_node
 from support.node import wait_serving
 from support.fault_store import count_events, write_control
@@ -145,7 +145,7 @@ class FaultCluster:
 
 def run_cli_in_process(*args: str) -> tuple[int, str]:
     """``stateserver ARGS`` in this process (no interpreter start-up per call): exit code, output."""
-    from stateserver.cli import main
+    from stateserver.cli.main import main
 
     out = io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(out):

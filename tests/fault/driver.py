@@ -51,13 +51,13 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from client import InvalidArgumentError, StateClient, StateServerError, Writer
-from client.checkpointing import first_checkpoint_id
+from stateserver.client import InvalidArgumentError, StateClient, StateServerError, Writer
+from stateserver.client.checkpointing import first_checkpoint_id
 from fault import checks
 from fault.cluster import FaultCluster, start_cli
 from fault.model import STATES, Model, Op, fenced_op, random_op
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.keygroups import KeyGroupRange, key_group_for
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.protocol.keygroups import KeyGroupRange, key_group_for
 
 MAX_KEY_GROUPS = 32
 KEYS = [f"k{i}" for i in range(24)]

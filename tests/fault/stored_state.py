@@ -14,9 +14,11 @@ from typing import Any
 import rocksdict
 
 from fault.model import STATES, State
-from stateserver import layout, merge_operators, wire
-from stateserver.rocks import RocksResources, RocksTuning
-from stateserver.states import StateDescriptor, StateKind
+from stateserver.shard import layout
+from stateserver.protocol import merge_operators
+from stateserver.protocol import wire
+from stateserver.shard.rocks import RocksResources, RocksTuning
+from stateserver.protocol.states import StateDescriptor, StateKind
 
 _U32_BE = struct.Struct(">I")
 _KIND = {"value": StateKind.VALUE, "list": StateKind.LIST, "map": StateKind.MAP, "aggregating": StateKind.AGGREGATING}

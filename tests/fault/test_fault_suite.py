@@ -16,10 +16,10 @@ Trace:    add ``-s --fault-trace`` to print every trial's steps, passing ones to
 How the suite finds each defect of issue 11 when it is put back (a local patch, never committed;
 seeds of the default 30-trial run; with the patch reverted every one of them passes):
 
-1. ``file://`` never fsynced. Patch (either): in ``stateserver/objectstore/_open.py``,
+1. ``file://`` never fsynced. Patch (either): in ``stateserver/store/_open.py``,
    ``_open_file`` returns ``reader`` (obstore's plain ``LocalStore``) instead of the
-   ``DurableLocalStore(...)``; or in ``stateserver/objectstore/_durable_local.py`` delete
-   ``os.fsync(out.fileno())`` in ``_publish`` and make ``stateserver/durable_files.py``'s ``sync_directory`` ``return`` at once. Found by
+   ``DurableLocalStore(...)``; or in ``stateserver/store/_durable_local.py`` delete
+   ``os.fsync(out.fileno())`` in ``_publish`` and make ``stateserver/store/durable_files.py``'s ``sync_directory`` ``return`` at once. Found by
    the power-loss fault (``power:*``, and half of the kills at upload/commit/after commit on
    file://; ``support.power_loss``): seeds 2, 4, 18 and 30 fail with "after the power loss of
    <node>, the latest committed checkpoint is none; the commit of checkpoint N was acknowledged
@@ -27,14 +27,14 @@ seeds of the default 30-trial run; with the patch reverted every one of them pas
    with "the job could not recover ... shared/...sst is missing". Deleting only the file fsync
    (directories still synced): seeds 2 and 18 fail on a ``metadata.pb`` truncated to 0 bytes.
 2. gc deleted the files of the checkpoint a rolled-back owner reuses. Patch: in
-   ``stateserver/retention.py``, ``_pinned`` returns ``pinned`` (empty) right after
+   ``stateserver/snapshot/retention.py``, ``_pinned`` returns ``pinned`` (empty) right after
    ``pinned = set()`` (gc ignores the ``restored_from`` of the current owners). Found by the
    check after ``rollback_gc`` (and after half of the ``rollback`` steps) that the finished gc
    kept the checkpoint the job restored: seeds 26 (file) and 15 (S3) fail with "stateserver gc
    --retain 1 retired checkpoint N, which the job's current owners restored from and have not
    committed past". With the whole of defect 2 put back (also ``still_there = {name: True for name
    in candidates}`` in ``stateserver/snapshot/incremental_upload.py``: reuse without a HEAD; and
-   ``return`` at the top of ``CheckpointCatalog._check_objects`` in ``stateserver/checkpoints.py``:
+   ``return`` at the top of ``CheckpointCatalog._check_objects`` in ``stateserver/snapshot/catalog.py``:
    the commit trusts the manifests) and that check disabled, seed 26 fails as the issue says: "the
    first checkpoint after a rollback to N and gc: verify --checksums of checkpoint M failed: bad
    object .../shared/...sst: missing". (Seed 15 passed that run: which checkpoint its rollback and

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from stateserver.health import check_health
+from stateserver.node.health import check_health
 
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0

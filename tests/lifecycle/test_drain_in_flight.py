@@ -14,9 +14,9 @@ from typing import Any
 import grpc
 import pytest
 
-from client import BYTES, RestoreRequiredError, StateClient, StateServerError
-from stateserver import shard_writes
-from stateserver.server import Node, NodeConfig, NodeStartError
+from stateserver.client import BYTES, RestoreRequiredError, StateClient, StateServerError
+from stateserver.shard import writes as shard_writes
+from stateserver.node.server import Node, NodeConfig, NodeStartError
 from support.shard_dirs import stored_values
 
 APPLY_SECONDS = 1.0

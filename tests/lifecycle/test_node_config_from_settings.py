@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from stateserver.cli import build_parser
-from stateserver.limits import Limits
-from stateserver.rocks import RocksTuning
-from stateserver.server import config_from_settings
-from stateserver.settings import settings_from_args
+from stateserver.cli.main import build_parser
+from stateserver.protocol.limits import Limits
+from stateserver.shard.rocks import RocksTuning
+from stateserver.node.server import config_from_settings
+from stateserver.config.settings import settings_from_args
 
 
 def test_every_setting_reaches_the_node_config(tmp_path: Path) -> None:

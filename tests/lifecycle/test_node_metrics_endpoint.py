@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from client import BYTES, AlreadyExistsError, StateClient
+from stateserver.client import BYTES, AlreadyExistsError, StateClient
 from lifecycle_node import Samples, ServedNode, sample, served
-from stateserver import paths
+from stateserver.store import paths
 
 PUTS = 1000
 BATCH_OPS = 100

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from client import BYTES, RestoreRequiredError, StateClient, Writer
+from stateserver.client import BYTES, RestoreRequiredError, StateClient, Writer
 from lifecycle_node import serve
 from support.shard_dirs import clean_close_records, stored_values
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from stateserver.v1 import state_pb2 as pb
-from stateserver.v1 import state_pb2_grpc
+from stateserver.protocol.v1 import state_pb2 as pb
+from stateserver.protocol.v1 import state_pb2_grpc
 from support.node import NodeProcess, run_node, unique_namespace, start_node
 
 MAX_KEY_GROUPS = 128

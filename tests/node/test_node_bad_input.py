@@ -13,11 +13,13 @@ from typing import Any
 import grpc
 import pytest
 
-from stateserver import merge_operators, wire
-from stateserver.keygroups import key_group_for
-from stateserver.operations import ReadOp, WriteOp
-from stateserver.v1 import state_pb2 as pb
-from stateserver.v1 import state_pb2_grpc
+from stateserver.protocol import merge_operators
+
+from stateserver.protocol import wire
+from stateserver.protocol.keygroups import key_group_for
+from stateserver.protocol.operations import ReadOp, WriteOp
+from stateserver.protocol.v1 import state_pb2 as pb
+from stateserver.protocol.v1 import state_pb2_grpc
 from support.node import (
     NodeProcess, keys_in_key_groups, read_request, read_values, rpc_error_reason, shard_ref, write_request,
 )

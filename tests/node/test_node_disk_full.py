@@ -14,8 +14,8 @@ from pathlib import Path
 import grpc
 import pytest
 
-from client import BYTES, ResourceExhaustedError, RestoreRequiredError, StateClient, Writer
-from stateserver.operations import WriteOp
+from stateserver.client import BYTES, ResourceExhaustedError, RestoreRequiredError, StateClient, Writer
+from stateserver.protocol.operations import WriteOp
 from support.node import rpc_error_reason, run_node, shard_ref, write_request
 
 DISK_BYTES = 16 << 20

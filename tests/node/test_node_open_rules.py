@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 import grpc
 import pytest
 
-from client import (
+from stateserver.client import (
     INT64,
     FencedError,
     InvalidArgumentError,
@@ -25,9 +25,9 @@ from client import (
     StateClient,
     Writer,
 )
-from stateserver import paths
-from stateserver.objectstore import open_store
-from stateserver.v1 import state_pb2 as pb
+from stateserver.store import paths
+from stateserver.store import open_store
+from stateserver.protocol.v1 import state_pb2 as pb
 from support.checkpoints import commit
 from support.node import NodeProcess, start_node, unique_namespace
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from client import FencedError, RestoreRequiredError, StateClient, Writer
+from stateserver.client import FencedError, RestoreRequiredError, StateClient, Writer
 from support.node import NodeProcess
 
 

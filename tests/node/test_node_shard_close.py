@@ -11,11 +11,11 @@ import time
 import grpc
 import pytest
 
-from stateserver import wire
-from stateserver.operations import ReadOp, WriteOp
-from stateserver.v1 import state_pb2 as pb
-from stateserver.v1 import checkpoint_pb2 as cpb
-from stateserver.v1 import checkpoint_pb2_grpc, state_pb2_grpc
+from stateserver.protocol import wire
+from stateserver.protocol.operations import ReadOp, WriteOp
+from stateserver.protocol.v1 import state_pb2 as pb
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import checkpoint_pb2_grpc, state_pb2_grpc
 from support.node import NodeProcess, keys_in_key_groups, read_request, rpc_error_reason, shard_ref, write_request
 
 STATES = [pb.StateDescriptor(name="v", kind=pb.STATE_KIND_VALUE), pb.StateDescriptor(name="l", kind=pb.STATE_KIND_LIST)]

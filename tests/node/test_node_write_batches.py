@@ -10,12 +10,12 @@ import time
 import grpc
 import pytest
 
-from stateserver import wire
-from stateserver.operations import ReadOp, WriteOp
-from stateserver.v1 import checkpoint_pb2 as cpb
-from stateserver.v1 import checkpoint_pb2_grpc
-from stateserver.v1 import state_pb2 as pb
-from stateserver.v1 import state_pb2_grpc
+from stateserver.protocol import wire
+from stateserver.protocol.operations import ReadOp, WriteOp
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import checkpoint_pb2_grpc
+from stateserver.protocol.v1 import state_pb2 as pb
+from stateserver.protocol.v1 import state_pb2_grpc
 from grpc_health.v1 import health_pb2
 from support.node import (
     NodeProcess, keys_in_key_groups, read_request, read_values, rpc_error_reason, shard_ref, write_request,

@@ -11,9 +11,9 @@ import threading
 import grpc
 import pytest
 
-from stateserver.operations import ReadOp, WriteOp
-from stateserver.v1 import state_pb2 as pb
-from stateserver.v1 import state_pb2_grpc
+from stateserver.protocol.operations import ReadOp, WriteOp
+from stateserver.protocol.v1 import state_pb2 as pb
+from stateserver.protocol.v1 import state_pb2_grpc
 from support.node import keys_in_key_groups, read_request, read_values, shard_ref, write_request
 
 KEY = keys_in_key_groups(1, 128, 0, 127)[0].encode()

@@ -9,9 +9,9 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from client import BYTES, StateClient
-from stateserver import paths
-from stateserver.objectstore import open_store
+from stateserver.client import BYTES, StateClient
+from stateserver.store import paths
+from stateserver.store import open_store
 from support.fsync_recording_node import read_fsync_log, start_fsync_recording_node
 
 _STAGING = re.compile(r"#\d+$")

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from stateserver.objectstore import InvalidObjectKey, ObjectMeta, ObjectNotFound, ObjectStore, open_store
+from stateserver.store import InvalidObjectKey, ObjectMeta, ObjectNotFound, ObjectStore, open_store
 from support.seaweedfs import SeaweedS3
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import pytest
 from obstore.exceptions import AlreadyExistsError, GenericError, PermissionDeniedError, UnauthenticatedError
 
-from stateserver.objectstore import (
+from stateserver.store import (
     ObjectAlreadyExists,
     ObjectNotFound,
     StoreAccessDenied,
     StoreError,
     StoreUnavailable,
 )
-from stateserver.objectstore._obstore_errors import translate
+from stateserver.store._obstore_errors import translate
 
 _PUT = "Generic S3 error: Error performing PUT http://127.0.0.1:1/b/k in 3ms - "
 

@@ -1,8 +1,8 @@
 """The package exports what its docs promise, and the error tree is the one drawn in _errors."""
 from __future__ import annotations
 
-import stateserver.objectstore as objectstore
-from stateserver.objectstore import (
+import stateserver.store as objectstore
+from stateserver.store import (
     InvalidObjectKey,
     InvalidStoreUrl,
     ObjectAlreadyExists,

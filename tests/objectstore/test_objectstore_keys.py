@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from stateserver.objectstore import InvalidObjectKey, check_key
-from stateserver.objectstore._keys import check_prefix
+from stateserver.store import InvalidObjectKey, check_key
+from stateserver.store._keys import check_prefix
 
 
 @pytest.mark.parametrize("key", ["a", "ns/shard-0001/shared/000042-1f3a.sst", "a b/c%d=e+f", "ü/x", "x" * 255])

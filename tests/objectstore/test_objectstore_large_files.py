@@ -5,7 +5,7 @@ import hashlib
 import random
 from pathlib import Path
 
-from stateserver.objectstore import open_store
+from stateserver.store import open_store
 
 SIZE = 20 * 1024 * 1024
 

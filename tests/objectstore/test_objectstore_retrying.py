@@ -9,7 +9,7 @@ from typing import TypeVar
 
 import pytest
 
-from stateserver.objectstore import (
+from stateserver.store import (
     ObjectMeta,
     ObjectNotFound,
     ObjectStore,

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from stateserver.objectstore import (
+from stateserver.store import (
     RetryingObjectStore,
     RetryPolicy,
     StoreAccessDenied,

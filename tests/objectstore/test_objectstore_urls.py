@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from stateserver.objectstore import InvalidStoreUrl, open_store
-from stateserver.objectstore._urls import StoreUrl, parse_store_url
+from stateserver.store import InvalidStoreUrl, open_store
+from stateserver.store._urls import StoreUrl, parse_store_url
 
 
 @pytest.mark.parametrize(("url", "expected"), [

@@ -18,19 +18,19 @@ from collections.abc import Iterator, Sequence
 
 import rocksdict
 
-from stateserver import merge_operators
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.keygroups import KeyGroupRange, key_group_for, key_group_of_stored_key, ranges_for_parallelism
-from stateserver.limits import Limits
-from stateserver.objectstore import ObjectStore
-from stateserver.operations import Batch, WriteOp
-from stateserver.registry import ShardRegistry
-from stateserver.rocks import RocksResources, RocksTuning
-from stateserver.shard import Shard
-from stateserver.shard_writes import apply_write_batch
+from stateserver.protocol import merge_operators
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.protocol.keygroups import KeyGroupRange, key_group_for, key_group_of_stored_key, ranges_for_parallelism
+from stateserver.protocol.limits import Limits
+from stateserver.store import ObjectStore
+from stateserver.protocol.operations import Batch, WriteOp
+from stateserver.node.registry import ShardRegistry
+from stateserver.shard.rocks import RocksResources, RocksTuning
+from stateserver.shard.shard import Shard
+from stateserver.shard.writes import apply_write_batch
 from stateserver.snapshot import ShardSnapshots, SnapshotStatus
-from stateserver.states import StateDescriptor, StateKind
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.states import StateDescriptor, StateKind
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 MAX_KEY_GROUPS = 128
 DAY_MS = 86_400_000
@@ -195,7 +195,7 @@ def key_groups_in(dump: Dump) -> set[int]:
 
 def open_restored(path: pathlib.Path, namespace: str, key_groups: KeyGroupRange,
                   max_key_groups: int = MAX_KEY_GROUPS) -> Shard:
-    from stateserver.shard import ShardId
+    from stateserver.shard.shard import ShardId
 
     return Shard(shard_id=ShardId(namespace, key_groups), max_key_groups=max_key_groups, path=path,
                  resources=small_resources(), limits=Limits())
@@ -212,9 +212,9 @@ def iter_chunks(items: Sequence[bytes], size: int) -> Iterator[Sequence[bytes]]:
 
 def assert_reads(shards: Sequence[Shard], expected: Expected) -> None:
     """Read every expected key through the shard read path (as the node serves it) and compare."""
-    from stateserver import wire
-    from stateserver.operations import ReadOp
-    from stateserver.shard_reads import read_batch
+    from stateserver.protocol import wire
+    from stateserver.protocol.operations import ReadOp
+    from stateserver.shard.reads import read_batch
 
     def owner(key: bytes) -> Shard:
         group = key_group_for(key, shards[0].max_key_groups)

@@ -3,7 +3,7 @@ uploads under a tenth of what checkpoint 1 uploaded, and each checkpoint restore
 state. A real node process on loopback, real RocksDB, on file:// and on SeaweedFS S3.
 
 What was uploaded is read from the store itself: every object key names the checkpoint that wrote
-it (stateserver.paths), and the shard manifests say which of those files each checkpoint uses.
+it (stateserver.store.paths), and the shard manifests say which of those files each checkpoint uses.
 The node is scraped by Prometheus meanwhile, as in production; a scrape must cut no SST.
 """
 from __future__ import annotations
@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from client import BYTES, StateClient, Writer
-from stateserver import paths
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.objectstore import open_store
+from stateserver.client import BYTES, StateClient, Writer
+from stateserver.store import paths
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.store import open_store
 from support.checkpoint_objects import objects_by_checkpoint, restore_checkpoint, restored_values
 from support.node import free_loopback_port, run_node
 

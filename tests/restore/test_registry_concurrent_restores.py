@@ -9,10 +9,10 @@ import threading
 import pytest
 
 from restore.state_builder import small_resources
-from stateserver.errors import Fenced
-from stateserver.limits import Limits
-from stateserver.registry import OpenSource, PreparedRestore, ShardRegistry
-from stateserver.shard import ShardId
+from stateserver.protocol.errors import Fenced
+from stateserver.protocol.limits import Limits
+from stateserver.node.registry import OpenSource, PreparedRestore, ShardRegistry
+from stateserver.shard.shard import ShardId
 
 WAIT_S = 10.0
 

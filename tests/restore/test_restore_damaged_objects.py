@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 from restore.state_builder import NamespaceState, small_resources
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.keygroups import KeyGroupRange
-from stateserver.objectstore import ObjectStore, RetryingObjectStore, open_store
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.store import ObjectStore, RetryingObjectStore, open_store
 from stateserver.restore import CorruptObject, MissingObject, restore_shard
-from stateserver.v1 import checkpoint_pb2 as cpb
+from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 
 @pytest.fixture

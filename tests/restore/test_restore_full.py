@@ -10,11 +10,11 @@ import pytest
 from restore.state_builder import (
     STATES, NamespaceState, assert_reads, dump_shard, key_groups_in, merge_dumps, open_restored, small_resources,
 )
-from stateserver.errors import AlreadyExists, InvalidInput
-from stateserver.keygroups import KeyGroupRange
-from stateserver.objectstore import RetryingObjectStore, open_store
+from stateserver.protocol.errors import AlreadyExists, InvalidInput
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.store import RetryingObjectStore, open_store
 from stateserver.restore import MissingObject, plan_restore, restore_shard, restore_shards
-from stateserver.shard import Shard
+from stateserver.shard.shard import Shard
 
 
 @pytest.fixture

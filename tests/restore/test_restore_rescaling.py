@@ -11,8 +11,8 @@ from restore.state_builder import (
     STATES, NamespaceState, assert_reads, column_families, dump_shard, key_groups_in, merge_dumps, open_restored,
     small_resources,
 )
-from stateserver.keygroups import KeyGroupRange, ranges_for_parallelism
-from stateserver.objectstore import RetryingObjectStore, open_store
+from stateserver.protocol.keygroups import KeyGroupRange, ranges_for_parallelism
+from stateserver.store import RetryingObjectStore, open_store
 from stateserver.restore import plan_restore, restore_shard
 
 

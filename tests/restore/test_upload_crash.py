@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from client import BYTES, StateClient
-from stateserver import paths
-from stateserver.checkpoints import CheckpointCatalog
-from stateserver.objectstore import ObjectStore, open_store
+from stateserver.client import BYTES, StateClient
+from stateserver.store import paths
+from stateserver.snapshot.catalog import CheckpointCatalog
+from stateserver.store import ObjectStore, open_store
 from support.checkpoint_objects import (
     objects_by_checkpoint, restore_checkpoint, restored_values, stateserver_cli, store_args,
 )

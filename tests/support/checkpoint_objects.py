@@ -1,6 +1,6 @@
 """What checkpoints left in a snapshot store, and the CLI that verifies, restores and collects them.
 
-    objects_by_checkpoint  every object ``stateserver.paths`` spells under a namespace, by the
+    objects_by_checkpoint  every object ``stateserver.store.paths`` spells under a namespace, by the
                            checkpoint whose id its key carries (the checkpoint that wrote it)
     stateserver_cli        ``stateserver ...`` (the installed console script) in a subprocess that
                            inherits this process's environment (AWS_* for SeaweedFS included)
@@ -21,13 +21,15 @@ import time
 from collections.abc import Iterable
 from typing import cast
 
-from stateserver import layout, paths
-from stateserver.keygroups import KeyGroupRange
-from stateserver.objectstore import ObjectMeta, ObjectStore
-from stateserver.registry import shard_directory
-from stateserver.rocks import RocksResources, RocksTuning
-from stateserver.shard import ShardId
-from stateserver.states import StateDescriptor, StateKind
+from stateserver.shard import layout
+
+from stateserver.store import paths
+from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.store import ObjectMeta, ObjectStore
+from stateserver.node.registry import shard_directory
+from stateserver.shard.rocks import RocksResources, RocksTuning
+from stateserver.shard.shard import ShardId
+from stateserver.protocol.states import StateDescriptor, StateKind
 
 CLI_TIMEOUT_S = 120.0
 

@@ -1,7 +1,7 @@
 """Committing a checkpoint of one writer through the client, as a stream job's coordinator does."""
 from __future__ import annotations
 
-from client import StateClient, Writer
+from stateserver.client import StateClient, Writer
 
 
 def commit(client: StateClient, writer: Writer, checkpoint_id: int) -> None:

@@ -41,7 +41,7 @@ def launch_fault_node(data_dir: Path, *, port: int, control_path: Path, extra_ar
 
 
 def _install(control_path: Path) -> None:
-    import stateserver.server as server
+    import stateserver.node.server as server
     from support.fault_store import FaultInjectingStore
 
     original = server.open_store
@@ -60,7 +60,7 @@ def _install(control_path: Path) -> None:
 
 def main() -> int:
     _install(Path(os.environ[CONTROL_ENV]))
-    from stateserver.cli import main as stateserver_main
+    from stateserver.cli.main import main as stateserver_main
 
     return stateserver_main(sys.argv[1:])
 

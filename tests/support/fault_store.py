@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from stateserver.objectstore import ObjectMeta, ObjectStore, StoreUnavailable
+from stateserver.store import ObjectMeta, ObjectStore, StoreUnavailable
 
 T = TypeVar("T")
 KINDS = ("error", "timeout", "lost_answer", "slow")

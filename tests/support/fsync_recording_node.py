@@ -63,7 +63,7 @@ def _install_recorder(log: Path, under: str) -> None:
 
 def main() -> int:
     _install_recorder(Path(os.environ[LOG_ENV]), os.environ[UNDER_ENV])
-    from stateserver.cli import main as stateserver_main
+    from stateserver.cli.main import main as stateserver_main
 
     return stateserver_main(sys.argv[1:])
 

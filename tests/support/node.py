@@ -27,10 +27,10 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stateserver import wire
-from stateserver.keygroups import key_group_for
-from stateserver.v1 import state_pb2 as pb
-from stateserver.v1 import state_pb2_grpc
+from stateserver.protocol import wire
+from stateserver.protocol.keygroups import key_group_for
+from stateserver.protocol.v1 import state_pb2 as pb
+from stateserver.protocol.v1 import state_pb2_grpc
 
 SERVICE_NAME = "stateserver.v1.StateService"
 STARTUP_TIMEOUT_S = 30.0

@@ -44,7 +44,7 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
-from stateserver.objectstore import ObjectMeta, ObjectStore
+from stateserver.store import ObjectMeta, ObjectStore
 
 LOG_ENV = "FAULT_POWER_LOG"
 ROOT_ENV = "FAULT_POWER_ROOT"

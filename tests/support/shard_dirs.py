@@ -10,10 +10,12 @@ from pathlib import Path
 
 import rocksdict
 
-from stateserver import clean_close, layout
-from stateserver.keygroups import KEY_GROUP_PREFIX_BYTES
-from stateserver.rocks import RocksResources, RocksTuning
-from stateserver.states import StateDescriptor, StateKind
+from stateserver.shard import clean_close
+
+from stateserver.shard import layout
+from stateserver.protocol.keygroups import KEY_GROUP_PREFIX_BYTES
+from stateserver.shard.rocks import RocksResources, RocksTuning
+from stateserver.protocol.states import StateDescriptor, StateKind
 
 
 def shard_directories(data_dir: Path, namespace: str) -> list[Path]:

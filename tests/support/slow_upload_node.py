@@ -20,8 +20,8 @@ import sys
 import threading
 from pathlib import Path
 
-from stateserver import paths
-from stateserver.objectstore import RetryingObjectStore
+from stateserver.store import paths
+from stateserver.store import RetryingObjectStore
 from support.node import NodeProcess, free_loopback_port, launch_wrapped_node, wait_serving
 
 STALL_FROM_ENV = "STALL_FROM_CHECKPOINT"
@@ -62,7 +62,7 @@ def _install_stall(stall_from_checkpoint: int, uploads_before_stall: int) -> Non
 
 def main() -> int:
     _install_stall(int(os.environ[STALL_FROM_ENV]), int(os.environ[STALL_AFTER_ENV]))
-    from stateserver.cli import main as stateserver_main
+    from stateserver.cli.main import main as stateserver_main
 
     return stateserver_main(sys.argv[1:])
 

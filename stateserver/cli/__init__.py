@@ -1,0 +1,1 @@
+"""The `stateserver` command line: serve, checkpoints, verify, restore, gc, compact."""

@@ -1,0 +1,1 @@
+"""Node settings: schema, sources (flags, environment, TOML) and the generated documentation."""

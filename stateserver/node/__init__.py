@@ -1,0 +1,1 @@
+"""The node process: gRPC services, the shard registry, checkpointing, membership, metrics, health."""
