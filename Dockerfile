@@ -20,7 +20,7 @@ COPY stateserver/ stateserver/
 COPY client/ client/
 COPY compaction/ compaction/
 # All dependencies ship manylinux wheels for CPython 3.11, so no compiler or apt is needed.
-RUN /opt/stateserver/bin/pip install --no-cache-dir . \
+RUN /opt/stateserver/bin/pip install --no-cache-dir ".[node]" \
     && /opt/stateserver/bin/python -m compileall -q /opt/stateserver
 
 FROM ${PYTHON_IMAGE}
