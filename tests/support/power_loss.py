@@ -46,8 +46,6 @@ from pathlib import Path
 
 from stateserver.store import ObjectMeta, ObjectStore
 
-LOG_ENV = "FAULT_POWER_LOG"
-ROOT_ENV = "FAULT_POWER_ROOT"
 
 
 # -- in the node ---------------------------------------------------------------------------------
