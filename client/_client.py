@@ -14,7 +14,6 @@ from stateserver.client._client_core import ClientCore, KeyGroups, Restore, key_
 from stateserver.client._connection import NodeConnection, run_plan
 from stateserver.client._errors import InvalidArgumentError, RestoreRequiredError, StateServerError
 from stateserver.client._failure import WriterFailure
-from stateserver.client._node_limits import NodeLimits
 from stateserver.client._plans import Plan
 from stateserver.client._settings import ClientSettings
 from stateserver.client._shard_session import BatchLimits, ShardSession
@@ -26,6 +25,10 @@ __all__ = ["KeyGroups", "Restore", "StateClient", "key_group_ranges"]
 
 
 class StateClient(ClientCore):
+    _connection_type = NodeConnection
+    _writer_type = Writer
+    _session_type = ShardSession
+
     """Talks to a cluster through the seed ``addresses``.
 
     A shard's node is the first node in its rendezvous placement order that this client has
@@ -45,37 +48,13 @@ class StateClient(ClientCore):
         super().__init__(addresses, settings=settings, timeout=timeout, max_message_bytes=max_message_bytes)
         # While the node is still applying every batch in flight, the next batch grows up to
         # busy_batch_ops (default 4 x batch_ops) instead of waiting (see BatchLimits).
-        self._batch_limits = BatchLimits(max_ops=batch_ops, max_bytes=batch_bytes, max_in_flight=max_in_flight,
+        self._session_limits = BatchLimits(max_ops=batch_ops, max_bytes=batch_bytes, max_in_flight=max_in_flight,
                                          max_ops_when_busy=max(busy_batch_ops or 4 * batch_ops, batch_ops))
-        self._connections: dict[str, NodeConnection] = {}
-        self._connections_lock = threading.Lock()  # shards open from several threads at once
-        self._refresh_guard = threading.Lock()  # one refresh of a stale list, not one per opening thread
+        self._connections_lock = threading.Lock()
+        self._refresh_guard = threading.Lock()
 
     def _run(self, plan: Plan) -> Any:
         return run_plan(plan, self._connect)
-
-    def _connect(self, via: Any) -> NodeConnection:
-        return self.connection(via) if isinstance(via, str) else via
-
-    def connection(self, address: str) -> NodeConnection:
-        """The connection to the node called ``address``, dialled at the address it advertises."""
-        target = self._routing.target(address)
-        connection = self._connections.get(address)
-        if connection is None or connection.target != target:
-            with self._connections_lock:
-                connection = self._connections.get(address)
-                if connection is None or connection.target != target:
-                    connection = self._connections[address] = NodeConnection(
-                        address, target=target, settings=self.settings, on_unavailable=self.mark_unavailable)
-        return connection
-
-    def _new_session(self, *, namespace: str, key_groups: KeyGroupRange, epoch: int, connection: Any,
-                     node_limits: NodeLimits, failure: WriterFailure) -> ShardSession:
-        return ShardSession(namespace=namespace, key_groups=key_groups, epoch=epoch, connection=connection,
-                            limits=self._batch_limits, node_limits=node_limits, failure=failure)
-
-    def _new_writer(self, **parts: Any) -> Writer:
-        return Writer(**parts)
 
     # -- writers again -------------------------------------------------------------------
 

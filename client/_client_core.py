@@ -45,24 +45,37 @@ class ClientCore:
         self.settings = resolve_settings(settings, timeout=timeout, max_message_bytes=max_message_bytes)
         self._routing = RoutingTable(self.seeds, probe_backoff_min=self.settings.probe_backoff_min,
                                      probe_backoff_max=self.settings.probe_backoff_max)
-        # One refresh of a stale list at a time (the sync face's threads); the asyncio face needs none.
+        self._connections: dict[str, Any] = {}
+        # One refresh of a stale list, one new connection at a time (the sync face's threads, which
+        # open shards at the same time); the asyncio face needs no lock.
         self._refresh_guard: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
+        self._connections_lock: contextlib.AbstractContextManager[Any] = contextlib.nullcontext()
 
     # -- the face's ---------------------------------------------------------------------
 
     def _run(self, plan: Plan) -> Any:
         raise NotImplementedError
 
+    _connection_type: Any  # the face's connection class
+    _session_type: Any  # the face's shard session class
+    _session_limits: Any  # the batching limits the face's sessions take
+    _writer_type: Any  # the face's writer class
+
     def connection(self, address: str) -> Any:
-        raise NotImplementedError
+        """The connection to the node called ``address``, dialled at the address it advertises."""
+        target = self._routing.target(address)
+        connection = self._connections.get(address)
+        if connection is None or connection.target != target:
+            with self._connections_lock:
+                connection = self._connections.get(address)
+                if connection is None or connection.target != target:
+                    connection = self._connections[address] = self._connection_type(
+                        address, target=target, settings=self.settings, on_unavailable=self.mark_unavailable)
+        return connection
 
-    def _new_session(self, *, namespace: str, key_groups: KeyGroupRange, epoch: int, connection: Any,
-                     node_limits: NodeLimits, failure: WriterFailure) -> Any:
-        raise NotImplementedError
-
-    def _new_writer(self, *, namespace: str, max_key_groups: int, epoch: int, sessions: Sequence[Any],
-                    owner_id: str, failure: WriterFailure) -> Any:
-        raise NotImplementedError
+    def _connect(self, via: Any) -> Any:
+        """A plan's call goes to a connection, or to a node by name."""
+        return self.connection(via) if isinstance(via, str) else via
 
     # -- the cluster --------------------------------------------------------------------
 
@@ -222,8 +235,8 @@ class ClientCore:
         failure = WriterFailure()  # the writer's sessions fail together
         sessions = yield from self._open_sessions(namespace, max_key_groups, ranges, epoch, source, owner_id, [],
                                                   failure)
-        return self._new_writer(namespace=namespace, max_key_groups=max_key_groups, epoch=epoch, sessions=sessions,
-                                owner_id=owner_id, failure=failure)
+        return self._writer_type(namespace=namespace, max_key_groups=max_key_groups, epoch=epoch, sessions=sessions,
+                                 owner_id=owner_id, failure=failure)
 
     def _open_sessions(self, namespace: str, max_key_groups: int, ranges: Sequence[KeyGroupRange], epoch: int,
                        source: pb.RestoreSource | None, owner_id: str, states: Sequence[StateDescriptor],
@@ -240,8 +253,9 @@ class ClientCore:
             connection = self.connection((yield from self._node_for(f"{namespace}/{key_groups}")))
             try:
                 node_limits = yield from connection.learn_limits()  # asked once per node
-                session = self._new_session(namespace=namespace, key_groups=key_groups, epoch=epoch,
-                                            connection=connection, node_limits=node_limits, failure=failure)
+                session = self._session_type(namespace=namespace, key_groups=key_groups, epoch=epoch,
+                                             connection=connection, limits=self._session_limits,
+                                             node_limits=node_limits, failure=failure)
                 request = pb.OpenShardRequest(shard=session.ref, unavailable_nodes=sorted(self.unavailable),
                                               owner_id=owner_id, states=[s.to_proto() for s in states])
                 if source is not None:

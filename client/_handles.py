@@ -58,15 +58,20 @@ class _Handle(Generic[K]):
         return session.add(WriteOp.CLEAR, self.name, raw)
 
 
-class ValueState(_Handle[K], Generic[K, V]):
+class _WithValues(_Handle[K], Generic[K, V]):
     def __init__(self, writer: HandleOwner, descriptor: StateDescriptor, key_serializer: Serializer[K],
                  value_serializer: Serializer[V]) -> None:
         super().__init__(writer, descriptor, key_serializer)
         self._values = value_serializer
 
-    def put(self, key: K, value: V) -> Any:
+    def _write(self, op: WriteOp, key: K, value: V) -> Any:
         session, raw = self._route(key)
-        return session.add(WriteOp.PUT, self.name, raw, self._values.dumps(value))
+        return session.add(op, self.name, raw, self._values.dumps(value))
+
+
+class ValueState(_WithValues[K, V], Generic[K, V]):
+    def put(self, key: K, value: V) -> Any:
+        return self._write(WriteOp.PUT, key, value)
 
     def put_many(self, items: Iterable[tuple[K, V]] | Mapping[K, V]) -> Any:
         if isinstance(items, Mapping):  # keys and values in the same order, without a tuple per pair
@@ -137,15 +142,9 @@ class AggregatingState(_Handle[K], Generic[K, V]):
         return self._operands.loads(value)
 
 
-class ListState(_Handle[K], Generic[K, V]):
-    def __init__(self, writer: HandleOwner, descriptor: StateDescriptor, key_serializer: Serializer[K],
-                 value_serializer: Serializer[V]) -> None:
-        super().__init__(writer, descriptor, key_serializer)
-        self._values = value_serializer
-
+class ListState(_WithValues[K, V], Generic[K, V]):
     def add(self, key: K, value: V) -> Any:
-        session, raw = self._route(key)
-        return session.add(WriteOp.LIST_APPEND, self.name, raw, self._values.dumps(value))
+        return self._write(WriteOp.LIST_APPEND, key, value)
 
     def add_all(self, key: K, values: Iterable[V]) -> Any:
         return self._append(key, values, clear=False)

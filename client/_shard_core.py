@@ -315,3 +315,30 @@ def _halves(parts: list[tuple[ReadGroup, int, int]]) -> tuple[list[tuple[ReadGro
             second.append((group, cut, end))
         seen += end - start
     return first, second
+
+
+class CoreSession:
+    """What both faces' shard sessions share: the connection, the core, and their names for it."""
+
+    def __init__(self, *, namespace: str, key_groups: KeyGroupRange, epoch: int, connection: Any,
+                 limits: BatchLimits, node_limits: NodeLimits | None, failure: WriterFailure | None) -> None:
+        self.connection = connection
+        self.core = ShardCore(namespace=namespace, key_groups=key_groups, epoch=epoch, limits=limits,
+                              node_limits=node_limits or NodeLimits(max_message_bytes=connection.max_message_bytes),
+                              failure=failure)
+        self.key_groups, self.ref, self.shard_id, self.failure = key_groups, self.core.ref, self.core.shard_id, self.core.failure
+
+    @property
+    def buffer(self) -> WriteBuffer:
+        return self.core.buffer
+
+    @property
+    def limits(self) -> BatchLimits:
+        return self.core.limits
+
+    @property
+    def node_limits(self) -> NodeLimits:
+        return self.core.node_limits
+
+    def use_node_limits(self, node_limits: NodeLimits) -> None:
+        self.core.use_node_limits(node_limits)

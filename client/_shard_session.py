@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from stateserver.client._connection import NodeConnection
 from stateserver.client._failure import WriterFailure
 from stateserver.client._node_limits import NodeLimits
-from stateserver.client._shard_core import BatchLimits, ReadBatch, ReadGroup, ShardCore, read_batch_size
+from stateserver.client._shard_core import BatchLimits, CoreSession, ReadBatch, ReadGroup, read_batch_size
 from stateserver.protocol import wire
 from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.protocol.operations import ReadOp, WriteOp
@@ -16,34 +16,16 @@ from stateserver.protocol.v1 import state_pb2 as pb
 __all__ = ["BatchLimits", "ShardSession", "read_batch_size"]
 
 
-class ShardSession:
+class ShardSession(CoreSession):
     def __init__(self, *, namespace: str, key_groups: KeyGroupRange, epoch: int, connection: NodeConnection,
                  limits: BatchLimits, node_limits: NodeLimits | None = None,
                  failure: WriterFailure | None = None) -> None:
-        self.connection = connection
-        self.core = ShardCore(namespace=namespace, key_groups=key_groups, epoch=epoch, limits=limits,
-                              node_limits=node_limits or NodeLimits(max_message_bytes=connection.max_message_bytes),
-                              failure=failure)
+        super().__init__(namespace=namespace, key_groups=key_groups, epoch=epoch, connection=connection,
+                         limits=limits, node_limits=node_limits, failure=failure)
         self.core.on_sealed = self._send_sealed
         self.core.busy = self._busy
-        self.key_groups, self.ref, self.shard_id, self.failure = key_groups, self.core.ref, self.core.shard_id, self.core.failure
         self._in_flight = self.core.in_flight
         self._reading: list[ReadBatch] = []
-
-    @property
-    def buffer(self):  # type: ignore[no-untyped-def]
-        return self.core.buffer
-
-    @property
-    def limits(self) -> BatchLimits:
-        return self.core.limits
-
-    @property
-    def node_limits(self) -> NodeLimits:
-        return self.core.node_limits
-
-    def use_node_limits(self, node_limits: NodeLimits) -> None:
-        self.core.use_node_limits(node_limits)
 
     # -- writes ------------------------------------------------------------------------
 

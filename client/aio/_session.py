@@ -29,7 +29,7 @@ from typing import Any
 
 from stateserver.client._failure import WriterFailure
 from stateserver.client._node_limits import NodeLimits
-from stateserver.client._shard_core import BatchLimits, ReadBatch, ReadGroup, ShardCore, WriteInFlight
+from stateserver.client._shard_core import BatchLimits, CoreSession, ReadBatch, ReadGroup, WriteInFlight
 from stateserver.client.aio._connection import AsyncNodeConnection
 from stateserver.client.aio._limits import OutstandingLimit
 from stateserver.protocol.keygroups import KeyGroupRange
@@ -54,16 +54,13 @@ class CoalescingLimits:
                            max_ops_when_busy=self.max_ops)
 
 
-class AsyncShardSession:
+class AsyncShardSession(CoreSession):
     def __init__(self, *, namespace: str, key_groups: KeyGroupRange, epoch: int, connection: AsyncNodeConnection,
                  limits: CoalescingLimits, node_limits: NodeLimits | None = None,
                  failure: WriterFailure | None = None) -> None:
-        self.connection = connection
-        self.core = ShardCore(namespace=namespace, key_groups=key_groups, epoch=epoch, limits=limits.batch_limits(),
-                              node_limits=node_limits or NodeLimits(max_message_bytes=connection.max_message_bytes),
-                              failure=failure)
+        super().__init__(namespace=namespace, key_groups=key_groups, epoch=epoch, connection=connection,
+                         limits=limits.batch_limits(), node_limits=node_limits, failure=failure)
         self.core.on_sealed = self._wake
-        self.key_groups, self.ref, self.shard_id, self.failure = key_groups, self.core.ref, self.core.shard_id, self.core.failure
         self.linger = limits.linger
         self.outstanding = OutstandingLimit(limits.max_outstanding, on_wait=self._wake)
         self.read_batches = 0
@@ -73,14 +70,6 @@ class AsyncShardSession:
         self._wakeup = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
         self.done: asyncio.Future[None] | None = None  # what an accepted write answers: settled already
-
-    @property
-    def node_limits(self) -> NodeLimits:
-        return self.core.node_limits
-
-    @property
-    def limits(self) -> BatchLimits:
-        return self.core.limits
 
     # -- what callers do -----------------------------------------------------------------
 
