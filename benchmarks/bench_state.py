@@ -40,7 +40,7 @@ import grpc  # noqa: E402
 import rocksdict  # noqa: E402
 
 from stateserver.client import BYTES, StateClient  # noqa: E402
-from stateserver.client._shard_session import BatchLimits, read_batch_size  # noqa: E402
+from stateserver.client._shard_core import BatchLimits, read_batch_size  # noqa: E402
 from stateserver.shard.rocks import RocksResources, RocksTuning  # noqa: E402
 from stateserver.node.server import NodeConfig  # noqa: E402
 from stateserver.protocol.v1 import state_pb2 as pb  # noqa: E402

@@ -1,30 +1,21 @@
-"""One gRPC channel per node address; every call made here translates gRPC errors."""
+"""The sync face's connection: blocking gRPC calls and futures; and the loop that runs plans."""
 from __future__ import annotations
 
-import dataclasses
-
+import concurrent.futures
+import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
 
-from stateserver.client._errors import StateServerError, translate_rpc_error
+from stateserver.client._channel import Channel
+from stateserver.client._errors import StateServerError
 from stateserver.client._node_limits import NodeLimits
-from stateserver.client._settings import ClientSettings
-from stateserver.protocol.v1 import checkpoint_pb2_grpc, state_pb2_grpc
+from stateserver.client._plans import Call, Each, Plan, Sleep, Step, Stepper
 from stateserver.protocol.v1 import state_pb2 as pb
 
 Reply = TypeVar("Reply")
-
-
-def channel_options(max_message_bytes: int) -> list[tuple[str, Any]]:
-    return ClientSettings(max_message_bytes=max_message_bytes).channel_options()
-
-
-def is_unreachable(error: StateServerError) -> bool:
-    """The node could not be reached (down, restarting, draining), as opposed to a node that
-    answered UNAVAILABLE itself (its object store is out, say) and is very much there."""
-    return error.code is grpc.StatusCode.UNAVAILABLE and not error.reason
+_PLANS_AT_ONCE = 8  # shards opened at the same time
 
 
 class PendingCall(Generic[Reply]):
@@ -44,29 +35,9 @@ class PendingCall(Generic[Reply]):
             raise self._connection.translate(exc) from exc
 
 
-class NodeConnection:
-    """A channel to the node called ``address`` in the cluster, dialled at ``target`` (its advertised
-    address, by default the same)."""
-
-    def __init__(self, address: str, *, max_message_bytes: int | None = None, timeout: float | None = None,
-                 on_unavailable: Callable[[str], None] | None = None, target: str | None = None,
-                 settings: ClientSettings | None = None) -> None:
-        settings = settings or ClientSettings()
-        self.address = address
-        self.target = target or address
-        self.timeout = timeout or settings.request_timeout
-        self.max_message_bytes = max_message_bytes or settings.max_message_bytes
-        self.settings = settings
-        self.limits: NodeLimits | None = None  # learnt from the node's NodeInfo, once
-        self._on_unavailable = on_unavailable
-        options = ClientSettings.channel_options(dataclasses.replace(settings, max_message_bytes=self.max_message_bytes))
-        self.channel = grpc.insecure_channel(self.target, options=options)
-        # Method names are unique across the node's services, so a call names only the method.
-        state = state_pb2_grpc.StateServiceStub(self.channel)
-        checkpoint = checkpoint_pb2_grpc.CheckpointServiceStub(self.channel)
-        self._methods: dict[str, Any] = {}
-        for stub in (state, checkpoint):
-            self._methods.update({name: value for name, value in vars(stub).items() if not name.startswith("_")})
+class NodeConnection(Channel):
+    def __init__(self, address: str, **options: Any) -> None:
+        super().__init__(address, open_channel=grpc.insecure_channel, **options)
 
     def call(self, method: str, request: Any, *, timeout: float | None = None) -> Any:
         try:
@@ -79,22 +50,48 @@ class NodeConnection:
         return PendingCall(future, self)
 
     def node_info(self, *, timeout: float | None = None) -> pb.NodeInfoResponse:
-        reply: pb.NodeInfoResponse = self.call("NodeInfo", pb.NodeInfoRequest(), timeout=timeout)
-        self.limits = NodeLimits.from_node_info(reply, self.max_message_bytes)
-        return reply
+        return run_plan(self.learn_node_info(timeout))  # type: ignore[no-any-return]
 
     def node_limits(self) -> NodeLimits:
         """What the node accepts (asked once per connection)."""
-        if self.limits is None:
-            self.node_info(timeout=self.settings.connect_timeout)
-        assert self.limits is not None
-        return self.limits
-
-    def translate(self, error: grpc.RpcError) -> StateServerError:
-        translated = translate_rpc_error(error, address=self.address)
-        if is_unreachable(translated) and self._on_unavailable is not None:
-            self._on_unavailable(self.address)  # down or draining: route around it until a probe answers
-        return translated
+        return run_plan(self.learn_limits())  # type: ignore[no-any-return]
 
     def close(self) -> None:
         self.channel.close()
+
+
+def _itself(via: Any) -> Any:
+    return via
+
+
+def run_plan(plan: Plan, connect: Callable[[Any], NodeConnection] = _itself) -> Any:
+    """Run a plan with blocking calls; ``connect`` turns a node's name into its connection."""
+    stepper = Stepper(plan)
+    step = stepper.first()
+    while not stepper.done:
+        step = stepper.resume(*_perform(step, connect))  # type: ignore[arg-type]
+    return stepper.result
+
+
+def _perform(step: Step, connect: Callable[[Any], NodeConnection]) -> tuple[Any, StateServerError | None]:
+    try:
+        if isinstance(step, Call):
+            return connect(step.via).call(step.method, step.request, timeout=step.timeout), None
+        if isinstance(step, Each):
+            pending = [connect(c.via).start(c.method, c.request, timeout=c.timeout) for c in step.calls]
+            return [_settled(call) if step.settle else call.result() for call in pending], None
+        if isinstance(step, Sleep):
+            time.sleep(step.seconds)
+            return None, None
+        with concurrent.futures.ThreadPoolExecutor(min(len(step.plans), _PLANS_AT_ONCE) or 1,
+                                                   thread_name_prefix="open-shard") as pool:
+            return list(pool.map(lambda plan: run_plan(plan, connect), step.plans)), None
+    except StateServerError as exc:
+        return None, exc
+
+
+def _settled(call: PendingCall[Any]) -> Any:
+    try:
+        return call.result()
+    except StateServerError as exc:
+        return exc

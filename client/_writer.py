@@ -1,147 +1,48 @@
-"""A writer: the one client that owns a set of shards of a namespace at an epoch."""
+"""Writer (sync face): the one client that owns a set of shards of a namespace at an epoch.
+
+Its operations are ``WriterCore``'s, run with blocking calls; what is its own is driving its
+sessions: flushing them, and sending a read's batches to every shard before taking the answers.
+"""
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Generator, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Callable, Sequence
+from typing import Any
 
-from stateserver.client._errors import InvalidArgumentError, KeyGroupOutOfRangeError, SnapshotFailedError, UnavailableError
-from stateserver.client._failure import WriterFailure
-from stateserver.client._serializers import JSON, STR, Serializer
+from stateserver.client._connection import run_plan
+from stateserver.client._handles import Values
+from stateserver.client._plans import Plan
 from stateserver.client._shard_session import ShardSession
-from stateserver.client._states import AggregatingState, ListState, MapState, ValueState, operand_serializer_for
-from stateserver.protocol.keygroups import KeyGroupRange, key_group_for, stable_hash
-from stateserver.protocol.states import StateDescriptor, StateKind
-from stateserver.protocol.v1 import checkpoint_pb2 as cpb
-from stateserver.protocol.v1 import state_pb2 as pb
+from stateserver.client._states import AggregatingState, ListState, MapState, ValueState
+from stateserver.client._writer_core import WriterCore
+from stateserver.protocol.operations import ReadOp
 
 
-def state_descriptor(*, name: str, kind: StateKind, merge_operator: str = "", ttl_ms: int = 0) -> StateDescriptor:
-    """A checked descriptor; a bad name or an unknown merge operator is InvalidArgumentError."""
-    try:
-        return StateDescriptor(name=name, kind=kind, merge_operator=merge_operator, ttl_ms=ttl_ms)
-    except ValueError as exc:
-        raise InvalidArgumentError(str(exc)) from None
+class Writer(WriterCore[ShardSession]):
+    __doc__ = WriterCore.__doc__
+    _handle_types = (ValueState, ListState, MapState, AggregatingState)
 
+    def _run(self, plan: Plan) -> Any:
+        return run_plan(plan)
 
-class RoutedSession(Protocol):
-    @property
-    def key_groups(self) -> KeyGroupRange: ...
+    def join(self, outcomes: list[Any]) -> None:
+        """The sync sessions' writes return nothing."""
 
-
-Session = TypeVar("Session", bound=RoutedSession)
-
-
-class ShardRouter(Generic[Session]):
-    """Which of a writer's shard sessions a key goes to; no I/O, shared by the sync and asyncio writers.
-
-    Routing is where every state handle's call starts, so it also refuses calls once the writer
-    failed (``failure``, shared with the sessions).
-    """
-
-    def __init__(self, *, max_key_groups: int, sessions: Sequence[Session], failure: WriterFailure) -> None:
-        self.max_key_groups = max_key_groups
-        self.failure = failure
-        self.route_to(sessions)
-
-    def route_to(self, sessions: Sequence[Session]) -> None:
-        self.sessions = list(sessions)
-        # key group -> session, so routing a key is one hash and one list index.
-        self._by_key_group: list[Session | None] = [None] * self.max_key_groups
-        for session in self.sessions:
-            for key_group in range(session.key_groups.start, session.key_groups.end + 1):
-                self._by_key_group[key_group] = session
-
-    @property
-    def key_groups(self) -> list[KeyGroupRange]:
-        return [session.key_groups for session in self.sessions]
-
-    def session_for(self, raw_key: bytes) -> Session:
-        self.failure.check()
-        session = self._by_key_group[key_group_for(raw_key, self.max_key_groups)]
-        if session is None:
-            raise self._not_owned(raw_key)
-        return session
-
-    def group_by_session(self, raw_keys: Sequence[bytes]) -> list[tuple[Session, list[int] | None]]:
-        """Split keys by the shard they belong to: (session, indexes), indexes None for all keys."""
-        self.failure.check()
-        max_key_groups, by_key_group = self.max_key_groups, self._by_key_group
-        sessions = [by_key_group[h % max_key_groups] for h in map(stable_hash, raw_keys)]
-        if len(self.sessions) == 1 and None not in sessions:
-            return [(self.sessions[0], None)] if raw_keys else []
-        groups: dict[int, tuple[Session, list[int]]] = {}
-        for i, session in enumerate(sessions):
-            if session is None:
-                raise self._not_owned(raw_keys[i])
-            groups.setdefault(id(session), (session, []))[1].append(i)
-        return list(groups.values())
-
-    def _not_owned(self, raw_key: bytes) -> KeyGroupOutOfRangeError:
-        return KeyGroupOutOfRangeError(
-            f"key group {key_group_for(raw_key, self.max_key_groups)} of this key is not owned by this writer "
-            f"(it owns {', '.join(map(str, self.key_groups))})"
-        )
-
-
-class Writer(ShardRouter[ShardSession]):
-    """Once a write batch fails, the writer is failed as a whole: every later call raises
-    ``SessionFailedError`` (chained to the failure) until the writer is reopened with a restore."""
-
-    def __init__(self, *, namespace: str, max_key_groups: int, epoch: int, sessions: Sequence[ShardSession],
-                 owner_id: str, failure: WriterFailure | None = None) -> None:
-        self.namespace = namespace
-        self.epoch = epoch
-        self.owner_id = owner_id  # sent on every OpenShard of this writer: the node knows a reconnect by it
-        super().__init__(max_key_groups=max_key_groups, sessions=sessions,
-                         failure=failure or (sessions[0].failure if sessions else WriterFailure()))
-        self.states: dict[str, StateDescriptor] = {}
-
-    def replace_sessions(self, sessions: Sequence[ShardSession], epoch: int) -> None:
-        """Route to ``sessions`` from now on (after a rebalance or reopen); state handles stay valid.
-        The sessions' failure becomes the writer's: a reopen from a checkpoint starts afresh."""
-        self.epoch = epoch
-        if sessions:
-            self.failure = sessions[0].failure
-        self.route_to(sessions)
-
-    # -- state handles -------------------------------------------------------------------
-
-    def value_state(self, name: str, *, key_serializer: Serializer[Any] = STR,
-                    value_serializer: Serializer[Any] = JSON, ttl_ms: int = 0) -> ValueState[Any, Any]:
-        descriptor = self._declare(state_descriptor(name=name, kind=StateKind.VALUE, ttl_ms=ttl_ms))
-        return ValueState(self, descriptor, key_serializer, value_serializer)
-
-    def list_state(self, name: str, *, key_serializer: Serializer[Any] = STR,
-                   value_serializer: Serializer[Any] = JSON, ttl_ms: int = 0) -> ListState[Any, Any]:
-        descriptor = self._declare(state_descriptor(name=name, kind=StateKind.LIST, ttl_ms=ttl_ms))
-        return ListState(self, descriptor, key_serializer, value_serializer)
-
-    def map_state(self, name: str, *, key_serializer: Serializer[Any] = STR, map_key_serializer: Serializer[Any] = STR,
-                  value_serializer: Serializer[Any] = JSON, ttl_ms: int = 0) -> MapState[Any, Any, Any]:
-        descriptor = self._declare(state_descriptor(name=name, kind=StateKind.MAP, ttl_ms=ttl_ms))
-        return MapState(self, descriptor, key_serializer, map_key_serializer, value_serializer)
-
-    def aggregating_state(self, name: str, *, merge_operator: str, key_serializer: Serializer[Any] = STR,
-                          element_serializer: Serializer[Any] | None = JSON,
-                          ttl_ms: int = 0) -> AggregatingState[Any, Any]:
-        """``sum_int64``, ``max_int64``, ``min_int64`` take ints; ``list_append`` takes elements."""
-        descriptor = self._declare(state_descriptor(name=name, kind=StateKind.AGGREGATING,
-                                                   merge_operator=merge_operator, ttl_ms=ttl_ms))
-        return AggregatingState(self, descriptor, key_serializer, operand_serializer_for(merge_operator, element_serializer))
-
-    def _declare(self, descriptor: StateDescriptor) -> StateDescriptor:
-        self.failure.check()
-        if self.states.get(descriptor.name) != descriptor:
-            request_state = descriptor.to_proto()
-            pending = [s.connection.start("DeclareStates", pb.DeclareStatesRequest(shard=s.ref, states=[request_state]))
-                       for s in self.sessions]
-            for call in pending:
-                call.result()
-            self.states[descriptor.name] = descriptor
-        return descriptor
-
-    # -- batching ------------------------------------------------------------------------
+    def read(self, op: ReadOp, state: str, keys: Sequence[bytes], map_keys: Sequence[bytes], merge_operator: str,
+             finish: Callable[[Values], Any]) -> Any:
+        started = []
+        for session, indexes in self.group_by_session(keys):
+            chosen = keys if indexes is None else [keys[i] for i in indexes]
+            chosen_map_keys = map_keys if indexes is None or not map_keys else [map_keys[i] for i in indexes]
+            started.append((session, indexes, session.start_read(op, state, chosen, chosen_map_keys, merge_operator)))
+        results: Values = [None] * len(keys)
+        for session, indexes, group in started:
+            values = session.finish_read(group)
+            if indexes is None:
+                results = values
+            else:
+                for i, value in zip(indexes, values):
+                    results[i] = value
+        return finish(results)
 
     def flush(self) -> None:
         """Send every buffered write and wait until the nodes applied them."""
@@ -151,8 +52,6 @@ class Writer(ShardRouter[ShardSession]):
         for session in self.sessions:
             session.wait_for_writes()
 
-    # -- checkpoints ---------------------------------------------------------------------
-
     def snapshot(self, checkpoint_id: int) -> float:
         """The sync phase at the barrier: flush, then every shard takes its local checkpoint.
 
@@ -160,41 +59,12 @@ class Writer(ShardRouter[ShardSession]):
         nodes; writes made after this returns are not in the checkpoint.
         """
         self.flush()
-        pending = [s.connection.start("SnapshotShard", cpb.SnapshotShardRequest(shard=s.ref, checkpoint_id=checkpoint_id))
-                   for s in self.sessions]
-        return max((call.result().sync_millis for call in pending), default=0.0)
-
-    def await_snapshot(self, checkpoint_id: int, *, timeout: float = 300.0) -> list[cpb.ShardSnapshotHandle]:
-        """Wait until every shard's snapshot is durable; returns their handles for the commit."""
-        self.failure.check()
-        steps = awaiting_snapshots(self.sessions, checkpoint_id, timeout)
-        try:
-            session, request, rpc_timeout = next(steps)
-            while True:
-                reply = session.connection.call("AwaitShardSnapshot", request, timeout=rpc_timeout)
-                session, request, rpc_timeout = steps.send(reply)
-        except StopIteration as done:
-            return done.value  # type: ignore[no-any-return]
-
-    def notify_checkpoint_complete(self, checkpoint_id: int) -> None:
-        """The checkpoint is committed: its uploads may be reused by the next one."""
-        self.failure.check()
-        self._notify("NotifyCheckpointComplete", checkpoint_id)
-
-    def notify_checkpoint_aborted(self, checkpoint_id: int) -> None:
-        self._notify("NotifyCheckpointAborted", checkpoint_id)
-
-    def _notify(self, method: str, checkpoint_id: int) -> None:
-        pending = [s.connection.start(method, cpb.NotifyCheckpointRequest(shard=s.ref, checkpoint_id=checkpoint_id))
-                   for s in self.sessions]
-        for call in pending:
-            call.result()
+        return self._run(self._take_snapshot(checkpoint_id))  # type: ignore[no-any-return]
 
     def close(self) -> None:
         """Flush and release the shards (they stay on the node's disk)."""
         self.flush()
-        for session in self.sessions:
-            session.connection.call("CloseShard", pb.CloseShardRequest(shard=session.ref))
+        self._run(self._close_shards())
 
     def __enter__(self) -> Writer:
         return self
@@ -202,38 +72,3 @@ class Writer(ShardRouter[ShardSession]):
     def __exit__(self, *exc_info: object) -> None:
         if exc_info[0] is None:
             self.close()
-
-
-class _SnapshotSession(RoutedSession, Protocol):
-    @property
-    def ref(self) -> pb.ShardRef: ...
-    @property
-    def shard_id(self) -> str: ...
-
-
-AwaitStep = tuple[Any, cpb.AwaitShardSnapshotRequest, float]
-
-
-def awaiting_snapshots(sessions: Sequence[_SnapshotSession], checkpoint_id: int, timeout: float,
-                       clock: Callable[[], float] = time.monotonic,
-                       ) -> Generator[AwaitStep, cpb.AwaitShardSnapshotResponse, list[cpb.ShardSnapshotHandle]]:
-    """The async phase's wait without I/O, for the sync and asyncio writers alike: yields
-    (session, AwaitShardSnapshot request, RPC timeout), is sent each reply, returns the handles."""
-    deadline = clock() + timeout
-    handles = []
-    for session in sessions:
-        while True:
-            left = deadline - clock()
-            if left <= 0:
-                raise UnavailableError(f"the snapshot of checkpoint {checkpoint_id} of shard {session.shard_id} "
-                                       f"is not durable after {timeout} s")
-            request = cpb.AwaitShardSnapshotRequest(shard=session.ref, checkpoint_id=checkpoint_id,
-                                                    timeout_millis=int(min(left, 10.0) * 1000))
-            reply = yield session, request, min(left, 10.0) + 5
-            if reply.state == cpb.SNAPSHOT_STATE_DURABLE:
-                handles.append(reply.handle)
-                break
-            if reply.state == cpb.SNAPSHOT_STATE_FAILED:
-                raise SnapshotFailedError(f"the snapshot of checkpoint {checkpoint_id} of shard "
-                                          f"{session.shard_id} failed: {reply.error}")
-    return handles

@@ -1,4 +1,5 @@
-"""A bound on the operations a shard session has accepted and not yet answered."""
+"""A bound on the operations an asyncio shard session has accepted and not yet answered: the
+waiting, in arrival order, that the sync face does by blocking."""
 from __future__ import annotations
 
 import asyncio
@@ -24,7 +25,10 @@ class OutstandingLimit:
         self.peak = 0      # the most permits ever held at once
         self.waits = 0     # how many acquisitions had to wait
         self._on_wait = on_wait
-        self._waiters: collections.deque[tuple[int, asyncio.Future[None]]] = collections.deque()
+        # (count, future, on_grant): ``on_grant`` runs as the permits are granted, before the
+        # future is settled (the session buffers a write that had to wait, in arrival order).
+        self._waiters: collections.deque[tuple[int, asyncio.Future[None], Callable[[], None] | None]] = \
+            collections.deque()
 
     @property
     def waiting(self) -> bool:
@@ -43,11 +47,8 @@ class OutstandingLimit:
             raise InvalidArgumentError(f"{count} operations at once exceed the limit of {self.limit}")
         if self.try_acquire(count):
             return
-        self.waits += 1
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        entry = (count, future)
-        self._waiters.append(entry)
-        self._on_wait()  # the session sends what it holds rather than wait for batches to fill
+        future = self.enqueue(count)
+        entry = self._waiters[-1]
         try:
             await future
         except asyncio.CancelledError:
@@ -58,10 +59,19 @@ class OutstandingLimit:
                 self._grant()
             raise
 
+    def enqueue(self, count: int, on_grant: Callable[[], None] | None = None) -> asyncio.Future[None]:
+        """Wait in line for ``count`` permits without a coroutine: the future settles once they are
+        granted (and ``on_grant`` ran), or with the error of ``on_grant`` or of ``fail``."""
+        self.waits += 1
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append((count, future, on_grant))
+        self._on_wait()  # the session sends what it holds rather than wait for batches to fill
+        return future
+
     def fail(self, error: BaseException) -> None:
         """Raise ``error`` in every waiting caller: nothing will release permits any more."""
         while self._waiters:
-            _count, future = self._waiters.popleft()
+            _count, future, _on_grant = self._waiters.popleft()
             if not future.done():
                 future.set_exception(error)
 
@@ -71,10 +81,17 @@ class OutstandingLimit:
 
     def _grant(self) -> None:
         while self._waiters and self.in_use + self._waiters[0][0] <= self.limit:
-            count, future = self._waiters.popleft()
+            count, future, on_grant = self._waiters.popleft()
             if future.done():
                 continue
             self.in_use += count
             if self.in_use > self.peak:
                 self.peak = self.in_use
+            try:
+                if on_grant is not None:
+                    on_grant()
+            except Exception as exc:  # refused after all (the writer failed meanwhile)
+                self.in_use -= count
+                future.set_exception(exc)
+                continue
             future.set_result(None)

@@ -1,42 +1,41 @@
-"""A writer's asyncio session with one shard: requests of many coroutines coalesced into batches.
+"""The asyncio face of a writer's session with one shard: one pump task sends what the core holds.
 
-Writes go into the shared ``WriteBuffer`` and leave as sequenced write batches, several in
-flight, applied by the node in order. Reads queue up and leave together as one ReadBatch. One
-pump task per shard sends everything, so the order rules are in one place:
+Callers do no I/O and create no coroutine per operation: a write is buffered in the core at the
+call and answered with a completed future; a read joins the core's read queue with one future per
+call (not per key). The pump sends the core's sealed write batches (several in flight, applied by
+the node in order) and its queued reads (one ReadBatch at a time), so the order rules are in one
+place:
 
-* a read is answered from the node's value combined with the overlay of the buffer at the
-  moment the answer arrives, and no write batch is sent while reads are in flight, so the node's
-  value and the overlay together are the shard's state at that moment, each write counted once;
+* a read is answered from the node's value combined with the writes still unsent when the answer
+  arrives, and no write batch is sent while a read is in flight, so the node's value and those
+  writes together are the shard's state at that moment, each write counted once;
 * a read whose key is in a write batch still in flight waits for that batch, since the node
   may apply it before or after the read; reads of other keys go out at once;
 * so a read issued after a write of the same key sees it (per-key order), and batches of
   unrelated keys overlap.
 
 Every operation holds a permit of ``OutstandingLimit`` from the moment it is accepted until the
-node answered it: a slow node makes callers wait instead of growing buffers. A batch holds at
-most ``max_ops`` operations and ``max_bytes`` bytes (within the node's message size); a key or
-value over the node's limits is refused at the call. A batch the node refused as out of order
-is sent again once its predecessor has its outcome; any other failure fails the whole writer
-(``WriterFailure``), as in the sync client.
+node answered it: past the bound, a call waits in line (its write is buffered when its turn
+comes), so a slow node makes callers wait instead of growing buffers. A key or value over the
+node's limits is refused at the call. A batch the node refused as out of order is sent again once
+its predecessor has its outcome; any other failure fails the whole writer (``WriterFailure``).
 """
 from __future__ import annotations
 
 import asyncio
-import collections
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from stateserver.client._buffer import WriteBuffer, read_request, read_results, resolve_list, resolve_map_entry, resolve_value
-from stateserver.client._errors import OutOfOrderError
-from stateserver.client._failure import MAX_RESENDS, WriterFailure
-from stateserver.client._node_limits import OVERHEAD_PER_OP, NodeLimits
+from stateserver.client._failure import WriterFailure
+from stateserver.client._node_limits import NodeLimits
+from stateserver.client._shard_core import BatchLimits, CoreSession, ReadBatch, ReadGroup, WriteInFlight
 from stateserver.client.aio._connection import AsyncNodeConnection
 from stateserver.client.aio._limits import OutstandingLimit
-from stateserver.protocol import wire
 from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.protocol.operations import ReadOp, WriteOp
-from stateserver.protocol.v1 import state_pb2 as pb
+
+Sink = Callable[[list[Any], BaseException | None], None]
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -50,118 +49,98 @@ class CoalescingLimits:
     linger: float = 0.0           # seconds a request may wait for its batch to fill; by default a batch
                                   # leaves once every ready coroutine has run, and fills while one is in flight
 
-
-def within_node_limits(limits: CoalescingLimits, node: NodeLimits) -> CoalescingLimits:
-    """The client's batch sizes, cut to what the node accepts (operations, message bytes)."""
-    return dataclasses.replace(limits, max_ops=min(limits.max_ops, node.max_batch_ops),
-                               max_bytes=min(limits.max_bytes, node.max_request_bytes))
+    def batch_limits(self) -> BatchLimits:
+        return BatchLimits(max_ops=self.max_ops, max_bytes=self.max_bytes, max_in_flight=self.max_in_flight,
+                           max_ops_when_busy=self.max_ops)
 
 
-@dataclasses.dataclass(slots=True)
-class _Read:
-    op: ReadOp
-    state: str
-    key: bytes
-    map_key: bytes
-    merge_operator: str
-    future: asyncio.Future[Any]
-
-
-@dataclasses.dataclass(slots=True)
-class _WriteInFlight:
-    task: asyncio.Task[Any]
-    count: int
-    keys: set[tuple[str, bytes]]
-    settled: bool = False
-
-
-class AsyncShardSession:
+class AsyncShardSession(CoreSession):
     def __init__(self, *, namespace: str, key_groups: KeyGroupRange, epoch: int, connection: AsyncNodeConnection,
                  limits: CoalescingLimits, node_limits: NodeLimits | None = None,
                  failure: WriterFailure | None = None) -> None:
-        self.key_groups = key_groups
-        self.ref = pb.ShardRef(namespace=namespace, key_group_start=key_groups.start, key_group_end=key_groups.end,
-                               epoch=epoch)
-        self.connection = connection
-        self.node_limits = node_limits or NodeLimits(max_message_bytes=connection.max_message_bytes)
-        self.limits = within_node_limits(limits, self.node_limits)
-        self.failure = failure or WriterFailure()  # shared by the writer's sessions
-        self.buffer = WriteBuffer()
+        super().__init__(namespace=namespace, key_groups=key_groups, epoch=epoch, connection=connection,
+                         limits=limits.batch_limits(), node_limits=node_limits, failure=failure)
+        self.core.on_sealed = self._wake
+        self.linger = limits.linger
         self.outstanding = OutstandingLimit(limits.max_outstanding, on_wait=self._wake)
         self.read_batches = 0
         self.write_batches = 0
-        self._reads: list[_Read] = []
-        self._reading: list[_Read] = []  # the reads in flight
+        self._reading: ReadBatch | None = None
         self._barriers: list[asyncio.Future[None]] = []
-        self._in_flight: collections.deque[_WriteInFlight] = collections.deque()
-        self._sequence = 0
         self._wakeup = asyncio.Event()
-        self._room = asyncio.Event()  # set while the buffer has room for more operations
-        self._room.set()
         self._pump: asyncio.Task[None] | None = None
-
-    @property
-    def shard_id(self) -> str:
-        return f"{self.ref.namespace}/{self.key_groups}"
+        self.done: asyncio.Future[None] | None = None  # what an accepted write answers: settled already
 
     # -- what callers do -----------------------------------------------------------------
 
-    async def add(self, op: WriteOp, state: str, key: bytes, value: bytes = b"", map_key: bytes = b"") -> None:
-        """Accept a write; returns once it is buffered (the node applies it in order later)."""
-        self._check()
-        self.node_limits.check_write(key, value, map_key, needs_map_key=op in (WriteOp.MAP_PUT, WriteOp.MAP_REMOVE))
-        await self._accept()
-        size = len(key) + len(value) + len(map_key) + OVERHEAD_PER_OP
-        # A full buffer is sent before this write joins the next one: batches stay within the limits.
-        while len(self.buffer) and (len(self.buffer) >= self.limits.max_ops
-                                    or self.buffer.byte_size + size > self.limits.max_bytes):
-            self._room.clear()
-            self._wake()
+    def add(self, op: WriteOp, state: str, key: bytes, value: bytes = b"", map_key: bytes = b"") -> asyncio.Future[None]:
+        """Accept a write; the future settles once it is buffered (the node applies it in order later)."""
+        if self.outstanding.try_acquire():
             try:
-                await self._room.wait()
-                self._check()
+                self.core.add(op, state, key, value, map_key)
             except BaseException:
                 self.outstanding.release()
                 raise
-        self.buffer.add(op, state, key, value, map_key)
+            return self._accepted()
+        self.failure.check()
+        self.core.node_limits.check_write(key, value, map_key,
+                                          needs_map_key=op in (WriteOp.MAP_PUT, WriteOp.MAP_REMOVE))
+        return self.outstanding.enqueue(1, lambda: self._buffer(op, state, key, value, map_key))
+
+    def _buffer(self, op: WriteOp, state: str, key: bytes, value: bytes, map_key: bytes) -> None:
+        self.core.add(op, state, key, value, map_key)
         self._wake()
 
-    async def read(self, op: ReadOp, state: str, key: bytes, map_key: bytes = b"", merge_operator: str = "") -> Any:
-        """The stored value as it is once every write accepted before this read is applied:
-        bytes or None; for GET_LIST the list of elements."""
-        await self._accept()
-        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._reads.append(_Read(op, state, key, map_key, merge_operator, future))
+    def add_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes]) -> Any:
+        if len(keys) <= self.outstanding.limit and self.outstanding.try_acquire(len(keys)):
+            try:
+                self.core.add_many(op, state, keys, values)
+            except BaseException:
+                self.outstanding.release(len(keys))
+                raise
+            return self._accepted()
+        pending = [self.add(op, state, key, value) for key, value in zip(keys, values)]
+        return asyncio.gather(*[f for f in pending if f is not self.done])
+
+    def _accepted(self) -> asyncio.Future[None]:
         self._wake()
-        return await future
+        if self.done is None:
+            self.done = asyncio.get_running_loop().create_future()
+            self.done.set_result(None)
+        return self.done
+
+    def read(self, op: ReadOp, state: str, keys: Sequence[bytes], map_keys: Sequence[bytes], merge_operator: str,
+             sink: Sink) -> None:
+        """Queue a read; ``sink`` gets the values (as they are once every write accepted before
+        is applied) or the error."""
+        self.failure.check()
+        permits = min(len(keys), self.outstanding.limit)
+        if self.outstanding.try_acquire(permits):
+            self._queue_read(op, state, keys, map_keys, merge_operator, sink, permits)
+            return
+        waiting = self.outstanding.enqueue(
+            permits, lambda: self._queue_read(op, state, keys, map_keys, merge_operator, sink, permits))
+        waiting.add_done_callback(lambda f: None if f.cancelled() or f.exception() is None else sink([], f.exception()))
+
+    def _queue_read(self, op: ReadOp, state: str, keys: Sequence[bytes], map_keys: Sequence[bytes],
+                    merge_operator: str, sink: Sink, permits: int) -> None:
+        self.failure.check()
+        self.core.queue_read(op, state, keys, map_keys, merge_operator, sink).permits = permits
+        self._wake()
 
     async def flush(self) -> None:
         """Wait until the node applied every write accepted so far."""
-        self._check()
+        self.failure.check()
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._barriers.append(future)
         self._wake()
         await future
-
-    async def reset_sequence(self) -> None:
-        """After (re)opening the shard the node expects batch 1 next."""
-        await self.flush()
-        self._sequence = 0
 
     async def close(self) -> None:
         if self._pump is not None:
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
             self._pump = None
-
-    async def _accept(self) -> None:
-        self._check()
-        if not self.outstanding.try_acquire():
-            await self.outstanding.acquire()
-            self._check()
-
-    def _check(self) -> None:
-        self.failure.check()
 
     def _wake(self) -> None:
         if self._pump is None:
@@ -171,19 +150,21 @@ class AsyncShardSession:
     # -- the pump ------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        core = self.core
         try:
             while True:
-                if not (self._reads or len(self.buffer) or self._barriers):
+                if not (core.reads or core.unsent or self._barriers):
                     self._wakeup.clear()
                     await self._wakeup.wait()  # after every coroutine that was ready: batches fill
                     continue
-                if self.limits.linger and not self.outstanding.waiting and not self._barriers:
-                    await asyncio.sleep(self.limits.linger)
-                if self._reads:
+                if self.linger and not self.outstanding.waiting and not self._barriers:
+                    await asyncio.sleep(self.linger)
+                if core.reads:
                     await self._send_reads()
-                if len(self.buffer):
-                    await self._send_writes()
-                if self._barriers and not len(self.buffer):
+                core.seal()
+                while core.sealed:
+                    await self._send_write()
+                if self._barriers and not core.unsent:
                     await self._drain_writes()
                     barriers, self._barriers = self._barriers, []
                     for barrier in barriers:
@@ -193,89 +174,85 @@ class AsyncShardSession:
             self._fail(exc)
 
     async def _send_reads(self) -> None:
-        reads, self._reads = self._reads[: self.limits.max_ops], self._reads[self.limits.max_ops :]
-        if self._in_flight:  # wait for the write batches in flight that touch keys read here
-            last = max((i for i, batch in enumerate(self._in_flight)
-                        if any((r.state, r.key) in batch.keys for r in reads)), default=-1)
-            for batch in list(self._in_flight)[: last + 1]:
-                await self._wait_applied(batch)
-        self._reading = reads
+        batch = self.core.next_read(self.core.limits.max_ops)
+        assert batch is not None
+        for sent in self.core.waits_for(batch):
+            await self._wait_applied(sent)
+        self._reading = batch
         try:
-            reply = await self.connection.call("ReadBatch", _read_batch(self.ref, reads))
+            reply = await self.connection.call("ReadBatch", batch.request)
         except Exception as exc:  # the readers get the error; the session goes on
-            for read in reads:
-                _settle(read.future, exc)
+            for group in self.core.read_failed(batch, exc):
+                self._answer(group, exc)
         else:
             self.read_batches += 1
-            buffered = bool(len(self.buffer))
-            for read, stored in zip(reads, read_results(reply)):
-                _settle(read.future, _resolve(read, self.buffer if buffered else None, stored))
-        self._reading = []
-        self.outstanding.release(len(reads))
+            for group in self.core.answered(batch, reply):
+                self._answer(group, None)
+        self._reading = None
 
-    async def _send_writes(self) -> None:
-        while len(self._in_flight) >= self.limits.max_in_flight:
-            await self._wait_applied(self._in_flight[0])
-        self._check()  # nothing buffered is sent once the writer failed
-        request = self.buffer.to_request(self.ref)
-        self._sequence += 1
-        request.sequence = self._sequence
-        count = len(self.buffer)
-        keys = set(zip([self.buffer.state_names[i] for i in self.buffer.state_indexes], self.buffer.keys))
-        self.buffer.clear()
-        self._room.set()
-        previous = self._in_flight[-1].task if self._in_flight else None
-        task = asyncio.get_running_loop().create_task(self._write(request, previous))
-        batch = _WriteInFlight(task, count, keys)
-        self._in_flight.append(batch)
-        task.add_done_callback(lambda _: self._applied(batch))
+    def _answer(self, group: ReadGroup, error: BaseException | None) -> None:
+        sink, group.sink = group.sink, None
+        if sink is not None:  # once per group, though its keys may span batches
+            self.outstanding.release(group.permits)
+            sink(group.results, error)
+
+    async def _send_write(self) -> None:
+        core = self.core
+        while len(core.in_flight) >= core.limits.max_in_flight:
+            await self._wait_applied(core.in_flight[0])
+        self.failure.check()  # nothing buffered is sent once the writer failed
+        previous = core.in_flight[-1].call if core.in_flight else None
+        batch = core.next_write()
+        batch.call = asyncio.get_running_loop().create_task(self._write(batch, previous))
+        core.in_flight.append(batch)
+        batch.call.add_done_callback(lambda _: self._applied(batch))
         self.write_batches += 1
 
-    async def _write(self, request: pb.WriteBatchRequest, previous: asyncio.Task[Any] | None) -> Any:
+    async def _write(self, batch: WriteInFlight, previous: asyncio.Task[Any] | None) -> Any:
         """Send a batch; one refused as out of order is sent again once the batch before it has its
         outcome (which it has only after every batch before it)."""
-        for attempt in range(MAX_RESENDS + 1):
+        attempt = 0
+        while True:
             try:
-                return await self.connection.call("WriteBatch", request)
-            except OutOfOrderError:
-                if attempt == MAX_RESENDS or self.failure.failed:
+                return await self.connection.call("WriteBatch", batch.request)
+            except Exception as exc:
+                if not self.core.may_resend(exc, attempt):
                     raise
                 if previous is not None:
                     await asyncio.wait([previous])
                     if previous.cancelled() or previous.exception() is not None:
                         raise  # the writer failed with the batch before; this one is not sent again
                     previous = None
-        raise AssertionError("unreachable")
+            attempt += 1
 
-    def _applied(self, batch: _WriteInFlight) -> None:
+    def _applied(self, batch: WriteInFlight) -> None:
         """Once per batch, from its done callback or from the pump, whichever comes first."""
-        if batch.settled:
+        if not self.core.applied(batch):
             return
-        batch.settled = True
-        self._in_flight.remove(batch)
         self.outstanding.release(batch.count)
-        if not batch.task.cancelled() and batch.task.exception() is not None:
-            self._fail(batch.task.exception())  # type: ignore[arg-type]
+        task = batch.call
+        if not task.cancelled() and task.exception() is not None:
+            self._fail(task.exception())
 
-    async def _wait_applied(self, batch: _WriteInFlight) -> None:
+    async def _wait_applied(self, batch: WriteInFlight) -> None:
         # Awaiting a finished task does not yield, so its done callback may not have run yet.
-        await asyncio.wait([batch.task])
+        await asyncio.wait([batch.call])
         self._applied(batch)
-        self._check()
+        self.failure.check()
 
     async def _drain_writes(self) -> None:
-        while self._in_flight:
-            await self._wait_applied(self._in_flight[0])
+        while self.core.in_flight:
+            await self._wait_applied(self.core.in_flight[0])
 
     def _fail(self, error: BaseException) -> None:
         self.failure.record(error)
-        for waiting in [*self._reads, *self._reading]:
-            _settle(waiting.future, error)
+        reading = [group for group, _start, _end in self._reading.parts] if self._reading else []
+        for group in [*self.core.drop_reads(), *reading]:
+            self._answer(group, error)
         for barrier in self._barriers:
             _settle(barrier, error)
-        self._reads, self._reading, self._barriers = [], [], []
+        self._reading, self._barriers = None, []
         self.outstanding.fail(error)
-        self._room.set()
         if self._pump is not None and self._pump is not asyncio.current_task():
             self._pump.cancel()
 
@@ -287,21 +264,3 @@ def _settle(future: asyncio.Future[Any], outcome: Any) -> None:
         future.set_exception(outcome)
     else:
         future.set_result(outcome)
-
-
-def _read_batch(ref: pb.ShardRef, reads: Sequence[_Read]) -> pb.ReadBatchRequest:
-    states: dict[str, int] = {}
-    indexes = [states.setdefault(read.state, len(states)) for read in reads]
-    map_keys = [read.map_key for read in reads] if any(read.map_key for read in reads) else ()
-    return read_request(ref, list(states), bytes(read.op for read in reads), [read.key for read in reads], map_keys,
-                        indexes if len(states) > 1 else ())
-
-
-def _resolve(read: _Read, buffer: WriteBuffer | None, stored: bytes | None) -> Any:
-    """The node's answer combined with what is still buffered, as the node will combine them."""
-    overlay = buffer.overlay(read.state, read.key) if buffer is not None else None
-    if read.op is ReadOp.GET_LIST:
-        return resolve_list(overlay, lambda: wire.unpack_list(stored) if stored is not None else [])
-    if read.op in (ReadOp.MAP_GET, ReadOp.MAP_CONTAINS):
-        return resolve_map_entry(overlay, read.map_key, lambda: stored)
-    return resolve_value(overlay, lambda: stored, read.merge_operator)
