@@ -14,7 +14,6 @@ from typing import Any, Literal
 from stateserver.client._checkpoint_info import CheckpointInfo, checked_metadata, describe_request
 from stateserver.client._errors import InvalidArgumentError, StateServerError, UnavailableError, WrongNodeError
 from stateserver.client._failure import WriterFailure
-from stateserver.client._node_limits import NodeLimits
 from stateserver.client._plans import Call, Concurrently, Each, Plan, Sleep, settled
 from stateserver.client._routing import RoutingTable
 from stateserver.client._settings import ClientSettings, resolve_settings
