@@ -9,7 +9,7 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
@@ -26,15 +26,14 @@ from stateserver.node.cluster import ClusterView
 from stateserver.node.membership import Membership
 from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.ownership.claims import StoreClaims
-from stateserver.node.registry import EMPTY, RESUME, OpenSource, Restorer, ShardRegistry, check_epoch
+from stateserver.node.checkpointing import Checkpointing, restore_target
+from stateserver.node.registry import ShardRegistry, check_epoch
+from stateserver.node.shard_open import EMPTY, RESUME, OpenSource
 from stateserver.shard.shard import Shard, ShardId
 from stateserver.protocol.states import StateDescriptor
 from stateserver.shard.storage_errors import resource_cause
 from stateserver.protocol.v1 import state_pb2 as pb
 from stateserver.protocol.v1 import state_pb2_grpc
-
-if TYPE_CHECKING:
-    from stateserver.node.checkpointing import Checkpointing
 
 log = logging.getLogger(__name__)
 
@@ -176,9 +175,9 @@ class StateService(state_pb2_grpc.StateServiceServicer):
         if self.checkpointing is None:
             raise errors.InvalidInput("this node has no snapshot store to restore from")
         if kind == "latest" and source.latest:
-            return OpenSource(restore=_restore_target(self.checkpointing, "latest"))
+            return OpenSource(restore=restore_target(self.checkpointing, "latest"))
         if kind == "checkpoint_id" and source.checkpoint_id > 0:
-            return OpenSource(restore=_restore_target(self.checkpointing, source.checkpoint_id))
+            return OpenSource(restore=restore_target(self.checkpointing, source.checkpoint_id))
         raise errors.InvalidInput("a restore source names a checkpoint id (from 1), latest, or empty")
 
     @translate_errors
@@ -244,9 +243,3 @@ class StateService(state_pb2_grpc.StateServiceServicer):
         view = self.cluster.view() if isinstance(self.cluster, Membership) else self.cluster
         return pb.NodeInfoResponse(node_id=self.node_id, version=self.version, open_shards=shards,
                                    nodes=view.nodes, limits=node_limits, advertised_addresses=view.advertised)
-
-
-def _restore_target(checkpointing: Checkpointing, checkpoint: int | str) -> Restorer:
-    from stateserver.node.checkpointing import restore_target  # the checkpointing module imports this one
-
-    return restore_target(checkpointing, checkpoint)
