@@ -1,7 +1,8 @@
 """The gRPC StateService: decodes requests, calls the shard code, encodes replies.
 
-This is the one place where the node's errors become gRPC status codes; the error's
-``reason`` goes along in trailing metadata (``stateserver-reason``) for clients.
+This is the one place where the node's errors become gRPC status codes, each the status of the
+error's reason in ``protocol.reasons``; the reason goes along in trailing metadata
+(``stateserver-reason``) for clients.
 """
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from typing import Any, TypeVar
 
 import grpc
 
-from stateserver.protocol import errors
+from stateserver.protocol import errors, reasons
 
 from stateserver.shard import reads as shard_reads
 
@@ -37,23 +38,6 @@ from stateserver.protocol.v1 import state_pb2_grpc
 
 log = logging.getLogger(__name__)
 
-REASON_METADATA_KEY = "stateserver-reason"
-
-STATUS_FOR_ERROR: dict[type[errors.StateServerError], grpc.StatusCode] = {
-    errors.KeyGroupOutOfRange: grpc.StatusCode.OUT_OF_RANGE,
-    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.Fenced: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.SessionFailed: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.OutOfOrder: grpc.StatusCode.ABORTED,
-    errors.ShardNotOpen: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.WrongNode: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.CorruptData: grpc.StatusCode.DATA_LOSS,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-}
-
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
 
@@ -66,10 +50,7 @@ def shard_id_of(ref: pb.ShardRef) -> ShardId:
 
 
 def status_for(error: errors.StateServerError) -> grpc.StatusCode:
-    for error_type in type(error).__mro__:
-        if error_type in STATUS_FOR_ERROR:
-            return STATUS_FOR_ERROR[error_type]  # type: ignore[index]
-    return grpc.StatusCode.INTERNAL
+    return reasons.status_of(error.reason)
 
 
 # The message travels in a header, and gRPC clients drop replies whose headers pass 8 KiB by
@@ -78,7 +59,7 @@ MAX_MESSAGE_CHARS = 1000
 
 
 def abort_with(context: grpc.ServicerContext, error: errors.StateServerError) -> None:
-    context.set_trailing_metadata(((REASON_METADATA_KEY, error.reason),))
+    context.set_trailing_metadata(((reasons.REASON_METADATA_KEY, error.reason),))
     message = str(error)
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[: MAX_MESSAGE_CHARS - 15] + " ... (shortened)"
