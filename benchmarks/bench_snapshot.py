@@ -51,7 +51,7 @@ from stateserver.snapshot.catalog import CheckpointCatalog  # noqa: E402
 from stateserver.store.checksums import file_checksum  # noqa: E402
 from stateserver.protocol.keygroups import KeyGroupRange  # noqa: E402
 from stateserver.store import ObjectStore, RetryingObjectStore, open_store  # noqa: E402
-from stateserver.node.registry import shard_directory  # noqa: E402
+from stateserver.node.shard_open import shard_directory  # noqa: E402
 from stateserver.restore import restore_shards  # noqa: E402
 from stateserver.shard.rocks import RocksResources, RocksTuning  # noqa: E402
 from stateserver.shard.shard import ShardId  # noqa: E402

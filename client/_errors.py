@@ -17,18 +17,25 @@
     │   └── ShardClosedError              the shard was closed during the request; reopen or retry
     ├── SnapshotFailedError               a shard snapshot could not be made durable; abort the checkpoint
     └── InternalError                     a bug on the node
+
+A node names its error's reason in trailing metadata; the class for each reason comes from the
+table both sides share (``stateserver.protocol.reasons``): the class declaring the reason
+(``_reason``), or that of the broader reason it refines. Without a reason, the status code decides.
 """
 from __future__ import annotations
+
+from typing import ClassVar
 
 import grpc
 import grpc.aio
 
-REASON_METADATA_KEY = "stateserver-reason"
+from stateserver.protocol.reasons import REASON_METADATA_KEY, REASONS, lineage
 
 
 class StateServerError(Exception):
     retriable = False
     refresh_routing = False
+    _reason: ClassVar[str]  # the reason (protocol.reasons) a subclass stands for; ``reason`` is what a node sent
 
     def __init__(self, message: str, *, code: grpc.StatusCode | None = None, reason: str = "") -> None:
         super().__init__(message)
@@ -37,59 +44,62 @@ class StateServerError(Exception):
 
 
 class InvalidArgumentError(StateServerError):
-    pass
+    _reason = "invalid-argument"
 
 
 class KeyGroupOutOfRangeError(InvalidArgumentError):
-    pass
+    _reason = "key-group-out-of-range"
 
 
 class NotFoundError(StateServerError):
-    pass
+    _reason = "not-found"
 
 
 class AlreadyExistsError(StateServerError):
-    pass
+    _reason = "already-exists"
 
 
 class FencedError(StateServerError):
-    pass
+    _reason = "fenced"
 
 
 class ShardNotOpenError(StateServerError):
-    pass
+    _reason = "shard-not-open"
 
 
 class RestoreRequiredError(ShardNotOpenError):
-    pass
+    _reason = "restore-required"
 
 
 class SessionFailedError(StateServerError):
-    pass
+    _reason = "session-failed"
 
 
 class WrongNodeError(StateServerError):
+    _reason = "wrong-node"
     retriable = True
     refresh_routing = True
 
 
 class DataCorruptionError(StateServerError):
-    pass
+    _reason = "corrupt-data"
 
 
 class UnavailableError(StateServerError):
+    _reason = "unavailable"
     retriable = True
 
 
 class OutOfOrderError(UnavailableError):
-    pass
+    _reason = "out-of-order"
 
 
 class ShardClosedError(UnavailableError):
-    pass
+    _reason = "shard-closed"
 
 
 class ResourceExhaustedError(StateServerError):
+    _reason = "resource-exhausted"
     retriable = True
 
 
@@ -98,20 +108,28 @@ class SnapshotFailedError(StateServerError):
 
 
 class InternalError(StateServerError):
-    pass
+    _reason = "internal"
 
 
-_BY_REASON: dict[str, type[StateServerError]] = {
-    "fenced": FencedError,
-    "shard-not-open": ShardNotOpenError,
-    "wrong-node": WrongNodeError,
-    "key-group-out-of-range": KeyGroupOutOfRangeError,
-    "restore-required": RestoreRequiredError,
-    "session-failed": SessionFailedError,
-    "out-of-order": OutOfOrderError,
-    "shard-closed": ShardClosedError,
-    "resource-exhausted": ResourceExhaustedError,
-}
+def _classes_by_reason() -> dict[str, type[StateServerError]]:
+    """Each reason of the table in ``protocol.reasons`` -> the class declaring it (``_reason``), or
+    the class of the nearest broader reason (``reply-too-large`` -> InvalidArgumentError)."""
+    declared: dict[str, type[StateServerError]] = {}
+    pending: list[type[StateServerError]] = [StateServerError]
+    while pending:
+        error_type = pending.pop()
+        pending.extend(error_type.__subclasses__())
+        if "_reason" in vars(error_type):
+            declared[error_type._reason] = error_type
+    by_reason = {}
+    for reason in REASONS:  # a reason with no class at all goes by its status code (tests/test_reasons.py)
+        name = next((name for name in lineage(reason.name) if name in declared), None)
+        if name is not None:
+            by_reason[reason.name] = declared[name]
+    return by_reason
+
+
+_BY_REASON: dict[str, type[StateServerError]] = _classes_by_reason()
 _BY_CODE: dict[grpc.StatusCode, type[StateServerError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.OUT_OF_RANGE: KeyGroupOutOfRangeError,

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from stateserver.protocol.limits import Limits
-from stateserver.config.settings import (
+from stateserver.config import (
     SETTINGS_TABLE,
     Settings,
     SettingsError,
@@ -382,7 +382,7 @@ def test_bad_membership_settings_are_refused_at_load(tmp_path: Path, flags: dict
 def test_docs_table_is_up_to_date() -> None:
     text = (ROOT / "docs" / "configuration.md").read_text()
     table = text.split("<!-- settings-table:begin -->\n")[1].split("<!-- settings-table:end -->")[0]
-    assert table == render_settings_table(), "regenerate with: python -m stateserver.config.settings"
+    assert table == render_settings_table(), "regenerate with: python -m stateserver.config"
     assert [row.name for row in SETTINGS_TABLE] == [f.name for f in dataclasses.fields(Settings)]
 
 

@@ -43,7 +43,8 @@ from stateserver.cli.support import (
 from stateserver.snapshot.gc import collect_garbage
 from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.protocol.limits import Limits
-from stateserver.node.registry import ShardRegistry, shard_directory
+from stateserver.node.registry import ShardRegistry
+from stateserver.node.shard_open import shard_directory
 from stateserver.restore import plan_restore, restore_shards
 from stateserver.node.server import NodeStartError, lock_data_dir
 from stateserver.shard.rocks import RocksResources, RocksTuning

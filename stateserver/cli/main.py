@@ -16,7 +16,7 @@ from stateserver.cli import compaction as cli_compaction
 from stateserver.node.health import check_health
 from stateserver.node.logs import configure_logging
 from stateserver.node.server import Node, NodeStartError, config_from_settings, version
-from stateserver.config.settings import SettingsError, add_settings_arguments, settings_from_args
+from stateserver.config import SettingsError, add_settings_arguments, settings_from_args
 
 log = logging.getLogger("stateserver.cli")
 

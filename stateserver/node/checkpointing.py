@@ -19,7 +19,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Protocol
+from typing import Protocol
 
 from stateserver.snapshot.catalog import CheckpointCatalog, check_operator_metadata
 from stateserver.protocol.errors import Fenced, NotFound
@@ -28,15 +28,13 @@ from stateserver.snapshot.gc import RetentionMemo, collect_garbage, retire_check
 from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.store import ObjectStore
 from stateserver.ownership.claims import Ownership
-from stateserver.node.registry import PreparedRestore, Restorer
+from stateserver.node.shard_open import PreparedRestore, Restorer
+from stateserver.restore import RestoreResult, restore_shard
 from stateserver.shard.rocks import RocksResources
 from stateserver.shard.shard import Shard, ShardId
 from stateserver.snapshot import ShardSnapshots, SnapshotStatus, UploadResult
 from stateserver.snapshot.shard_snapshots import SnapshotObserver
 from stateserver.protocol.v1 import checkpoint_pb2 as cpb
-
-if TYPE_CHECKING:
-    from stateserver.restore import RestoreResult
 
 log = logging.getLogger(__name__)
 
@@ -198,8 +196,6 @@ def restore_target(checkpointing: Checkpointing, source_checkpoint: int | str) -
     swaps it in only once the open cannot fail any more, and removes it otherwise."""
 
     def restore(shard_id: ShardId, path: pathlib.Path) -> PreparedRestore:
-        from stateserver.restore import restore_shard
-
         metadata = checkpointing.catalog.resolve(shard_id.namespace, source_checkpoint)
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.parent / f".{path.name}.restoring-{uuid.uuid4().hex[:8]}"

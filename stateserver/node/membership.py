@@ -18,7 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from stateserver.node.cluster import ClusterView, Resolver, dns_resolver, resolve_nodes
-from stateserver.config.settings import read_nodes_file
+from stateserver.config import read_nodes_file
 
 log = logging.getLogger(__name__)
 

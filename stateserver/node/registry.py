@@ -4,106 +4,35 @@
     <data-dir>/namespaces/<namespace>/shards/<start>-<end>/     one RocksDB per shard
     <data-dir>/namespaces/<namespace>/shards/.<range>.restoring-*, .replaced-*   swept at start
 
-A shard directory is a cache of object storage (invariant 8): it is opened as it is only when
-it holds exactly what its writer expects (see ``clean_close`` and ``ShardRegistry._resume``);
-otherwise the writer restores a checkpoint or asks for an empty shard.
+The registry keeps the table of open shards and the namespaces; how a shard is opened (resume,
+empty, restore, ownership claim) is ``shard_open``.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import pathlib
 import shutil
 import threading
-import uuid
 from collections.abc import Callable, Iterable
-from typing import Any, Protocol
+from typing import Any
 
-from stateserver.shard import clean_close
-from stateserver.store.durable_files import sync_directory
+from stateserver.node.shard_open import NO_CLAIMS, RESUME, OpenSource, OwnerClaims, ShardOpening
 from stateserver.protocol.epochs import epoch_problem
-from stateserver.protocol.errors import (
-    AlreadyExists, Fenced, InvalidInput, NotFound, RestoreRequired, ShardClosed, ShardNotOpen,
-)
+from stateserver.protocol.errors import AlreadyExists, Fenced, InvalidInput, NotFound, ShardClosed, ShardNotOpen
 from stateserver.protocol.keygroups import MAX_KEY_GROUPS_LIMIT, KeyGroupRange
 from stateserver.protocol.limits import Limits
 from stateserver.protocol.names import check_name
-from stateserver.shard.rocks import RocksResources
-from stateserver.shard.shard import Clock, Shard, ShardId, check_compatible, wall_clock_ms
 from stateserver.protocol.states import StateDescriptor
+from stateserver.shard import clean_close
+from stateserver.shard.rocks import RocksResources
+from stateserver.shard.shard import Clock, Shard, ShardId, wall_clock_ms
 
 log = logging.getLogger(__name__)
 
 
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class PreparedRestore:
-    """A checkpoint's copy of a shard, built in ``directory`` beside the shard's, not yet in place."""
-
-    directory: pathlib.Path
-    checkpoint_id: int
-    result: Any  # handed to ShardRegistry.on_restored
-
-
-# Builds a shard's state from a checkpoint beside the given path (the shard's directory).
-Restorer = Callable[[ShardId, pathlib.Path], PreparedRestore]
-
-
-@dataclasses.dataclass(frozen=True, kw_only=True)
-class OpenSource:
-    """Where an opened shard's state comes from: a checkpoint (``restore``), nothing (``empty``),
-    or neither: the writer resumes its own shard as this node holds it, if that is allowed."""
-
-    restore: Restorer | None = None
-    empty: bool = False
-
-    @property
-    def resume(self) -> bool:
-        return self.restore is None and not self.empty
-
-
-RESUME = OpenSource()
-EMPTY = OpenSource(empty=True)
-
-
-class OwnerClaims(Protocol):
-    """Ownership in the snapshot store, for one open (see stateserver.ownership.claims)."""
-
-    def check(self) -> None:
-        """Raise Fenced if a newer epoch, or another owner of this epoch, has some of the key groups."""
-        ...
-
-    def earlier_owners(self) -> list[str]:
-        """Records of any epoch for the shard's key groups, described; empty if none."""
-        ...
-
-    def claim(self, restored_from: int | None) -> None:
-        """Record the writer as owner; raises Fenced if a newer epoch or another owner has it."""
-        ...
-
-
-class _NoClaims:
-    """A node without a snapshot store: nothing to claim, nobody recorded."""
-
-    def check(self) -> None:
-        return None
-
-    def earlier_owners(self) -> list[str]:
-        return []
-
-    def claim(self, restored_from: int | None) -> None:
-        return None
-
-
-NO_CLAIMS: OwnerClaims = _NoClaims()
-
-
-def shard_directory(data_dir: pathlib.Path, shard_id: ShardId) -> pathlib.Path:
-    return data_dir / "namespaces" / shard_id.namespace / "shards" / str(shard_id.key_groups)
-
-
-class ShardRegistry:
+class ShardRegistry(ShardOpening):
     def __init__(self, data_dir: pathlib.Path, resources: RocksResources, limits: Limits, clock: Clock = wall_clock_ms) -> None:
         self.data_dir = data_dir
         self.resources = resources
@@ -186,137 +115,6 @@ class ShardRegistry:
                 self._building.discard(shard_id)
                 self._built.notify_all()
 
-    def _open(self, shard_id: ShardId, max_key_groups: int, epoch: int, owner_id: str,
-              descriptors: list[StateDescriptor], source: OpenSource, claims: OwnerClaims) -> Shard:
-        key = _key(shard_id)
-        path = shard_directory(self.data_dir, shard_id)
-        with self._lock:
-            existing = self._shards.get(key)
-            overlapping = [s for k, s in self._shards.items()
-                           if k[0] == shard_id.namespace and shard_id.key_groups.overlaps(s.key_groups)]
-        for other in overlapping:
-            if other.epoch > epoch:
-                raise Fenced(f"shard {other.id} is owned by epoch {other.epoch}; epoch {epoch} is stale")
-            if other.epoch == epoch and other.owner_id != owner_id:
-                raise Fenced(f"epoch {epoch} of shard {other.id} is owned by writer {other.owner_id or '(anonymous)'} "
-                             "on this node; use a newer epoch")
-        if source.resume and existing is not None and existing.epoch == epoch:
-            # The same writer again (a reconnect): the open shard is kept as it is.
-            check_compatible({n: s.descriptor for n, s in existing.states.items()}, descriptors)
-            claims.claim(None)
-            existing.take_ownership(epoch)
-            existing.declare_states(descriptors)
-            return existing
-        record = clean_close.read(path) if path.is_dir() else None
-        if record is not None and record.epoch is not None and record.epoch > epoch:
-            raise Fenced(f"shard {shard_id} was last owned by epoch {record.epoch}; epoch {epoch} is stale")
-        claims.check()  # a stale writer learns that first: neither a restore nor a resume helps it
-        if source.resume:
-            return self._resume(shard_id, max_key_groups, epoch, owner_id, descriptors, overlapping, record, claims)
-        prepared = source.restore(shard_id, path) if source.restore is not None else None
-        try:
-            stored = Shard.stored_states(prepared.directory, self.resources) if prepared is not None else {}
-            check_compatible(stored, descriptors)
-            claims.claim(prepared.checkpoint_id if prepared is not None else None)
-        except BaseException:
-            if prepared is not None:
-                shutil.rmtree(prepared.directory, ignore_errors=True)
-            raise
-        self._take_over(shard_id, overlapping)
-        if prepared is not None:
-            prepared.directory.rename(path)
-            sync_directory(path.parent)
-        shard = self._new_shard(shard_id, max_key_groups, path)
-        shard.reset_epoch(epoch)  # a restored epoch record is the old writer's, not this one's
-        if self.on_restored is not None:  # a new lineage of files: nothing uploaded before is reusable as such
-            self.on_restored(shard, prepared.result if prepared is not None else None)
-        return self._serve(shard, epoch, owner_id, descriptors,
-                           "restored" if prepared is not None else "empty")
-
-    def _resume(self, shard_id: ShardId, max_key_groups: int, epoch: int, owner_id: str,
-                descriptors: list[StateDescriptor], overlapping: list[Shard], record: clean_close.CleanClose | None,
-                claims: OwnerClaims) -> Shard:
-        """Open the writer's own shard as this node holds it, if that is exactly its state."""
-        path = shard_directory(self.data_dir, shard_id)
-        found: list[str] = [f"shard {s.id} is open here at epoch {s.epoch}" for s in overlapping]
-        others = [p for p in self._directories(shard_id.namespace) if p[0].overlaps(shard_id.key_groups) and p[1] != path]
-        if others:
-            found.append("directories of overlapping key groups " + ", ".join(str(r) for r, _ in others))
-        if path.is_dir() and not overlapping:
-            if record is None:
-                found.append(f"the directory of {shard_id} was not closed cleanly (a crash: it may be torn)")
-            elif record.owner_id is not None and (record.namespace, record.key_groups, record.epoch, record.owner_id) != (
-                    shard_id.namespace, shard_id.key_groups, epoch, owner_id):
-                found.append(f"the directory of {shard_id} belongs to epoch {record.epoch} of writer "
-                             f"{record.owner_id or '(anonymous)'}")
-        if not found and not path.is_dir():
-            earlier = claims.earlier_owners()
-            if earlier:
-                found.append("earlier owners in the snapshot store (" + ", ".join(earlier[:5]) + ")")
-        if found:
-            raise RestoreRequired(f"cannot resume shard {shard_id} at epoch {epoch} as it is: {'; '.join(found)}. "
-                                  "Open it with restore='latest' or a checkpoint id, or restore='empty' to start "
-                                  "from nothing")
-        check_compatible(Shard.stored_states(path, self.resources) if path.is_dir() else {}, descriptors)
-        claims.claim(record.restored_from if record is not None else None)
-        shard = self._new_shard(shard_id, max_key_groups, path)
-        clean_close.remove(path)  # from now on the directory changes: dirty until closed cleanly
-        if record is None and self.on_restored is not None:
-            self.on_restored(shard, None)  # a new shard: whatever an earlier incarnation uploaded is not its
-        return self._serve(shard, epoch, owner_id, descriptors, "resumed" if record is not None else "new")
-
-    def _new_shard(self, shard_id: ShardId, max_key_groups: int, path: pathlib.Path) -> Shard:
-        return Shard(shard_id=shard_id, max_key_groups=max_key_groups, path=path,
-                     resources=self.resources, limits=self.limits, clock=self.clock)
-
-    def _serve(self, shard: Shard, epoch: int, owner_id: str, descriptors: list[StateDescriptor], how: str) -> Shard:
-        try:
-            shard.owner_id = owner_id
-            shard.take_ownership(epoch)
-            shard.declare_states(descriptors)
-        except BaseException:
-            shard.close()
-            raise
-        with self._lock:
-            self._shards[_key(shard.id)] = shard
-        log.info("shard opened", extra={"namespace": shard.id.namespace, "shard": str(shard.id), "epoch": epoch,
-                                        "how": how})
-        return shard
-
-    def _take_over(self, shard_id: ShardId, overlapping: list[Shard]) -> None:
-        """Close the older shards overlapping ``shard_id`` and discard every directory of its
-        key groups here: they are older owners' copies."""
-        with self._lock:
-            for other in overlapping:
-                if self._shards.get(_key(other.id)) is other:
-                    del self._shards[_key(other.id)]
-        for other in overlapping:
-            other.close()  # waits for its requests in flight: none of them takes the registry's lock
-            log.info("shard closed for a newer writer", extra={"namespace": shard_id.namespace, "shard": str(other.id)})
-        for key_groups, path in self._directories(shard_id.namespace):
-            if key_groups.overlaps(shard_id.key_groups):
-                discarded = path.parent / f".{path.name}.replaced-{uuid.uuid4().hex[:8]}"
-                try:
-                    path.rename(discarded)
-                except FileNotFoundError:
-                    continue  # an open of other key groups the directory overlapped took it meanwhile
-                shutil.rmtree(discarded, ignore_errors=True)
-        shards_dir = self.data_dir / "namespaces" / shard_id.namespace / "shards"
-        shards_dir.mkdir(parents=True, exist_ok=True)
-        sync_directory(shards_dir)
-
-    def _directories(self, namespace: str) -> list[tuple[KeyGroupRange, pathlib.Path]]:
-        """The shard directories of ``namespace`` on this node, open or not."""
-        shards_dir = self.data_dir / "namespaces" / namespace / "shards"
-        if not shards_dir.is_dir():
-            return []
-        found = []
-        for path in shards_dir.iterdir():
-            try:
-                found.append((KeyGroupRange.parse(path.name), path))
-            except ValueError:
-                continue  # hidden build directories
-        return found
 
     def shard(self, namespace: str, start: int, end: int, epoch: int) -> Shard:
         """The open shard for a request, after checking the writer's epoch."""
@@ -386,9 +184,6 @@ class ShardRegistry:
                 log.info("shard closed", extra=fields)
         return failed
 
-
-def _key(shard_id: ShardId) -> tuple[str, int, int]:
-    return shard_id.namespace, shard_id.key_groups.start, shard_id.key_groups.end
 
 
 def _close_cleanly(shard: Shard) -> None:

@@ -45,7 +45,7 @@ from stateserver.store import RetryingObjectStore, StoreError, open_store
 from stateserver.node.registry import ShardRegistry
 from stateserver.shard.rocks import RocksResources, RocksTuning
 from stateserver.node.state_service import StateService
-from stateserver.config.settings import Settings
+from stateserver.config import Settings
 from stateserver.protocol.v1 import checkpoint_pb2_grpc, state_pb2_grpc
 
 log = logging.getLogger(__name__)

@@ -1,7 +1,8 @@
 """The gRPC StateService: decodes requests, calls the shard code, encodes replies.
 
-This is the one place where the node's errors become gRPC status codes; the error's
-``reason`` goes along in trailing metadata (``stateserver-reason``) for clients.
+This is the one place where the node's errors become gRPC status codes, each the status of the
+error's reason in ``protocol.reasons``; the reason goes along in trailing metadata
+(``stateserver-reason``) for clients.
 """
 from __future__ import annotations
 
@@ -9,11 +10,11 @@ import contextlib
 import functools
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 import grpc
 
-from stateserver.protocol import errors
+from stateserver.protocol import errors, reasons
 
 from stateserver.shard import reads as shard_reads
 
@@ -26,34 +27,16 @@ from stateserver.node.cluster import ClusterView
 from stateserver.node.membership import Membership
 from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.ownership.claims import StoreClaims
-from stateserver.node.registry import EMPTY, RESUME, OpenSource, Restorer, ShardRegistry, check_epoch
+from stateserver.node.checkpointing import Checkpointing, restore_target
+from stateserver.node.registry import ShardRegistry, check_epoch
+from stateserver.node.shard_open import EMPTY, RESUME, OpenSource
 from stateserver.shard.shard import Shard, ShardId
 from stateserver.protocol.states import StateDescriptor
 from stateserver.shard.storage_errors import resource_cause
 from stateserver.protocol.v1 import state_pb2 as pb
 from stateserver.protocol.v1 import state_pb2_grpc
 
-if TYPE_CHECKING:
-    from stateserver.node.checkpointing import Checkpointing
-
 log = logging.getLogger(__name__)
-
-REASON_METADATA_KEY = "stateserver-reason"
-
-STATUS_FOR_ERROR: dict[type[errors.StateServerError], grpc.StatusCode] = {
-    errors.KeyGroupOutOfRange: grpc.StatusCode.OUT_OF_RANGE,
-    errors.InvalidInput: grpc.StatusCode.INVALID_ARGUMENT,
-    errors.NotFound: grpc.StatusCode.NOT_FOUND,
-    errors.AlreadyExists: grpc.StatusCode.ALREADY_EXISTS,
-    errors.Fenced: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.SessionFailed: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
-    errors.OutOfOrder: grpc.StatusCode.ABORTED,
-    errors.ShardNotOpen: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.WrongNode: grpc.StatusCode.FAILED_PRECONDITION,
-    errors.CorruptData: grpc.StatusCode.DATA_LOSS,
-    errors.Unavailable: grpc.StatusCode.UNAVAILABLE,
-}
 
 Handler = TypeVar("Handler", bound=Callable[..., Any])
 
@@ -67,10 +50,7 @@ def shard_id_of(ref: pb.ShardRef) -> ShardId:
 
 
 def status_for(error: errors.StateServerError) -> grpc.StatusCode:
-    for error_type in type(error).__mro__:
-        if error_type in STATUS_FOR_ERROR:
-            return STATUS_FOR_ERROR[error_type]  # type: ignore[index]
-    return grpc.StatusCode.INTERNAL
+    return reasons.status_of(error.reason)
 
 
 # The message travels in a header, and gRPC clients drop replies whose headers pass 8 KiB by
@@ -79,7 +59,7 @@ MAX_MESSAGE_CHARS = 1000
 
 
 def abort_with(context: grpc.ServicerContext, error: errors.StateServerError) -> None:
-    context.set_trailing_metadata(((REASON_METADATA_KEY, error.reason),))
+    context.set_trailing_metadata(((reasons.REASON_METADATA_KEY, error.reason),))
     message = str(error)
     if len(message) > MAX_MESSAGE_CHARS:
         message = message[: MAX_MESSAGE_CHARS - 15] + " ... (shortened)"
@@ -176,9 +156,9 @@ class StateService(state_pb2_grpc.StateServiceServicer):
         if self.checkpointing is None:
             raise errors.InvalidInput("this node has no snapshot store to restore from")
         if kind == "latest" and source.latest:
-            return OpenSource(restore=_restore_target(self.checkpointing, "latest"))
+            return OpenSource(restore=restore_target(self.checkpointing, "latest"))
         if kind == "checkpoint_id" and source.checkpoint_id > 0:
-            return OpenSource(restore=_restore_target(self.checkpointing, source.checkpoint_id))
+            return OpenSource(restore=restore_target(self.checkpointing, source.checkpoint_id))
         raise errors.InvalidInput("a restore source names a checkpoint id (from 1), latest, or empty")
 
     @translate_errors
@@ -244,9 +224,3 @@ class StateService(state_pb2_grpc.StateServiceServicer):
         view = self.cluster.view() if isinstance(self.cluster, Membership) else self.cluster
         return pb.NodeInfoResponse(node_id=self.node_id, version=self.version, open_shards=shards,
                                    nodes=view.nodes, limits=node_limits, advertised_addresses=view.advertised)
-
-
-def _restore_target(checkpointing: Checkpointing, checkpoint: int | str) -> Restorer:
-    from stateserver.node.checkpointing import restore_target  # the checkpointing module imports this one
-
-    return restore_target(checkpointing, checkpoint)

@@ -102,7 +102,7 @@ class Ownership:
 
 
 class StoreClaims:
-    """One open's view of ownership (registry.OwnerClaims): the records for its key groups,
+    """One open's view of ownership (node.shard_open.OwnerClaims): the records for its key groups,
     and its claim."""
 
     def __init__(self, ownership: Ownership, namespace: str, key_groups: KeyGroupRange, epoch: int, node_id: str,

@@ -17,8 +17,9 @@
         ├── OutOfOrder               a write batch arrived before the batch it follows; resend it after that one
         └── ShardClosed              the shard was closed while the request waited; reopen or retry
 
-The gRPC service maps each kind to one status code at the boundary (``service.py``); the
-``reason`` travels in trailing metadata so that clients can tell the kinds apart.
+Each kind's ``reason`` is a row of the table in ``reasons``, which gives its gRPC status code; the
+node translates at one boundary (``node/state_service.py``), and the reason travels in trailing
+metadata so that clients can tell the kinds apart.
 """
 from __future__ import annotations
 

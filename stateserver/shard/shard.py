@@ -11,6 +11,8 @@ when the database closes would keep RocksDB's lock file held, and the next open 
 directory would fail. A RocksDB failure for want of a resource (a full disk) inside a lease
 becomes ResourceExhausted and marks the shard broken: RocksDB is then in its background-error
 state, refuses every write, and only a reopen from a checkpoint brings the shard back.
+
+The order a writer's batches are applied in, and its session's failure, are ``session``.
 """
 from __future__ import annotations
 
@@ -26,14 +28,15 @@ import rocksdict
 
 
 from stateserver.protocol.errors import (
-    AlreadyExists, Fenced, InvalidInput, KeyGroupOutOfRange, NotFound, OutOfOrder, ResourceExhausted,
-    RestoreRequired, SessionFailed, ShardClosed, ShardNotOpen, StateServerError,
+    AlreadyExists, Fenced, InvalidInput, KeyGroupOutOfRange, NotFound, ResourceExhausted, RestoreRequired,
+    ShardClosed, ShardNotOpen, StateServerError,
 )
 from stateserver.protocol.keygroups import KeyGroupRange, stable_hash
 from stateserver.protocol.limits import Limits
 from stateserver.protocol.names import check_name
 from stateserver.shard.resource_guard import GuardClosed, ResourceGuard
 from stateserver.shard.rocks import RocksResources
+from stateserver.shard.session import WriterSession, WriterTurns
 from stateserver.protocol.states import StateDescriptor
 from stateserver.shard.storage_errors import resource_cause
 
@@ -48,8 +51,6 @@ LEASE_WAIT_SECONDS = 10.0
 _FLUSH_WAIT_SECONDS = 60.0
 
 Clock = Callable[[], int]
-# How long a batch waits for a predecessor that has not arrived before it is refused as out of order.
-ARRIVAL_GRACE_SECONDS = 0.02
 
 
 def wall_clock_ms() -> int:
@@ -72,33 +73,7 @@ class OpenState:
     handle: rocksdict.ColumnFamily  # for write batches
 
 
-class WriterSession:
-    """One writer session's sequencing: what it applied, which batches arrived, whether one failed.
-
-    A session starts at every open of the shard; its batches are numbered from 1.
-    """
-
-    def __init__(self) -> None:
-        self.applied_sequence = 0
-        self.arrived: set[int] = set()  # batches whose handler runs: they reach their turn without the network
-        self.failure = ""  # "batch N failed: ..." once a sequenced batch failed; never cleared
-
-    def fail(self, sequence: int, cause: BaseException) -> None:
-        if not self.failure:
-            text = str(cause) or type(cause).__name__
-            self.failure = f"batch {sequence} failed: {text[:300]}"
-
-
-@dataclasses.dataclass
-class Arrival:
-    """A sequenced batch whose handler runs, registered before it is decoded."""
-
-    session: WriterSession
-    sequence: int
-    left: bool = False
-
-
-class Shard:
+class Shard(WriterTurns):
     def __init__(
         self,
         *,
@@ -244,100 +219,6 @@ class Shard:
             if epoch < self.epoch:
                 raise Fenced(f"shard {self.id} is owned by epoch {self.epoch}; epoch {epoch} is fenced")
             raise ShardNotOpen(f"shard {self.id} is open at epoch {self.epoch}; open it with epoch {epoch} first")
-
-    def check_session(self) -> None:
-        """Refuse what would build on a failed session (writes, snapshots)."""
-        if self.session.failure:
-            raise SessionFailed(f"shard {self.id}: {self.session.failure}; reopen the writer from a checkpoint")
-
-    @contextlib.contextmanager
-    def arrival(self, sequence: int) -> Iterator[Arrival | None]:
-        """Register batch ``sequence`` as arrived for as long as its handler runs (None: unsequenced)."""
-        if not sequence:
-            yield None
-            return
-        arrival = Arrival(self.session, sequence)
-        with self._arrivals_lock:
-            arrival.session.arrived.add(sequence)
-        try:
-            yield arrival
-        finally:
-            if not arrival.left:  # it never reached its turn: batches waiting for it must look again
-                with self.write_lock:
-                    self._leave(arrival)
-                    self._turns.notify_all()
-
-    def _leave(self, arrival: Arrival) -> None:
-        with self._arrivals_lock:
-            arrival.session.arrived.discard(arrival.sequence)
-        arrival.left = True
-
-    @contextlib.contextmanager
-    def turn(self, sequence: int, epoch: int, arrival: Arrival | None = None,
-             timeout: float = 30.0) -> Iterator[None]:
-        """Hold the write lock for batch ``sequence`` once every earlier batch was applied.
-
-        Every write is checked here, under the lock, against the current epoch and session.
-        A batch waits only for predecessors that arrived (their handlers run); one whose
-        predecessor has not arrived within ARRIVAL_GRACE_SECONDS is refused with OutOfOrder, and
-        the writer resends it. A sequenced batch that fails (other than out of order) fails its session: every
-        later write of the session is refused. A batch uses its turn even when it fails.
-        """
-        with self.write_lock:
-            session = self.session
-            try:
-                self._wait_for_turn(sequence, epoch, arrival, timeout)
-            except BaseException:
-                if arrival is not None:
-                    self._leave(arrival)
-                    self._turns.notify_all()
-                raise
-            session = self.session  # the one checked: the session may have changed while waiting
-            try:
-                yield
-            except BaseException as exc:
-                if sequence:
-                    session.fail(sequence, exc)
-                raise
-            finally:
-                if arrival is not None:
-                    self._leave(arrival)
-                if sequence:
-                    session.applied_sequence = sequence
-                    self._turns.notify_all()
-
-    def _wait_for_turn(self, sequence: int, epoch: int, arrival: Arrival | None, timeout: float) -> None:
-        deadline = time.monotonic() + timeout
-        grace_ends: float | None = None
-        while True:
-            self.check_writer(epoch)
-            session = self.session
-            if arrival is not None and arrival.session is not session:
-                raise ShardNotOpen(f"shard {self.id} was reopened while batch {sequence} waited; "
-                                   "its writer session has ended")
-            self.check_session()
-            if not sequence or sequence == session.applied_sequence + 1:
-                return
-            if sequence <= session.applied_sequence:
-                error = InvalidInput(f"shard {self.id}: batch {sequence} was applied before")
-                session.fail(sequence, error)
-                raise error
-            with self._arrivals_lock:
-                waiting_for = sum(1 for s in session.arrived if session.applied_sequence < s < sequence)
-            now = time.monotonic()
-            if waiting_for < sequence - session.applied_sequence - 1:
-                # gRPC reads and decodes a request on the handler's thread, so a batch sent right
-                # after another often starts first: a predecessor gets a moment to arrive.
-                grace_ends = grace_ends or now + ARRIVAL_GRACE_SECONDS
-                if now >= grace_ends:
-                    raise OutOfOrder(f"shard {self.id}: batch {sequence} arrived before batch "
-                                     f"{session.applied_sequence + 1}; resend it after batch {sequence - 1}")
-                self._turns.wait(grace_ends - now)
-                continue
-            if now >= deadline:
-                raise OutOfOrder(f"shard {self.id}: batch {sequence} waited {timeout} s for batch "
-                                 f"{session.applied_sequence + 1}; resend it after batch {sequence - 1}")
-            self._turns.wait(deadline - now)  # bounded by the work of batches that arrived, not by the network
 
     def close(self, lease_wait: float = LEASE_WAIT_SECONDS) -> None:
         """Refuse new requests, wait for those in flight, flush and close RocksDB.

@@ -15,7 +15,8 @@ from stateserver.protocol import merge_operators
 from stateserver.protocol.errors import InvalidInput
 from stateserver.protocol.keygroups import KEY_GROUP_PREFIXES
 from stateserver.protocol.operations import Batch, WriteOp
-from stateserver.shard.shard import Arrival, OpenState, Shard
+from stateserver.shard.session import Arrival
+from stateserver.shard.shard import OpenState, Shard
 from stateserver.protocol.states import StateKind
 
 _ALLOWED: dict[StateKind, frozenset[int]] = {

@@ -7,7 +7,7 @@ from stateserver.cli.main import build_parser
 from stateserver.protocol.limits import Limits
 from stateserver.shard.rocks import RocksTuning
 from stateserver.node.server import config_from_settings
-from stateserver.config.settings import settings_from_args
+from stateserver.config import settings_from_args
 
 
 def test_every_setting_reaches_the_node_config(tmp_path: Path) -> None:

@@ -11,7 +11,8 @@ import pytest
 from restore.state_builder import small_resources
 from stateserver.protocol.errors import Fenced
 from stateserver.protocol.limits import Limits
-from stateserver.node.registry import OpenSource, PreparedRestore, ShardRegistry
+from stateserver.node.registry import ShardRegistry
+from stateserver.node.shard_open import OpenSource, PreparedRestore
 from stateserver.shard.shard import ShardId
 
 WAIT_S = 10.0

@@ -26,7 +26,7 @@ from stateserver.shard import layout
 from stateserver.store import paths
 from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.store import ObjectMeta, ObjectStore
-from stateserver.node.registry import shard_directory
+from stateserver.node.shard_open import shard_directory
 from stateserver.shard.rocks import RocksResources, RocksTuning
 from stateserver.shard.shard import ShardId
 from stateserver.protocol.states import StateDescriptor, StateKind
