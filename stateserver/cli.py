@@ -13,6 +13,7 @@ import sys
 from stateserver import cli_checkpoints, cli_compaction
 from stateserver.health import check_health
 from stateserver.logs import configure_logging
+from stateserver.node.sizing import resolve_workers
 from stateserver.server import Node, NodeStartError, config_from_settings, version
 from stateserver.settings import SettingsError, add_settings_arguments, settings_from_args
 
@@ -30,6 +31,13 @@ def _serve(options: argparse.Namespace) -> int:
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
     log.info("node starting", extra={"version": version(), "settings": settings.loggable()})
+    workers = resolve_workers(workers=settings.workers, port=settings.port, metrics_port=settings.metrics_port,
+                              block_cache_bytes=settings.block_cache_bytes,
+                              write_buffer_bytes=settings.write_buffer_bytes,
+                              memory_budget_bytes=settings.memory_budget_bytes)
+    if workers > 1:
+        from stateserver.node.supervisor import run_supervisor  # the node of several processes
+        return run_supervisor(settings, workers)
     try:
         node = Node(config_from_settings(settings))
         clean = node.serve_until_signalled()

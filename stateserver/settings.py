@@ -351,6 +351,16 @@ class Settings:
                                       metavar="BYTES")
     write_buffer_bytes: int = _setting(128 * MiB, _size(), "Memtable budget shared by all shards of the node.",
                                        metavar="BYTES")
+    workers: int = _setting(
+        0, _count(0), "Worker processes of the node, each on its own port (port + i), data directory "
+        "(<data_dir>/worker-<i>) and share of block_cache_bytes and write_buffer_bytes, under one supervisor; each "
+        "entry host:port of nodes stands for ports port .. port+workers-1, so every node of a cluster runs the same "
+        "number. 1: one process, as before workers existed. 0: one per core, as many as memory_budget_bytes allows.",
+        shown_default="0 (one per core, within memory_budget_bytes)", metavar="N")
+    memory_budget_bytes: int | None = _setting(
+        None, _size(), "Memory the node may use; caps the default number of workers so that block_cache_bytes + "
+        "write_buffer_bytes + a fixed cost per worker process fits in it.",
+        shown_default="(the machine's or container's memory)", metavar="BYTES")
     max_key_bytes: int = _setting(64 * KiB, _size(), "Largest key a request may carry.", metavar="BYTES")
     max_value_bytes: int = _setting(16 * MiB, _size(), "Largest value a request may carry.", metavar="BYTES")
     max_batch_ops: int = _setting(100_000, _count(1), "Most operations in one write batch.", metavar="N")
@@ -598,9 +608,14 @@ def _check_together(values: dict[str, object], origins: dict[str, str], problems
                         f"finds its own shards, got {node_id!r} (from {origin('node_id')})")
 
     metrics_port = get("metrics_port")
-    if metrics_port and metrics_port == port:
-        problems.append(f"setting 'metrics_port': must differ from port {port}, got {metrics_port!r} "
+    workers = max(get("workers") or 1, 1)  # 0 (one per core) is checked once resolved, by the supervisor
+    if metrics_port and port and port <= metrics_port < port + workers:
+        taken = f"port {port}" if workers == 1 else f"the workers' ports {port}-{port + workers - 1}"
+        problems.append(f"setting 'metrics_port': must differ from {taken}, got {metrics_port!r} "
                         f"(from {origin('metrics_port')})")
+    if port and port + workers - 1 > 65535:
+        problems.append(f"setting 'workers': worker i listens on port + i, so port {port} leaves room for "
+                        f"{65536 - port} workers, got {workers!r} (from {origin('workers')})")
     key, value, message = get("max_key_bytes"), get("max_value_bytes"), get("max_message_bytes")
     if key and value and message and message <= key + value:
         problems.append(f"setting 'max_message_bytes': must exceed max_key_bytes + max_value_bytes ({key + value}) "
