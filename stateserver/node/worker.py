@@ -90,13 +90,13 @@ def main() -> int:
     try:
         node = Node(start.config)
     except NodeStartError as exc:
-        log.error("worker cannot start", extra={"reason": str(exc)})
+        log.error("node cannot start", extra={"reason": str(exc)})
         return 1
     threading.Thread(target=_follow_supervisor, args=(stdin, node), name="supervisor", daemon=True).start()
     try:
         clean = node.serve_until_signalled()
     except NodeStartError as exc:
-        log.error("worker cannot start", extra={"reason": str(exc)})
+        log.error("node cannot start", extra={"reason": str(exc)})
         return 1
     code = 0 if clean else 1
     if node.requests_in_flight:
