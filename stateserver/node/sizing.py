@@ -13,7 +13,8 @@ from pathlib import Path
 MiB = 1 << 20
 # What one worker process costs besides its share of the block cache and write buffers: the
 # interpreter, gRPC, RocksDB's per-shard tables, readers and threads. Measured (benchmarks/
-# bench_node_memory.py): about 100 MiB a worker with 250 open shards; rounded up.
+# bench_node_memory.py): 63 MiB a worker at start; open shards cost about 1.5 MiB each whichever
+# worker holds them, so they do not count here.
 WORKER_FIXED_BYTES = 128 * MiB
 _CGROUP = Path("/sys/fs/cgroup")
 
