@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from support import node as _node  # noqa: F401  reads and removes STATESERVER_TEST_WORKERS before any node starts
 from support.seaweedfs import SeaweedS3, run_seaweedfs
 
 # Variables that would steer obstore elsewhere if a developer's shell has them set.

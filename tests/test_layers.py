@@ -1,8 +1,8 @@
 """The packages import only downwards, every import of our own code sits at module top, and the
 shared contract (``stateserver.protocol``) and the client import no storage library.
 
-Layers, low to high: protocol < store < shard < ownership < snapshot < restore < node < cli.
-``config`` (settings) sits beside them: it may import protocol, and only node and cli import it.
+Layers, low to high: protocol < store < shard < ownership < snapshot < restore < node < supervisor < cli.
+``config`` (settings) sits beside them: it may import protocol; only node, supervisor and cli import it.
 ``compaction`` may import protocol, store, shard, snapshot and restore; only cli imports it. The
 client (``stateserver.client``) imports the contract and nothing else of the node.
 
@@ -26,9 +26,10 @@ ROOT = Path(__file__).resolve().parent.parent
 SOURCES = {"stateserver": ROOT / "stateserver", "stateserver.client": ROOT / "client",
            "stateserver.compaction": ROOT / "compaction"}
 
-LAYERS = ("protocol", "store", "shard", "ownership", "snapshot", "restore", "node", "cli")
+LAYERS = ("protocol", "store", "shard", "ownership", "snapshot", "restore", "node", "supervisor", "cli")
 MAY_IMPORT: dict[str, set[str]] = {layer: set(LAYERS[:rank]) for rank, layer in enumerate(LAYERS)}
 MAY_IMPORT["node"] |= {"config"}
+MAY_IMPORT["supervisor"] |= {"config"}
 MAY_IMPORT["cli"] |= {"config", "compaction"}
 MAY_IMPORT["config"] = {"protocol"}
 MAY_IMPORT["compaction"] = {"protocol", "store", "shard", "snapshot", "restore"}

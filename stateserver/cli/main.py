@@ -11,11 +11,12 @@ import os
 import sys
 
 from stateserver.cli import checkpoints as cli_checkpoints
-
 from stateserver.cli import compaction as cli_compaction
 from stateserver.node.health import check_health
 from stateserver.node.logs import configure_logging
 from stateserver.node.server import Node, NodeStartError, config_from_settings, version
+from stateserver.supervisor.sizing import resolve_workers
+from stateserver.supervisor.supervisor import run_supervisor
 from stateserver.config import SettingsError, add_settings_arguments, settings_from_args
 
 log = logging.getLogger("stateserver.cli")
@@ -32,6 +33,12 @@ def _serve(options: argparse.Namespace) -> int:
         return EXIT_USAGE
     configure_logging(settings.log_level, settings.log_format)
     log.info("node starting", extra={"version": version(), "settings": settings.loggable()})
+    workers = resolve_workers(workers=settings.workers, port=settings.port, metrics_port=settings.metrics_port,
+                              block_cache_bytes=settings.block_cache_bytes,
+                              write_buffer_bytes=settings.write_buffer_bytes,
+                              memory_budget_bytes=settings.memory_budget_bytes)
+    if workers > 1:
+        return run_supervisor(settings, workers)
     try:
         node = Node(config_from_settings(settings))
         clean = node.serve_until_signalled()

@@ -63,6 +63,16 @@ class Settings:
                                       metavar="BYTES")
     write_buffer_bytes: int = _setting(128 * MiB, parse_size(), "Memtable budget shared by all shards of the node.",
                                        metavar="BYTES")
+    workers: int = _setting(
+        0, parse_count(0), "Worker processes of the node, each on its own port (port + i), data directory "
+        "(<data_dir>/worker-<i>) and share of block_cache_bytes and write_buffer_bytes, under one supervisor; each "
+        "entry host:port of nodes stands for ports port .. port+workers-1, so every node of a cluster runs the same "
+        "number. 1: one process, as before workers existed. 0: one per core, as many as memory_budget_bytes allows.",
+        shown_default="0 (one per core, within memory_budget_bytes)", metavar="N")
+    memory_budget_bytes: int | None = _setting(
+        None, parse_size(), "Memory the node may use; caps the default number of workers so that block_cache_bytes + "
+        "write_buffer_bytes + a fixed cost per worker process fits in it.",
+        shown_default="(the machine's or container's memory)", metavar="BYTES")
     max_key_bytes: int = _setting(64 * KiB, parse_size(), "Largest key a request may carry.", metavar="BYTES")
     max_value_bytes: int = _setting(16 * MiB, parse_size(), "Largest value a request may carry.", metavar="BYTES")
     max_batch_ops: int = _setting(100_000, parse_count(1), "Most operations in one write batch.", metavar="N")

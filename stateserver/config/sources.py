@@ -156,9 +156,14 @@ def _check_together(values: dict[str, object], origins: dict[str, str], problems
                         f"finds its own shards, got {node_id!r} (from {origin('node_id')})")
 
     metrics_port = get("metrics_port")
-    if metrics_port and metrics_port == port:
-        problems.append(f"setting 'metrics_port': must differ from port {port}, got {metrics_port!r} "
+    workers = max(get("workers") or 1, 1)  # 0 (one per core) is checked once resolved, by the supervisor
+    if metrics_port and port and port <= metrics_port < port + workers:
+        taken = f"port {port}" if workers == 1 else f"the workers' ports {port}-{port + workers - 1}"
+        problems.append(f"setting 'metrics_port': must differ from {taken}, got {metrics_port!r} "
                         f"(from {origin('metrics_port')})")
+    if port and port + workers - 1 > 65535:
+        problems.append(f"setting 'workers': worker i listens on port + i, so port {port} leaves room for "
+                        f"{65536 - port} workers, got {workers!r} (from {origin('workers')})")
     key, value, message = get("max_key_bytes"), get("max_value_bytes"), get("max_message_bytes")
     if key and value and message and message <= key + value:
         problems.append(f"setting 'max_message_bytes': must exceed max_key_bytes + max_value_bytes ({key + value}) "

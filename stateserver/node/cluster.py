@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 
 from stateserver.protocol import placement
 from stateserver.protocol.errors import WrongNode
+from stateserver.node.addresses import expand_node_list
 
 # NAME, PORT -> the host:port entries behind NAME. Injectable, so a test can change what a name means.
 Resolver = Callable[[str, int], Iterable[str]]
@@ -28,8 +29,9 @@ def dns_resolver(name: str, port: int) -> list[str]:
     return entries
 
 
-def resolve_nodes(spec: Iterable[str], resolver: Resolver = dns_resolver) -> tuple[str, ...]:
-    """``host:port`` entries as given; ``dns:NAME:PORT`` expands to every address of NAME."""
+def resolve_nodes(spec: Iterable[str], resolver: Resolver = dns_resolver, workers_per_node: int = 1) -> tuple[str, ...]:
+    """``host:port`` entries as given; ``dns:NAME:PORT`` expands to every address of NAME; with
+    several workers per node, each address to its workers' (``stateserver.node.addresses``)."""
     nodes: set[str] = set()
     for entry in spec:
         if entry.startswith("dns:"):
@@ -39,7 +41,7 @@ def resolve_nodes(spec: Iterable[str], resolver: Resolver = dns_resolver) -> tup
             nodes.update(resolver(name, int(port)))
         else:
             nodes.add(entry)
-    return tuple(sorted(nodes))
+    return tuple(sorted(expand_node_list(nodes, workers_per_node)))
 
 
 @dataclasses.dataclass(frozen=True)

@@ -33,8 +33,10 @@ class Membership:
 
     def __init__(self, node_id: str, *, nodes: Sequence[str] = (), nodes_file: Path | None = None,
                  advertised_address: str = "", refresh_seconds: float = 10.0, resolver: Resolver = dns_resolver,
-                 ask_advertised: AskAdvertised | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+                 ask_advertised: AskAdvertised | None = None, clock: Callable[[], float] = time.monotonic,
+                 workers_per_node: int = 1) -> None:
         self.node_id = node_id
+        self._workers_per_node = workers_per_node  # each entry stands for this many workers
         self.advertised_address = advertised_address or node_id
         self._spec = tuple(nodes)
         self._nodes_file = nodes_file
@@ -79,7 +81,7 @@ class Membership:
         spec = read_nodes_file(self._nodes_file) if self._nodes_file is not None else self._spec
         if self._nodes_file is not None:
             self._file_stamp = _stamp(self._nodes_file)
-        nodes = resolve_nodes(spec, self._resolver)
+        nodes = resolve_nodes(spec, self._resolver, self._workers_per_node)
         self._publish(nodes)
         return nodes
 

@@ -85,6 +85,10 @@ class NodeConfig:
     # Port 0: no metrics endpoint.
     metrics_host: str = "127.0.0.1"
     metrics_port: int = 0
+    # A worker of a node of several (stateserver.node): each node-list entry stands for this many
+    # workers, and the health of the node as a whole (service "") is set by the supervisor.
+    workers_per_node: int = 1
+    supervised: bool = False
 
     @property
     def address(self) -> str:
@@ -169,6 +173,8 @@ class Node:
                 CheckpointService(self.registry, self.checkpointing, node_id=self.node_id), self.server
             )
             health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+            if config.supervised:  # until the supervisor says every worker serves
+                self.health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
             self.port = _listen(self.server, config.address)
         except BaseException:
             self._lock_file.close()
@@ -197,7 +203,7 @@ class Node:
                                      f"{self.config.metrics_port}: {exc.strerror or exc}") from exc
         self.server.start()
         self.membership.start()
-        for service in ("", SERVICE_NAME):
+        for service in (SERVICE_NAME,) if self.config.supervised else ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         metrics = self.metrics_endpoint
         log.info("node serving", extra={
@@ -260,7 +266,7 @@ def _membership(config: NodeConfig, node_id: str, resolver: Resolver) -> Members
     membership = Membership(node_id, nodes=config.nodes, nodes_file=config.nodes_file,
                             advertised_address=config.advertised_address,
                             refresh_seconds=config.membership_refresh_s, resolver=resolver,
-                            ask_advertised=ask_advertised_address)
+                            ask_advertised=ask_advertised_address, workers_per_node=config.workers_per_node)
     try:
         membership.load()
     except (OSError, ValueError) as exc:

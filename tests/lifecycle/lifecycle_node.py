@@ -107,7 +107,7 @@ def serve(data_dir: Path, *, extra_args: Sequence[str] = (), attempts: int = 3) 
         port, metrics_port = free_port(), free_port()
         log_path = data_dir.parent / f"{data_dir.name}-{port}.log"
         args = [*stateserver_command(), "serve", "--host", "127.0.0.1", "--port", str(port),
-                "--data-dir", str(data_dir), "--metrics-port", str(metrics_port), *extra_args]
+                "--data-dir", str(data_dir), "--metrics-port", str(metrics_port), "--workers", "1", *extra_args]
         with open(log_path, "wb") as log:
             process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                        env=clean_environment(), start_new_session=True, preexec_fn=_die_with_parent())

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support.node import NodeProcess, free_loopback_port, start_node
+from support.node import TEST_WORKERS, NodeProcess, free_port_block, start_node
 
 
 @dataclass
@@ -48,7 +48,7 @@ class Cluster:
     def add_node(self) -> str:
         """A new node whose node list has every node, itself included (with a nodes file: the
         file is rewritten first, and the running nodes follow it without a restart)."""
-        self.ports.append(free_loopback_port())
+        self.ports.append(free_port_block(TEST_WORKERS))
         address = self.addresses[-1]
         if self.nodes_file is not None:
             self.write_nodes_file(self.addresses)
@@ -65,7 +65,7 @@ def run_cluster(root: Path, snapshot_url: str, size: int = 3, *, nodes_file: boo
                 node_args: Sequence[Sequence[str]] = ()) -> Iterator[Cluster]:
     """``size`` nodes; ``node_args[i]`` are more flags of the i-th."""
     root.mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(root=root, snapshot_url=snapshot_url, ports=[free_loopback_port() for _ in range(size)], nodes={},
+    cluster = Cluster(root=root, snapshot_url=snapshot_url, ports=[free_port_block(TEST_WORKERS) for _ in range(size)], nodes={},
                       nodes_file=root / "nodes" if nodes_file else None)
     cluster.node_args = {address: list(args) for address, args in zip(cluster.addresses, node_args)}
     if cluster.nodes_file is not None:

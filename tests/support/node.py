@@ -6,6 +6,11 @@ cannot outlive the tests. It counts as started once the standard gRPC health ser
 (``grpc.health.v1``) answers SERVING for the StateService. ``stop()`` sends SIGTERM (the node
 drains and closes its shards, flushing memtables) and SIGKILL after a timeout.
 
+A node runs ``--workers 1`` (one process, as before workers existed) unless the test asks for
+more, or the session runs with ``STATESERVER_TEST_WORKERS=N``: then every node these launchers
+start runs N worker processes under a supervisor (ports port .. port+N-1, all free), and counts as
+started once its health service ``""`` (the node as a whole) says SERVING.
+
 Also here: small raw-stub helpers for tests that must send what the client never would.
 """
 from __future__ import annotations
@@ -37,6 +42,9 @@ SERVICE_NAME = "stateserver.v1.StateService"
 # The interpreter that runs nodes: this one, unless the tests run in a client-only environment
 # (scripts/test_client_only.sh), where nodes come from the full install.
 NODE_PYTHON = os.environ.get("STATESERVER_TEST_NODE_PYTHON") or sys.executable
+NODE_HEALTH_SERVICE = ""  # the node as a whole: with several workers, SERVING only while every one is
+# Popped, so that no node sees it: STATESERVER_TEST_WORKERS is a near miss of the setting `workers`.
+TEST_WORKERS = int(os.environ.pop("STATESERVER_TEST_WORKERS", "") or 1)
 STARTUP_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 15.0
 REASON_METADATA_KEY = "stateserver-reason"
@@ -55,6 +63,7 @@ class NodeProcess:
     data_dir: Path
     log_path: Path
     max_message_bytes: int
+    workers: int = 1
     _channel: grpc.Channel | None = field(default=None, repr=False)
 
     @property
@@ -67,6 +76,15 @@ class NodeProcess:
 
     def is_alive(self) -> bool:
         return self.process.poll() is None
+
+    @property
+    def worker_addresses(self) -> list[str]:
+        """Where each worker listens (one worker: the node's own address)."""
+        return [f"127.0.0.1:{self.port + index}" for index in range(self.workers)]
+
+    def worker_pid(self, index: int) -> int:
+        """The pid worker ``index`` wrote into its data directory's lock file (several workers only)."""
+        return int((self.data_dir / f"worker-{index}" / "node.lock").read_text().strip())
 
     def channel(self) -> grpc.Channel:
         """One shared raw channel to the node, sized like the node's message limit."""
@@ -122,26 +140,28 @@ class NodeProcess:
 
 
 def start_node(data_dir: Path, *, max_message_bytes: int = 64 << 20, extra_args: Sequence[str] = (),
-               attempts: int = 3, port: int | None = None) -> NodeProcess:
+               attempts: int = 3, port: int | None = None, workers: int | None = None) -> NodeProcess:
     """Start a node on ``data_dir`` and wait until its health service says SERVING.
 
-    The port is found free before the node binds it, so another process may take it in
-    between; the node then exits and we try again with another port (unless ``port`` is
-    given, as a cluster's node list needs).
+    The ports are found free before the node binds them, so another process may take one in
+    between; the node then exits and we try again with other ports (unless ``port`` is
+    given, as a cluster's node list needs). ``workers``: default ``TEST_WORKERS``.
     """
     data_dir.mkdir(parents=True, exist_ok=True)
+    workers = workers or TEST_WORKERS
     last_error: NodeStartError | None = None
     fixed_port = port
     for attempt in range(1, 2 if fixed_port else attempts + 1):
-        port = fixed_port or free_loopback_port()
+        port = fixed_port or free_port_block(workers)
         log_path = data_dir.parent / f"{data_dir.name}-node-{port}-{attempt}.log"
         args = [NODE_PYTHON, "-m", "stateserver.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-                "--data-dir", str(data_dir), "--max-message-bytes", str(max_message_bytes), *extra_args]
+                "--data-dir", str(data_dir), "--max-message-bytes", str(max_message_bytes),
+                "--workers", str(workers), *extra_args]
         with open(log_path, "wb") as log:
             process = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                        start_new_session=True, preexec_fn=_die_with_parent())
         node = NodeProcess(process=process, port=port, data_dir=data_dir, log_path=log_path,
-                           max_message_bytes=max_message_bytes)
+                           max_message_bytes=max_message_bytes, workers=workers)
         try:
             _wait_until_serving(node)
             return node
@@ -173,8 +193,9 @@ def launch_wrapped_node(module: str, data_dir: Path, *, port: int, log_path: Pat
     data_dir.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, **(environment or {}),
            "PYTHONPATH": os.pathsep.join(filter(None, [str(_TESTS_DIR), os.environ.get("PYTHONPATH")]))}
+    # One process: the wrapping happens in this process, which worker processes would not inherit.
     command = [NODE_PYTHON, "-m", module, "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--data-dir", str(data_dir), "--max-message-bytes", str(max_message_bytes), *args]
+               "--data-dir", str(data_dir), "--max-message-bytes", str(max_message_bytes), "--workers", "1", *args]
     with open(log_path, "ab" if append_log else "wb") as log:
         process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                    env=env, start_new_session=True, preexec_fn=_die_with_parent())
@@ -199,7 +220,7 @@ def _wait_until_serving(node: NodeProcess) -> None:
         if not node.is_alive():
             raise NodeStartError(f"the node exited with {node.process.returncode}\n{node.log_tail()}")
         try:
-            status = node.health_status(timeout=1.0)
+            status = node.health_status(NODE_HEALTH_SERVICE, timeout=1.0)
             if status == health_pb2.HealthCheckResponse.SERVING:
                 return
             problem = f"health status {status}"
@@ -211,9 +232,38 @@ def _wait_until_serving(node: NodeProcess) -> None:
 
 
 def free_loopback_port() -> int:
+    """A free port; with ``STATESERVER_TEST_WORKERS=N`` the first of N, so a node's workers fit."""
+    return free_port_block(TEST_WORKERS)
+
+
+def _ephemeral_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+_handed_out: set[int] = set()  # ports given to a node of this session: a block must not overlap them
+
+
+def free_port_block(count: int) -> int:
+    """A port P such that P .. P+count-1 are free now and not handed out before (a node's workers)."""
+    for _ in range(200):
+        base = _ephemeral_port()
+        block = range(base, base + count)
+        if block[-1] > 65535 or _handed_out.intersection(block) or not all(map(_bindable, block[1:])):
+            continue
+        _handed_out.update(block)
+        return base
+    raise RuntimeError(f"found no {count} consecutive free loopback ports")
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 def _die_with_parent() -> Callable[[], None] | None:
