@@ -30,7 +30,7 @@ from typing import Any
 
 from stateserver.client._failure import WriterFailure
 from stateserver.client._node_limits import NodeLimits
-from stateserver.client._shard_core import BatchLimits, CoreSession, ReadBatch, ReadGroup, WriteInFlight
+from stateserver.client._shard_core import BatchLimits, CoreSession, ReadBatch, ReadGroup, WriteInFlight, read_batch_size
 from stateserver.client._handles import Values
 from stateserver.client.aio._connection import AsyncNodeConnection
 from stateserver.client.aio._limits import OutstandingLimit
@@ -44,16 +44,20 @@ Sink = Callable[[list[Any], BaseException | None], None]
 class CoalescingLimits:
     """How the asyncio client batches and bounds the requests to one shard."""
 
-    max_ops: int = 1000           # operations in one write batch, reads in one read batch
+    max_ops: int = 1000           # operations in one write batch, reads in one read batch (see below)
     max_bytes: int = 4 << 20      # bytes of keys and values in one write batch
     max_in_flight: int = 4        # write batches sent and not yet applied
     max_outstanding: int = 8192   # operations accepted and not yet answered; callers wait beyond it
     linger: float = 0.0           # seconds a request may wait for its batch to fill; by default a batch
                                   # leaves once every ready coroutine has run, and fills while one is in flight
+    # Reads queued beyond max_in_flight batches of max_ops go out in batches of up to this many
+    # (default 4 x max_ops), as the sync client's get_many: fewer, larger batches cost the node
+    # and the client less per key. Write batches stay at max_ops.
+    max_read_ops_when_queued: int | None = None
 
     def batch_limits(self) -> BatchLimits:
         return BatchLimits(max_ops=self.max_ops, max_bytes=self.max_bytes, max_in_flight=self.max_in_flight,
-                           max_ops_when_busy=self.max_ops)
+                           max_ops_when_busy=max(self.max_read_ops_when_queued or 4 * self.max_ops, self.max_ops))
 
 
 class AsyncShardSession(CoreSession):
@@ -106,7 +110,15 @@ class AsyncShardSession(CoreSession):
         waits = []  # in order, each part at most the limit: one wait in line per part, none per key
         for start in range(0, len(keys), self.outstanding.limit):
             part_keys, part_values = keys[start:start + self.outstanding.limit], values[start:start + self.outstanding.limit]
-            waits.append(self.outstanding.enqueue(len(part_keys), lambda k=part_keys, v=part_values: self._buffer_many(op, state, k, v)))
+            if not waits and self.outstanding.try_acquire(len(part_keys)):  # nothing held: granted at once
+                try:
+                    self._buffer_many(op, state, part_keys, part_values)
+                except BaseException:
+                    self.outstanding.release(len(part_keys))
+                    raise
+            else:  # a permit is held meanwhile, so one will be released and grant this part
+                waits.append(self.outstanding.enqueue(
+                    len(part_keys), functools.partial(self._buffer_many, op, state, part_keys, part_values)))
         return asyncio.gather(*waits)
 
     def _buffer_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
@@ -214,7 +226,8 @@ class AsyncShardSession(CoreSession):
         no write batch leaves until every answer is in."""
         core = self.core
         batches: list[ReadBatch] = []
-        while len(batches) < core.limits.max_in_flight and (batch := core.next_read(core.limits.max_ops)) is not None:
+        size = read_batch_size(core.queued_reads, core.limits)
+        while len(batches) < core.limits.max_in_flight and (batch := core.next_read(size)) is not None:
             batches.append(batch)
         for batch in batches:
             for sent in core.waits_for(batch):
