@@ -50,14 +50,15 @@ class CoalescingLimits:
     max_outstanding: int = 8192   # operations accepted and not yet answered; callers wait beyond it
     linger: float = 0.0           # seconds a request may wait for its batch to fill; by default a batch
                                   # leaves once every ready coroutine has run, and fills while one is in flight
-    # Reads queued beyond max_in_flight batches of max_ops go out in batches of up to this many
-    # (default 4 x max_ops), as the sync client's get_many: fewer, larger batches cost the node
-    # and the client less per key. Write batches stay at max_ops.
-    max_read_ops_when_queued: int | None = None
+    # As the sync client's: while every write batch in flight is still being applied, the next
+    # one grows up to this many operations (default 4 x max_ops), and reads queued beyond
+    # max_in_flight batches of max_ops go out in batches of up to this many; fewer, larger
+    # batches cost the node and the client less per key.
+    max_ops_when_busy: int | None = None
 
     def batch_limits(self) -> BatchLimits:
         return BatchLimits(max_ops=self.max_ops, max_bytes=self.max_bytes, max_in_flight=self.max_in_flight,
-                           max_ops_when_busy=max(self.max_read_ops_when_queued or 4 * self.max_ops, self.max_ops))
+                           max_ops_when_busy=max(self.max_ops_when_busy or 4 * self.max_ops, self.max_ops))
 
 
 class AsyncShardSession(CoreSession):
@@ -67,6 +68,7 @@ class AsyncShardSession(CoreSession):
         super().__init__(namespace=namespace, key_groups=key_groups, epoch=epoch, connection=connection,
                          limits=limits.batch_limits(), node_limits=node_limits, failure=failure)
         self.core.on_sealed = self._wake
+        self.core.busy = self._busy
         self.linger = limits.linger
         self.outstanding = OutstandingLimit(limits.max_outstanding, on_wait=self._wake)
         self.read_batches = 0
@@ -189,6 +191,11 @@ class AsyncShardSession(CoreSession):
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
             self._pump = None
+
+    def _busy(self) -> bool:
+        """Every write batch in flight is still being applied, or sealed ones wait to be sent
+        after them: the open one may grow."""
+        return len(self.core.in_flight) + len(self.core.sealed) >= self.core.limits.max_in_flight
 
     def _wake(self) -> None:
         if self._pump is None:
