@@ -240,8 +240,15 @@ class AsyncShardSession(CoreSession):
             for sent in core.waits_for(batch):
                 await self._wait_applied(sent)
         self._reading = batches
-        replies = await asyncio.gather(*(self.connection.call("ReadBatch", batch.request) for batch in batches),
-                                       return_exceptions=True)
+        replies: list[Any]
+        if len(batches) == 1:  # a lone read (one key, say): the call itself, no task around it
+            try:
+                replies = [await self.connection.call("ReadBatch", batches[0].request)]
+            except Exception as exc:
+                replies = [exc]
+        else:
+            replies = await asyncio.gather(*(self.connection.call("ReadBatch", batch.request) for batch in batches),
+                                           return_exceptions=True)
         self._reading = []
         for batch, reply in zip(batches, replies):
             if isinstance(reply, BaseException):  # the readers get the error; the session goes on
