@@ -44,7 +44,7 @@ from stateserver.client import BYTES, StateClient  # noqa: E402
 from stateserver.client.aio import AsyncStateClient  # noqa: E402
 from stateserver.protocol.v1 import state_pb2 as pb  # noqa: E402
 from stateserver.protocol.v1 import state_pb2_grpc  # noqa: E402
-from bench_common import cpu_model, log, version  # noqa: E402
+from bench_common import cpu_model, log, version, write_report  # noqa: E402
 from bench_state import KEY_BYTES, VALUE_BYTES, Data, Measured, NodeProcess, median, percentiles, process_cpu_seconds, settle  # noqa: E402
 
 MAX_KEY_GROUPS = 128
@@ -312,12 +312,8 @@ def main(argv: list[str] | None = None) -> int:
             faces.close()
             node.stop()
 
-    report = render(results, lat, count=count, rounds=rounds, samples=samples, command=command)
-    print(report)
-    if not options.no_write:
-        options.output.parent.mkdir(parents=True, exist_ok=True)
-        options.output.write_text(report)
-        log(f"wrote {options.output}")
+    write_report(render(results, lat, count=count, rounds=rounds, samples=samples, command=command), options.output,
+                 write=not options.no_write)
     return 0
 
 

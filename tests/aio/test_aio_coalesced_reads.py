@@ -4,22 +4,32 @@ batches at once; every caller gets its own value, with read-your-writes."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
 
 from stateserver.client import BYTES
-from stateserver.client.aio import AsyncStateClient, CoalescingLimits
+from stateserver.client.aio import AsyncStateClient, AsyncWriter, CoalescingLimits
 from support.node import NodeProcess
 
 SHARDS = ["0-63", "64-127"]
+
+
+@contextlib.asynccontextmanager
+async def opened(node: NodeProcess, namespace: str, limits: CoalescingLimits,
+                 key_groups: Any = SHARDS) -> AsyncIterator[tuple[AsyncWriter, Any]]:
+    """A writer at epoch 1 and its value state "v" (bytes keys, JSON values), closed afterwards."""
+    async with AsyncStateClient(node.address, limits=limits) as client:
+        writer = await client.open_writer(namespace, key_groups=key_groups, epoch=1)
+        yield writer, await writer.value_state("v", key_serializer=BYTES)
+        await writer.close()
 
 
 def test_gathered_gets_past_the_bound_each_get_their_own_value(node: NodeProcess, namespace: str) -> None:
     bound, count = 100, 1500
 
     async def scenario() -> None:
-        limits = CoalescingLimits(max_ops=64, max_outstanding=bound)
-        async with AsyncStateClient(node.address, limits=limits) as client:
-            writer = await client.open_writer(namespace, key_groups=SHARDS, epoch=1)
-            values = await writer.value_state("v", key_serializer=BYTES)
+        async with opened(node, namespace, CoalescingLimits(max_ops=64, max_outstanding=bound)) as (writer, values):
             await values.put_many({b"k%d" % i: i for i in range(count)})
             await writer.flush()
             for i in range(0, count, 3):  # overwritten, partly still buffered when the gets go out
@@ -35,17 +45,13 @@ def test_gathered_gets_past_the_bound_each_get_their_own_value(node: NodeProcess
             assert sum(s.outstanding.waits for s in sessions) > 0  # some did wait for a permit
             assert writer.outstanding == 0
             assert sum(s.read_batches for s in sessions) < len(keys) / 20  # coalesced
-            await writer.close()
 
     asyncio.run(scenario())
 
 
 def test_a_cancelled_get_leaves_the_others_answered_and_its_permit_free(node: NodeProcess, namespace: str) -> None:
     async def scenario() -> None:
-        limits = CoalescingLimits(max_ops=64, max_outstanding=50)
-        async with AsyncStateClient(node.address, limits=limits) as client:
-            writer = await client.open_writer(namespace, key_groups=SHARDS, epoch=1)
-            values = await writer.value_state("v", key_serializer=BYTES)
+        async with opened(node, namespace, CoalescingLimits(max_ops=64, max_outstanding=50)) as (writer, values):
             await values.put_many({b"k%d" % i: i for i in range(300)})
             gets = [asyncio.ensure_future(values.get(b"k%d" % i)) for i in range(300)]
             for i in range(0, 300, 7):  # joined ones and ones waiting for a permit
@@ -54,7 +60,6 @@ def test_a_cancelled_get_leaves_the_others_answered_and_its_permit_free(node: No
             assert all(isinstance(done[i], asyncio.CancelledError) for i in range(0, 300, 7))
             assert [done[i] for i in range(300) if i % 7] == [i for i in range(300) if i % 7]
             assert writer.outstanding == 0
-            await writer.close()
 
     asyncio.run(scenario())
 
@@ -63,16 +68,12 @@ def test_a_large_get_many_leaves_in_few_batches_at_once(node: NodeProcess, names
     """Fails on the code before issue 14: reads left one max_ops batch at a time (32 batches here)."""
     async def scenario() -> int:
         limits = CoalescingLimits(max_ops=64, max_in_flight=4, max_outstanding=4096)
-        async with AsyncStateClient(node.address, limits=limits) as client:
-            writer = await client.open_writer(namespace, key_groups="0-127", epoch=1)
-            values = await writer.value_state("v", key_serializer=BYTES)
+        async with opened(node, namespace, limits, "0-127") as (writer, values):
             await values.put_many({b"k%d" % i: i for i in range(2048)})
             await writer.flush()
             keys = [b"k%d" % i for i in reversed(range(2048))]
             assert await values.get_many(keys) == list(reversed(range(2048)))
-            batches = writer.sessions[0].read_batches
-            await writer.close()
-            return batches
+            return writer.sessions[0].read_batches
 
     # 2048 reads: four batches in flight at a time, each grown to 4 x 64 reads while more are queued.
     assert asyncio.run(scenario()) == 8
@@ -80,16 +81,12 @@ def test_a_large_get_many_leaves_in_few_batches_at_once(node: NodeProcess, names
 
 def test_put_many_past_the_bound_is_accepted_in_order_within_it(node: NodeProcess, namespace: str) -> None:
     async def scenario() -> None:
-        limits = CoalescingLimits(max_ops=64, max_outstanding=300)
-        async with AsyncStateClient(node.address, limits=limits) as client:
-            writer = await client.open_writer(namespace, key_groups=SHARDS, epoch=1)
-            values = await writer.value_state("v", key_serializer=BYTES)
+        async with opened(node, namespace, CoalescingLimits(max_ops=64, max_outstanding=300)) as (writer, values):
             for round_number in range(3):  # the same keys again: the last round's values win
                 await asyncio.gather(*(values.put_many({b"k%d" % i: (round_number, i) for i in range(start, start + 700)})
                                        for start in range(0, 2100, 700)))
             assert max(s.outstanding.peak for s in writer.sessions) <= 300
             await writer.flush()
             assert await values.get_many([b"k%d" % i for i in range(2100)]) == [[2, i] for i in range(2100)]
-            await writer.close()
 
     asyncio.run(scenario())
