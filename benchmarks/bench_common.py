@@ -25,3 +25,12 @@ def cpu_model() -> str:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def write_report(report: str, output: Path, *, write: bool = True) -> None:
+    """Print a results table and, unless told not to, write it to ``output``."""
+    print(report)
+    if write:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(report)
+        log(f"wrote {output}")

@@ -96,7 +96,13 @@ class ValueState(_WithValues[K, V], Generic[K, V]):
         return session.add(WriteOp.DELETE, self.name, raw)
 
     def get(self, key: K, default: V | None = None) -> Any:
+        if default is None:  # no function made per call: many gets may wait at once (asyncio)
+            return self._read(ReadOp.GET, [self._keys.dumps(key)], self._first)
         return self._read(ReadOp.GET, [self._keys.dumps(key)], lambda values: self._load(values, default)[0])
+
+    def _first(self, fetched: Values) -> V | None:
+        value = fetched[0]
+        return None if value is None else self._values.loads(value)
 
     def get_many(self, keys: Sequence[K], default: V | None = None) -> Any:
         return self._read(ReadOp.GET, self._raw_keys(keys), lambda values: self._load(values, default))

@@ -85,6 +85,9 @@ class ReadGroup:
     permits: int = 0  # the asyncio face's outstanding permits held by the group
     results: list[bytes | None] = dataclasses.field(default_factory=list)
     missing: int = 0
+    # Single-key reads of many callers, joined into one group while it waits to be sent (the
+    # asyncio face's gathered gets): one group, not one per key; ``sink`` is then per key.
+    joinable: bool = False
 
     @property
     def done(self) -> bool:
@@ -212,6 +215,31 @@ class ShardCore:
         if keys:
             self.reads.append((group, 0, len(keys), False))
         return group
+
+    def queue_one(self, op: ReadOp, state: str, key: bytes, map_key: bytes = b"", merge_operator: str = "") -> ReadGroup:
+        """Queue a single-key read, joined to the last queued group when it reads the same way and
+        is still wholly unsent at its end; returns that group (new ones have ``sink`` None)."""
+        if self.reads:
+            group, start, end, alone = self.reads[-1]
+            if (group.joinable and not alone and end == len(group.keys) and group.op is op and group.state == state
+                    and group.merge_operator == merge_operator and bool(group.map_keys) == bool(map_key)):
+                group.keys.append(key)  # type: ignore[attr-defined]
+                if map_key:
+                    group.map_keys.append(map_key)  # type: ignore[attr-defined]
+                group.results.append(None)
+                group.missing += 1
+                self.reads[-1] = (group, start, end + 1, False)
+                return group
+        group = ReadGroup(op, state, [key], [map_key] if map_key else [], merge_operator, results=[None], missing=1,
+                          joinable=True)
+        self.reads.append((group, 0, 1, False))
+        return group
+
+    def read_now(self, op: ReadOp, state: str, key: bytes, map_key: bytes = b"", merge_operator: str = "") -> ReadBatch:
+        """A batch of one read, not queued: the face sends it at once (a blocking call) and hands
+        the reply to ``answered``; the value is then ``batch.parts[0][0].results[0]``."""
+        group = ReadGroup(op, state, (key,), (map_key,) if map_key else (), merge_operator, results=[None], missing=1)
+        return ReadBatch(self._read_request([(group, 0, 1)]), [(group, 0, 1)])
 
     @property
     def queued_reads(self) -> int:

@@ -136,6 +136,17 @@ class ShardSession(CoreSession):
             raise
         return group.results
 
+    def read_one(self, op: ReadOp, state: str, key: bytes, map_key: bytes = b"",
+                 merge_operator: str = "") -> bytes | None:
+        """One key, the cheapest way: a blocking call, no future and no thread hop (after the
+        writes in flight are applied, as for any read; buffered writes are combined with the answer)."""
+        self.failure.check()
+        if self._in_flight:
+            self.wait_for_writes()
+        batch = self.core.read_now(op, state, key, map_key, merge_operator)
+        self.core.answered(batch, self.connection.call("ReadBatch", batch.request))
+        return batch.parts[0][0].results[0]
+
     def read(self, state: str, op: ReadOp, keys: Sequence[bytes], map_keys: Sequence[bytes] = ()) -> list[bytes | None]:
         return self.finish_read(self.start_read(op, state, keys, map_keys))
 

@@ -29,6 +29,9 @@ class Writer(WriterCore[ShardSession]):
 
     def read(self, op: ReadOp, state: str, keys: Sequence[bytes], map_keys: Sequence[bytes], merge_operator: str,
              finish: Callable[[Values], Any]) -> Any:
+        if len(keys) == 1:  # a single key: one blocking call
+            return finish([self.session_for(keys[0]).read_one(op, state, keys[0], map_keys[0] if map_keys else b"",
+                                                              merge_operator)])
         started = []
         for session, indexes in self.group_by_session(keys):
             chosen = keys if indexes is None else [keys[i] for i in indexes]

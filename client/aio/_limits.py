@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import collections
 from collections.abc import Callable
+from typing import Any
 
 from stateserver.client._errors import InvalidArgumentError
 
@@ -25,9 +26,10 @@ class OutstandingLimit:
         self.peak = 0      # the most permits ever held at once
         self.waits = 0     # how many acquisitions had to wait
         self._on_wait = on_wait
-        # (count, future, on_grant): ``on_grant`` runs as the permits are granted, before the
-        # future is settled (the session buffers a write that had to wait, in arrival order).
-        self._waiters: collections.deque[tuple[int, asyncio.Future[None], Callable[[], None] | None]] = \
+        # (count, future, on_grant, lent): ``on_grant`` runs as the permits are granted, before the
+        # future is settled (the session buffers a write that had to wait, in arrival order); a
+        # lent future is the caller's own, settled by its owner once answered, not at the grant.
+        self._waiters: collections.deque[tuple[int, asyncio.Future[Any], Callable[[], None] | None, bool]] = \
             collections.deque()
 
     @property
@@ -59,19 +61,21 @@ class OutstandingLimit:
                 self._grant()
             raise
 
-    def enqueue(self, count: int, on_grant: Callable[[], None] | None = None) -> asyncio.Future[None]:
+    def enqueue(self, count: int, on_grant: Callable[[], None] | None = None, *,
+                lent: asyncio.Future[Any] | None = None) -> asyncio.Future[Any]:
         """Wait in line for ``count`` permits without a coroutine: the future settles once they are
-        granted (and ``on_grant`` ran), or with the error of ``on_grant`` or of ``fail``."""
+        granted (and ``on_grant`` ran), or with the error of ``on_grant`` or of ``fail``. With
+        ``lent``, that future waits instead, and the grant leaves its result to its owner."""
         self.waits += 1
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append((count, future, on_grant))
+        future = lent if lent is not None else asyncio.get_running_loop().create_future()
+        self._waiters.append((count, future, on_grant, lent is not None))
         self._on_wait()  # the session sends what it holds rather than wait for batches to fill
         return future
 
     def fail(self, error: BaseException) -> None:
         """Raise ``error`` in every waiting caller: nothing will release permits any more."""
         while self._waiters:
-            _count, future, _on_grant = self._waiters.popleft()
+            _count, future, _on_grant, _lent = self._waiters.popleft()
             if not future.done():
                 future.set_exception(error)
 
@@ -81,7 +85,7 @@ class OutstandingLimit:
 
     def _grant(self) -> None:
         while self._waiters and self.in_use + self._waiters[0][0] <= self.limit:
-            count, future, on_grant = self._waiters.popleft()
+            count, future, on_grant, lent = self._waiters.popleft()
             if future.done():
                 continue
             self.in_use += count
@@ -94,4 +98,5 @@ class OutstandingLimit:
                 self.in_use -= count
                 future.set_exception(exc)
                 continue
-            future.set_result(None)
+            if not lent:
+                future.set_result(None)

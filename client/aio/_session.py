@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from stateserver.client._failure import WriterFailure
 from stateserver.client._node_limits import NodeLimits
-from stateserver.client._shard_core import BatchLimits, CoreSession, ReadBatch, ReadGroup, WriteInFlight
+from stateserver.client._shard_core import BatchLimits, CoreSession, ReadBatch, ReadGroup, WriteInFlight, read_batch_size
+from stateserver.client._handles import Values
 from stateserver.client.aio._connection import AsyncNodeConnection
 from stateserver.client.aio._limits import OutstandingLimit
 from stateserver.protocol.keygroups import KeyGroupRange
@@ -42,16 +44,21 @@ Sink = Callable[[list[Any], BaseException | None], None]
 class CoalescingLimits:
     """How the asyncio client batches and bounds the requests to one shard."""
 
-    max_ops: int = 1000           # operations in one write batch, reads in one read batch
+    max_ops: int = 1000           # operations in one write batch, reads in one read batch (see below)
     max_bytes: int = 4 << 20      # bytes of keys and values in one write batch
     max_in_flight: int = 4        # write batches sent and not yet applied
     max_outstanding: int = 8192   # operations accepted and not yet answered; callers wait beyond it
     linger: float = 0.0           # seconds a request may wait for its batch to fill; by default a batch
                                   # leaves once every ready coroutine has run, and fills while one is in flight
+    # As the sync client's: while every write batch in flight is still being applied, the next
+    # one grows up to this many operations (default 4 x max_ops), and reads queued beyond
+    # max_in_flight batches of max_ops go out in batches of up to this many; fewer, larger
+    # batches cost the node and the client less per key.
+    max_ops_when_busy: int | None = None
 
     def batch_limits(self) -> BatchLimits:
         return BatchLimits(max_ops=self.max_ops, max_bytes=self.max_bytes, max_in_flight=self.max_in_flight,
-                           max_ops_when_busy=self.max_ops)
+                           max_ops_when_busy=max(self.max_ops_when_busy or 4 * self.max_ops, self.max_ops))
 
 
 class AsyncShardSession(CoreSession):
@@ -61,11 +68,13 @@ class AsyncShardSession(CoreSession):
         super().__init__(namespace=namespace, key_groups=key_groups, epoch=epoch, connection=connection,
                          limits=limits.batch_limits(), node_limits=node_limits, failure=failure)
         self.core.on_sealed = self._wake
+        self.core.busy = self._busy
         self.linger = limits.linger
         self.outstanding = OutstandingLimit(limits.max_outstanding, on_wait=self._wake)
         self.read_batches = 0
         self.write_batches = 0
-        self._reading: ReadBatch | None = None
+        self._reading: list[ReadBatch] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._barriers: list[asyncio.Future[None]] = []
         self._wakeup = asyncio.Event()
         self._pump: asyncio.Task[None] | None = None
@@ -99,8 +108,24 @@ class AsyncShardSession(CoreSession):
                 self.outstanding.release(len(keys))
                 raise
             return self._accepted()
-        pending = [self.add(op, state, key, value) for key, value in zip(keys, values)]
-        return asyncio.gather(*[f for f in pending if f is not self.done])
+        self.failure.check()
+        waits = []  # in order, each part at most the limit: one wait in line per part, none per key
+        for start in range(0, len(keys), self.outstanding.limit):
+            part_keys, part_values = keys[start:start + self.outstanding.limit], values[start:start + self.outstanding.limit]
+            if not waits and self.outstanding.try_acquire(len(part_keys)):  # nothing held: granted at once
+                try:
+                    self._buffer_many(op, state, part_keys, part_values)
+                except BaseException:
+                    self.outstanding.release(len(part_keys))
+                    raise
+            else:  # a permit is held meanwhile, so one will be released and grant this part
+                waits.append(self.outstanding.enqueue(
+                    len(part_keys), functools.partial(self._buffer_many, op, state, part_keys, part_values)))
+        return asyncio.gather(*waits)
+
+    def _buffer_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+        self.core.add_many(op, state, keys, values)
+        self._wake()
 
     def _accepted(self) -> asyncio.Future[None]:
         self._wake()
@@ -122,6 +147,31 @@ class AsyncShardSession(CoreSession):
             permits, lambda: self._queue_read(op, state, keys, map_keys, merge_operator, sink, permits))
         waiting.add_done_callback(lambda f: None if f.cancelled() or f.exception() is None else sink([], f.exception()))
 
+    def read_one(self, op: ReadOp, state: str, key: bytes, map_key: bytes, merge_operator: str,
+                 finish: Callable[[Values], Any]) -> asyncio.Future[Any]:
+        """Queue a single-key read joined with the others waiting to be sent (one group, one future
+        per caller); past the bound of outstanding operations the caller's future waits in line."""
+        if self._loop is None:
+            self._loop = asyncio.get_running_loop()
+        future = self._loop.create_future()
+        if self.outstanding.try_acquire():
+            self._join(op, state, key, map_key, merge_operator, finish, future)
+        else:  # waits in line as the caller's future, joined once its permit is granted
+            self.outstanding.enqueue(1, functools.partial(self._join, op, state, key, map_key, merge_operator,
+                                                          finish, future), lent=future)
+        return future
+
+    def _join(self, op: ReadOp, state: str, key: bytes, map_key: bytes, merge_operator: str,
+              finish: Callable[[Values], Any], future: asyncio.Future[Any]) -> None:
+        self.failure.check()
+        group = self.core.queue_one(op, state, key, map_key, merge_operator)
+        group.permits += 1
+        if group.sink is None:
+            group.sink = [(future, finish)]
+            self._wake()
+        else:
+            group.sink.append((future, finish))
+
     def _queue_read(self, op: ReadOp, state: str, keys: Sequence[bytes], map_keys: Sequence[bytes],
                     merge_operator: str, sink: Sink, permits: int) -> None:
         self.failure.check()
@@ -141,6 +191,11 @@ class AsyncShardSession(CoreSession):
             self._pump.cancel()
             await asyncio.gather(self._pump, return_exceptions=True)
             self._pump = None
+
+    def _busy(self) -> bool:
+        """Every write batch in flight is still being applied, or sealed ones wait to be sent
+        after them: the open one may grow."""
+        return len(self.core.in_flight) + len(self.core.sealed) >= self.core.limits.max_in_flight
 
     def _wake(self) -> None:
         if self._pump is None:
@@ -174,26 +229,44 @@ class AsyncShardSession(CoreSession):
             self._fail(exc)
 
     async def _send_reads(self) -> None:
-        batch = self.core.next_read(self.core.limits.max_ops)
-        assert batch is not None
-        for sent in self.core.waits_for(batch):
-            await self._wait_applied(sent)
-        self._reading = batch
-        try:
-            reply = await self.connection.call("ReadBatch", batch.request)
-        except Exception as exc:  # the readers get the error; the session goes on
-            for group in self.core.read_failed(batch, exc):
-                self._answer(group, exc)
+        """Up to ``max_in_flight`` read batches at once (the node serves them on several threads);
+        no write batch leaves until every answer is in."""
+        core = self.core
+        batches: list[ReadBatch] = []
+        size = read_batch_size(core.queued_reads, core.limits)
+        while len(batches) < core.limits.max_in_flight and (batch := core.next_read(size)) is not None:
+            batches.append(batch)
+        for batch in batches:
+            for sent in core.waits_for(batch):
+                await self._wait_applied(sent)
+        self._reading = batches
+        replies: list[Any]
+        if len(batches) == 1:  # a lone read (one key, say): the call itself, no task around it
+            try:
+                replies = [await self.connection.call("ReadBatch", batches[0].request)]
+            except Exception as exc:
+                replies = [exc]
         else:
-            self.read_batches += 1
-            for group in self.core.answered(batch, reply):
-                self._answer(group, None)
-        self._reading = None
+            replies = await asyncio.gather(*(self.connection.call("ReadBatch", batch.request) for batch in batches),
+                                           return_exceptions=True)
+        self._reading = []
+        for batch, reply in zip(batches, replies):
+            if isinstance(reply, BaseException):  # the readers get the error; the session goes on
+                for group in core.read_failed(batch, reply):
+                    self._answer(group, reply)
+            else:
+                self.read_batches += 1
+                for group in core.answered(batch, reply):
+                    self._answer(group, None)
 
     def _answer(self, group: ReadGroup, error: BaseException | None) -> None:
         sink, group.sink = group.sink, None
-        if sink is not None:  # once per group, though its keys may span batches
-            self.outstanding.release(group.permits)
+        if sink is None:  # once per group, though its keys may span batches
+            return
+        self.outstanding.release(group.permits)
+        if group.joinable:
+            _answer_each(sink, group.results, error)
+        else:
             sink(group.results, error)
 
     async def _send_write(self) -> None:
@@ -246,15 +319,30 @@ class AsyncShardSession(CoreSession):
 
     def _fail(self, error: BaseException) -> None:
         self.failure.record(error)
-        reading = [group for group, _start, _end in self._reading.parts] if self._reading else []
+        reading = [group for batch in self._reading for group, _start, _end in batch.parts]
         for group in [*self.core.drop_reads(), *reading]:
             self._answer(group, error)
         for barrier in self._barriers:
             _settle(barrier, error)
-        self._reading, self._barriers = None, []
+        self._reading, self._barriers = [], []
         self.outstanding.fail(error)
         if self._pump is not None and self._pump is not asyncio.current_task():
             self._pump.cancel()
+
+
+def _answer_each(sink: list[tuple[asyncio.Future[Any], Callable[[Values], Any]]], results: list[Any],
+                 error: BaseException | None) -> None:
+    """Settle each caller of a joined group of single-key reads with its own value."""
+    for i, (future, finish) in enumerate(sink):
+        if future.done():  # the caller gave up
+            continue
+        if error is not None:
+            future.set_exception(error)
+            continue
+        try:
+            future.set_result(finish(results[i:i + 1]))
+        except Exception as exc:  # a value the serializer cannot decode
+            future.set_exception(exc)
 
 
 def _settle(future: asyncio.Future[Any], outcome: Any) -> None:

@@ -40,6 +40,9 @@ class AsyncWriter(WriterCore[AsyncShardSession]):
 
     def read(self, op: ReadOp, state: str, keys: Sequence[bytes], map_keys: Sequence[bytes], merge_operator: str,
              finish: Callable[[Values], Any]) -> asyncio.Future[Any]:
+        if len(keys) == 1:  # joined with the shard's other single-key reads: one future, nothing per part
+            return self.session_for(keys[0]).read_one(op, state, keys[0], map_keys[0] if map_keys else b"",
+                                                      merge_operator, finish)
         groups = self.group_by_session(keys)
         answer = _Answer(asyncio.get_running_loop().create_future(), finish, len(keys), len(groups))
         for session, indexes in groups:
