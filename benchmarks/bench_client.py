@@ -20,7 +20,6 @@ import asyncio
 import contextlib
 import datetime
 import gc
-import math
 import os
 import platform
 import resource
