@@ -27,7 +27,7 @@ from stateserver.node.metrics import NodeMetrics
 from stateserver.protocol.operations import Batch
 from stateserver.node.cluster import ClusterView
 from stateserver.node.membership import Membership
-from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.protocol.keygroups import KEY_GROUP_PREFIX_BYTES, KeyGroupRange
 from stateserver.ownership.claims import StoreClaims
 from stateserver.node.checkpointing import Checkpointing, restore_target
 from stateserver.node.registry import ShardRegistry, check_epoch
@@ -196,7 +196,10 @@ class StateService(state_pb2_grpc.StateServiceServicer):
                 else:
                     applied = shard_writes.apply_write_batch(shard, batch, epoch=epoch, sequence=sequence,
                                                              arrival=arrival)
-        self.metrics.record_write_batch(applied, len(request.keys) + len(request.values) + len(request.map_keys))
+        written = len(request.keys) + len(request.values) + len(request.map_keys)
+        if request.stored_form:  # the user's bytes: without each key's prefix and each value's header
+            written -= (KEY_GROUP_PREFIX_BYTES + stored_form.HEADER_BYTES) * len(request.ops)
+        self.metrics.record_write_batch(applied, written)
         return pb.WriteBatchResponse(applied=applied)
 
     @translate_errors
@@ -214,7 +217,9 @@ class StateService(state_pb2_grpc.StateServiceServicer):
         else:  # every key found, the common case: no per-key work
             found = b"\x01" * len(results)
             values, lengths = wire.pack(results)  # type: ignore[arg-type]
-        self.metrics.record_read(len(results), len(values))
+        # The user's bytes: in stored form without the header each value (or absence) carries.
+        self.metrics.record_read(len(results), len(values) - (stored_form.HEADER_BYTES * len(results)
+                                                              if request.stored_form else 0))
         return pb.ReadBatchResponse(found=found, values=values, value_lengths=lengths, stored_form=request.stored_form)
 
     @translate_errors
