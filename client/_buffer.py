@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 
 from stateserver.client._node_limits import OVERHEAD_PER_OP
 from stateserver.protocol import merge_operators
+from stateserver.protocol import stored_form
 from stateserver.protocol import wire
 from stateserver.protocol.operations import WriteOp
 from stateserver.protocol.v1 import state_pb2 as pb
@@ -124,12 +125,18 @@ class WriteBuffer:
         else:  # DELETE, CLEAR: the key's state starts empty from here on
             self._overlay[slot] = _cleared(current)
 
-    def to_request(self, shard: pb.ShardRef) -> pb.WriteBatchRequest:
-        keys, key_lengths = wire.pack(self.keys)
-        values, value_lengths = wire.pack(self.values)
+    def to_request(self, shard: pb.ShardRef, max_key_groups: int | None = None) -> pb.WriteBatchRequest:
+        """The batch as one request; in stored form (the node's layout, less work for it) when
+        ``max_key_groups`` is given."""
+        if max_key_groups:
+            keys, key_lengths = stored_form.stored_keys(self.keys, max_key_groups)
+            values, value_lengths = stored_form.stored_values(self.values)
+        else:
+            keys, key_lengths = wire.pack(self.keys)
+            values, value_lengths = wire.pack(self.values)
         request = pb.WriteBatchRequest(
             shard=shard, states=self.state_names, ops=bytes(self.ops), keys=keys, key_lengths=key_lengths,
-            values=values, value_lengths=value_lengths,
+            values=values, value_lengths=value_lengths, stored_form=bool(max_key_groups),
         )
         if len(self.state_names) > 1:
             request.state_indexes.extend(self.state_indexes)
@@ -141,10 +148,16 @@ class WriteBuffer:
 
 
 def read_request(shard: pb.ShardRef, states: Sequence[str], ops: bytes, keys: Sequence[bytes],
-                 map_keys: Sequence[bytes] = (), state_indexes: Sequence[int] = ()) -> pb.ReadBatchRequest:
-    """A packed ReadBatchRequest: one op per key; ``state_indexes`` empty when all read states[0]."""
-    packed_keys, key_lengths = wire.pack(keys)
-    request = pb.ReadBatchRequest(shard=shard, states=states, ops=ops, keys=packed_keys, key_lengths=key_lengths)
+                 map_keys: Sequence[bytes] = (), state_indexes: Sequence[int] = (),
+                 max_key_groups: int | None = None) -> pb.ReadBatchRequest:
+    """A packed ReadBatchRequest: one op per key; ``state_indexes`` empty when all read states[0];
+    keys in stored form when ``max_key_groups`` is given."""
+    if max_key_groups:
+        packed_keys, key_lengths = stored_form.stored_keys(keys, max_key_groups)
+    else:
+        packed_keys, key_lengths = wire.pack(keys)
+    request = pb.ReadBatchRequest(shard=shard, states=states, ops=ops, keys=packed_keys, key_lengths=key_lengths,
+                                  stored_form=bool(max_key_groups))
     if state_indexes:
         request.state_indexes.extend(state_indexes)
     if map_keys:
@@ -155,7 +168,10 @@ def read_request(shard: pb.ShardRef, states: Sequence[str], ops: bytes, keys: Se
 
 def read_results(reply: pb.ReadBatchResponse) -> list[bytes | None]:
     """The values of a ReadBatchResponse in request order, None where absent."""
-    values = wire.unpack(reply.values, reply.value_lengths)
+    if reply.stored_form:  # each value behind its header byte: stripped as it is sliced, in C
+        values = stored_form.plain_values(reply.values, reply.value_lengths)
+    else:
+        values = wire.unpack(reply.values, reply.value_lengths)
     found = reply.found
     if len(found) == len(values) and 0 not in found:  # every key found: the values as they are
         return values  # type: ignore[return-value]

@@ -255,6 +255,7 @@ class ClientCore:
                 session = self._session_type(namespace=namespace, key_groups=key_groups, epoch=epoch,
                                              connection=connection, limits=self._session_limits,
                                              node_limits=node_limits, failure=failure)
+                session.core.use_stored_form(max_key_groups)
                 request = pb.OpenShardRequest(shard=session.ref, unavailable_nodes=sorted(self.unavailable),
                                               owner_id=owner_id, states=[s.to_proto() for s in states])
                 if source is not None:

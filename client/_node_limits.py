@@ -26,6 +26,7 @@ class NodeLimits:
     max_value_bytes: int = sys.maxsize
     max_batch_ops: int = sys.maxsize
     max_message_bytes: int = 64 << 20  # negotiated: the smaller of the node's and the client's
+    stored_form: bool = False  # the node takes keys and values as it stores them
 
     @classmethod
     def from_node_info(cls, reply: pb.NodeInfoResponse, client_max_message_bytes: int) -> NodeLimits:
@@ -37,7 +38,8 @@ class NodeLimits:
                    max_value_bytes=limits.max_value_bytes or sys.maxsize,
                    max_batch_ops=limits.max_batch_ops or sys.maxsize,
                    max_message_bytes=min(limits.max_message_bytes or client_max_message_bytes,
-                                         client_max_message_bytes))
+                                         client_max_message_bytes),
+                   stored_form=limits.stored_form)
 
     @property
     def max_request_bytes(self) -> int:

@@ -126,6 +126,17 @@ class ShardCore:
         # flight is still being applied (the next one may grow).
         self.on_sealed: Callable[[], None] = lambda: None
         self.busy: Callable[[], bool] = lambda: False
+        # The namespace's key groups, once the writer tells (``use_stored_form``): batches then go
+        # in stored form if the node takes it.
+        self.max_key_groups: int | None = None
+
+    def use_stored_form(self, max_key_groups: int) -> None:
+        self.max_key_groups = max_key_groups
+
+    @property
+    def _stored_form(self) -> int | None:
+        """``max_key_groups`` when requests go in stored form, else None."""
+        return self.max_key_groups if self.node_limits.stored_form else None
 
     def use_node_limits(self, node_limits: NodeLimits) -> None:
         """Check writes and size batches by what the node accepts (as its NodeInfo says)."""
@@ -189,7 +200,7 @@ class ShardCore:
     def next_write(self) -> WriteInFlight:
         """The oldest sealed batch, numbered; the face sends it and appends it to ``in_flight``."""
         buffer = self.sealed.popleft()
-        request = buffer.to_request(self.ref)
+        request = buffer.to_request(self.ref, self._stored_form)
         self.sequence += 1
         request.sequence = self.sequence
         return WriteInFlight(request, len(buffer), buffer)
@@ -270,7 +281,7 @@ class ShardCore:
             group, start, end = parts[0]
             keys = group.keys if (start, end) == (0, len(group.keys)) else group.keys[start:end]
             return read_request(self.ref, [group.state], bytes([group.op]) * (end - start), keys,
-                                group.map_keys[start:end] if group.map_keys else ())
+                                group.map_keys[start:end] if group.map_keys else (), (), self._stored_form)
         states: dict[str, int] = {}
         ops, keys, map_keys, indexes = bytearray(), [], [], []
         for group, start, end in parts:
@@ -280,7 +291,7 @@ class ShardCore:
             map_keys += group.map_keys[start:end] if group.map_keys else [b""] * (end - start)
             indexes += [index] * (end - start)
         return read_request(self.ref, list(states), bytes(ops), keys, map_keys if any(map_keys) else (),
-                            indexes if len(states) > 1 else ())
+                            indexes if len(states) > 1 else (), self._stored_form)
 
     def waits_for(self, batch: ReadBatch) -> list[WriteInFlight]:
         """The write batches in flight a read batch must wait for: up to the last one that

@@ -20,12 +20,14 @@ from stateserver.shard import reads as shard_reads
 
 from stateserver.shard import writes as shard_writes
 
-from stateserver.protocol import wire
+from stateserver.shard import stored_batches
+
+from stateserver.protocol import stored_form, wire
 from stateserver.node.metrics import NodeMetrics
 from stateserver.protocol.operations import Batch
 from stateserver.node.cluster import ClusterView
 from stateserver.node.membership import Membership
-from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.protocol.keygroups import KEY_GROUP_PREFIX_BYTES, KeyGroupRange
 from stateserver.ownership.claims import StoreClaims
 from stateserver.node.checkpointing import Checkpointing, restore_target
 from stateserver.node.registry import ShardRegistry, check_epoch
@@ -187,22 +189,38 @@ class StateService(state_pb2_grpc.StateServiceServicer):
                     # later batches would wait for it.
                     with shard.turn(sequence, epoch, arrival):
                         raise errors.InvalidInput(str(exc)) from None
-                applied = shard_writes.apply_write_batch(shard, batch, epoch=epoch, sequence=sequence, arrival=arrival)
-        self.metrics.record_write_batch(applied, len(request.keys) + len(request.values) + len(request.map_keys))
+                if request.stored_form:
+                    applied = stored_batches.apply_stored_write_batch(
+                        shard, batch, request.keys, request.key_lengths, request.values, request.value_lengths,
+                        epoch=epoch, sequence=sequence, arrival=arrival)
+                else:
+                    applied = shard_writes.apply_write_batch(shard, batch, epoch=epoch, sequence=sequence,
+                                                             arrival=arrival)
+        written = len(request.keys) + len(request.values) + len(request.map_keys)
+        if request.stored_form:  # the user's bytes: without each key's prefix and each value's header
+            written -= (KEY_GROUP_PREFIX_BYTES + stored_form.HEADER_BYTES) * len(request.ops)
+        self.metrics.record_write_batch(applied, written)
         return pb.WriteBatchResponse(applied=applied)
 
     @translate_errors
     def ReadBatch(self, request: pb.ReadBatchRequest, context: grpc.ServicerContext) -> pb.ReadBatchResponse:
         with self._leased(request.shard) as shard:
-            results = shard_reads.read_batch(shard, decode_batch(request))
+            if request.stored_form:
+                results = stored_batches.read_stored_batch(shard, decode_batch(request), request.keys,
+                                                           request.key_lengths)
+            else:
+                results = shard_reads.read_batch(shard, decode_batch(request))
         if None in results:
             found = bytes([r is not None for r in results])
-            values, lengths = wire.pack([r if r is not None else b"" for r in results])
+            absent = stored_form.PLAIN_HEADER if request.stored_form else b""  # stored form: a header for each
+            values, lengths = wire.pack([r if r is not None else absent for r in results])
         else:  # every key found, the common case: no per-key work
             found = b"\x01" * len(results)
             values, lengths = wire.pack(results)  # type: ignore[arg-type]
-        self.metrics.record_read(len(results), len(values))
-        return pb.ReadBatchResponse(found=found, values=values, value_lengths=lengths)
+        # The user's bytes: in stored form without the header each value (or absence) carries.
+        self.metrics.record_read(len(results), len(values) - (stored_form.HEADER_BYTES * len(results)
+                                                              if request.stored_form else 0))
+        return pb.ReadBatchResponse(found=found, values=values, value_lengths=lengths, stored_form=request.stored_form)
 
     @translate_errors
     def Iterate(self, request: pb.IterateRequest, context: grpc.ServicerContext) -> pb.IterateResponse:
@@ -220,7 +238,8 @@ class StateService(state_pb2_grpc.StateServiceServicer):
         shards = [str(shard.id) for shard in self.registry.open_shards()]
         limits = self.registry.limits
         node_limits = pb.NodeLimits(max_key_bytes=limits.max_key_bytes, max_value_bytes=limits.max_value_bytes,
-                                    max_batch_ops=limits.max_batch_ops, max_message_bytes=self.max_message_bytes)
+                                    max_batch_ops=limits.max_batch_ops, max_message_bytes=self.max_message_bytes,
+                                    stored_form=True)
         view = self.cluster.view() if isinstance(self.cluster, Membership) else self.cluster
         return pb.NodeInfoResponse(node_id=self.node_id, version=self.version, open_shards=shards,
                                    nodes=view.nodes, limits=node_limits, advertised_addresses=view.advertised)

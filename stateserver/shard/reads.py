@@ -30,8 +30,7 @@ class Page:
     has_more: bool
 
 
-def read_batch(shard: Shard, batch: Batch) -> list[bytes | None]:
-    """One result per read, ``None`` where nothing is stored (``b""`` for a found MAP_CONTAINS)."""
+def check_read_shape(shard: Shard, batch: Batch) -> None:
     count = len(batch.ops)
     if count == 0:
         raise InvalidInput("the batch has no reads")
@@ -43,9 +42,11 @@ def read_batch(shard: Shard, batch: Batch) -> list[bytes | None]:
         raise InvalidInput(f"map_keys has {len(batch.map_keys)} entries for {count} reads")
     if not batch.states or (batch.state_indexes and max(batch.state_indexes) >= len(batch.states)):
         raise InvalidInput("a read refers to a state the batch does not name")
-    states = [shard.state(name) for name in batch.states]
-    key_groups = shard.key_groups_of(batch.keys)
-    state_indexes = batch.state_indexes or [0] * count
+
+
+def check_read_ops(batch: Batch, states: list[OpenState]) -> None:
+    """Every read's operation exists and applies to its state's kind."""
+    state_indexes = batch.state_indexes or [0] * len(batch.ops)
     # The distinct (op, state) pairs, in order of first appearance; without state indexes from
     # the distinct ops alone, rather than a tuple per read.
     pairs = set(zip(batch.ops, state_indexes)) if batch.state_indexes else {(code, 0) for code in dict.fromkeys(batch.ops)}
@@ -55,6 +56,19 @@ def read_batch(shard: Shard, batch: Batch) -> list[bytes | None]:
             i = next(i for i, pair in enumerate(zip(batch.ops, state_indexes)) if pair == (code, state_index))
             name = ReadOp(code).name if code in _VALID_OPS else f"unknown read operation {code}"
             raise InvalidInput(f"read {i}: {name} does not apply to {kind.name.lower()} state {states[state_index].descriptor.name!r}")
+
+
+def read_batch(shard: Shard, batch: Batch, key_groups: list[int] | None = None) -> list[bytes | None]:
+    """One result per read, ``None`` where nothing is stored (``b""`` for a found MAP_CONTAINS).
+
+    ``key_groups``: those of ``batch.keys``, when the caller checked them already."""
+    check_read_shape(shard, batch)
+    count = len(batch.ops)
+    states = [shard.state(name) for name in batch.states]
+    if key_groups is None:
+        key_groups = shard.key_groups_of(batch.keys)
+    check_read_ops(batch, states)
+    state_indexes = batch.state_indexes or [0] * count
     if not batch.state_indexes and batch.ops.count(ReadOp.GET) == count:
         return _check_reply_size(shard, _get_values(shard, states[0], key_groups, batch.keys))
     # Point reads grouped per state for one multi-get each; whole lists read one by one.

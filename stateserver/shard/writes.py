@@ -89,10 +89,12 @@ def apply_write_batch(shard: Shard, batch: Batch, *, epoch: int, sequence: int =
         return _apply(shard, batch)
 
 
-def _apply(shard: Shard, batch: Batch) -> int:
+def _apply(shard: Shard, batch: Batch, key_groups: list[int] | None = None) -> int:
+    """``key_groups``: those of ``batch.keys``, when the caller checked them already."""
     check_batch_shape(batch, shard.limits.max_batch_ops)
     states = [shard.state(name) for name in batch.states]
-    key_groups = shard.key_groups_of(batch.keys)
+    if key_groups is None:
+        key_groups = shard.key_groups_of(batch.keys)
     shard.check_value_sizes(batch.values)
     shard.check_value_sizes(batch.map_keys, "map key")
     if batch.map_keys and max(map(len, batch.map_keys)) > shard.limits.max_key_bytes:

@@ -15,6 +15,7 @@ import grpc
 import pytest
 
 from stateserver.client import BYTES, RestoreRequiredError, StateClient, StateServerError
+from stateserver.shard import stored_batches
 from stateserver.shard import writes as shard_writes
 from stateserver.node.server import Node, NodeConfig, NodeStartError
 from support.shard_dirs import stored_values
@@ -36,7 +37,18 @@ def slow_batches(monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[threading.Ev
         closed_after_apply.append(shard.closed)
         return applied
 
+    apply_stored = stored_batches.apply_stored_write_batch
+
+    def slow_apply_stored(shard: Any, batch: Any, *blobs: Any, **options: Any) -> int:
+        entered.set()
+        time.sleep(APPLY_SECONDS)
+        applied = apply_stored(shard, batch, *blobs, **options)
+        closed_after_apply.append(shard.closed)
+        return applied
+
     monkeypatch.setattr(shard_writes, "apply_write_batch", slow_apply)
+    # The client sends stored-form batches to a node that takes them: slowed down alike.
+    monkeypatch.setattr(stored_batches, "apply_stored_write_batch", slow_apply_stored)
     yield entered, closed_after_apply
 
 

@@ -422,6 +422,7 @@ class WriteBatchRequest(_message.Message):
     MAP_KEYS_FIELD_NUMBER: _builtins.int
     MAP_KEY_LENGTHS_FIELD_NUMBER: _builtins.int
     SEQUENCE_FIELD_NUMBER: _builtins.int
+    STORED_FORM_FIELD_NUMBER: _builtins.int
     ops: _builtins.bytes
     """One byte per operation, a WriteOp value."""
     keys: _builtins.bytes
@@ -432,6 +433,11 @@ class WriteBatchRequest(_message.Message):
     sequence: _builtins.int
     """The writer numbers its batches to a shard 1, 2, 3... from each OpenShard, so it can keep
     several in flight: the node applies them in this order. 0 applies on arrival.
+    """
+    stored_form: _builtins.bool
+    """Stored form (see stateserver/protocol/stored_form.py): every key starts with its key group
+    (two bytes, big-endian) and every value with the plain header byte 0x00 (an operation without
+    a value sends the header alone). The node checks the key groups instead of computing them.
     """
     @_builtins.property
     def shard(self) -> Global___ShardRef: ...
@@ -463,10 +469,11 @@ class WriteBatchRequest(_message.Message):
         map_keys: _builtins.bytes = ...,
         map_key_lengths: _abc.Iterable[_builtins.int] | None = ...,
         sequence: _builtins.int = ...,
+        stored_form: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["shard", b"shard"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_lengths", b"key_lengths", "keys", b"keys", "map_key_lengths", b"map_key_lengths", "map_keys", b"map_keys", "ops", b"ops", "sequence", b"sequence", "shard", b"shard", "state_indexes", b"state_indexes", "states", b"states", "value_lengths", b"value_lengths", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_lengths", b"key_lengths", "keys", b"keys", "map_key_lengths", b"map_key_lengths", "map_keys", b"map_keys", "ops", b"ops", "sequence", b"sequence", "shard", b"shard", "state_indexes", b"state_indexes", "states", b"states", "stored_form", b"stored_form", "value_lengths", b"value_lengths", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -503,10 +510,15 @@ class ReadBatchRequest(_message.Message):
     KEY_LENGTHS_FIELD_NUMBER: _builtins.int
     MAP_KEYS_FIELD_NUMBER: _builtins.int
     MAP_KEY_LENGTHS_FIELD_NUMBER: _builtins.int
+    STORED_FORM_FIELD_NUMBER: _builtins.int
     ops: _builtins.bytes
     """One byte per read, a ReadOp value."""
     keys: _builtins.bytes
     map_keys: _builtins.bytes
+    stored_form: _builtins.bool
+    """Keys in stored form (key-group prefix, as in WriteBatchRequest.stored_form); the reply's
+    values then come in stored form too.
+    """
     @_builtins.property
     def shard(self) -> Global___ShardRef: ...
     @_builtins.property
@@ -528,10 +540,11 @@ class ReadBatchRequest(_message.Message):
         key_lengths: _abc.Iterable[_builtins.int] | None = ...,
         map_keys: _builtins.bytes = ...,
         map_key_lengths: _abc.Iterable[_builtins.int] | None = ...,
+        stored_form: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["shard", b"shard"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_lengths", b"key_lengths", "keys", b"keys", "map_key_lengths", b"map_key_lengths", "map_keys", b"map_keys", "ops", b"ops", "shard", b"shard", "state_indexes", b"state_indexes", "states", b"states"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["key_lengths", b"key_lengths", "keys", b"keys", "map_key_lengths", b"map_key_lengths", "map_keys", b"map_keys", "ops", b"ops", "shard", b"shard", "state_indexes", b"state_indexes", "states", b"states", "stored_form", b"stored_form"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -544,9 +557,14 @@ class ReadBatchResponse(_message.Message):
     FOUND_FIELD_NUMBER: _builtins.int
     VALUES_FIELD_NUMBER: _builtins.int
     VALUE_LENGTHS_FIELD_NUMBER: _builtins.int
+    STORED_FORM_FIELD_NUMBER: _builtins.int
     found: _builtins.bytes
     """One byte per read: 1 found, 0 absent."""
     values: _builtins.bytes
+    stored_form: _builtins.bool
+    """Every value starts with the plain header byte 0x00, for the client to strip (an absent
+    one is the header alone); set when the request asked for stored form.
+    """
     @_builtins.property
     def value_lengths(self) -> _containers.RepeatedScalarFieldContainer[_builtins.int]: ...
     def __init__(
@@ -555,10 +573,11 @@ class ReadBatchResponse(_message.Message):
         found: _builtins.bytes = ...,
         values: _builtins.bytes = ...,
         value_lengths: _abc.Iterable[_builtins.int] | None = ...,
+        stored_form: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found", "value_lengths", b"value_lengths", "values", b"values"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["found", b"found", "stored_form", b"stored_form", "value_lengths", b"value_lengths", "values", b"values"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -723,6 +742,7 @@ class NodeLimits(_message.Message):
     MAX_VALUE_BYTES_FIELD_NUMBER: _builtins.int
     MAX_BATCH_OPS_FIELD_NUMBER: _builtins.int
     MAX_MESSAGE_BYTES_FIELD_NUMBER: _builtins.int
+    STORED_FORM_FIELD_NUMBER: _builtins.int
     max_key_bytes: _builtins.int
     """a key, and a map key"""
     max_value_bytes: _builtins.int
@@ -731,6 +751,8 @@ class NodeLimits(_message.Message):
     """operations in one write batch, reads in one read batch"""
     max_message_bytes: _builtins.int
     """a whole gRPC message, each way"""
+    stored_form: _builtins.bool
+    """the node takes batches in stored form (WriteBatchRequest.stored_form)"""
     def __init__(
         self,
         *,
@@ -738,10 +760,11 @@ class NodeLimits(_message.Message):
         max_value_bytes: _builtins.int = ...,
         max_batch_ops: _builtins.int = ...,
         max_message_bytes: _builtins.int = ...,
+        stored_form: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_batch_ops", b"max_batch_ops", "max_key_bytes", b"max_key_bytes", "max_message_bytes", b"max_message_bytes", "max_value_bytes", b"max_value_bytes"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["max_batch_ops", b"max_batch_ops", "max_key_bytes", b"max_key_bytes", "max_message_bytes", b"max_message_bytes", "max_value_bytes", b"max_value_bytes", "stored_form", b"stored_form"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

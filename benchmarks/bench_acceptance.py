@@ -1,0 +1,458 @@
+#!/usr/bin/env python
+"""Issue 14's acceptance run: a node of 1 and of 2 workers, embedded rocksdict and Redis, interleaved.
+
+    .venv/bin/python benchmarks/bench_acceptance.py            # 200k keys, 2 rounds: writes benchmarks/results/acceptance.md
+    .venv/bin/python benchmarks/bench_acceptance.py --keys 50000 --rounds 1 --no-write   # a smoke run
+
+Same data as bench_state.py (16-byte random keys, 100-byte values, 1000-key batches). Each round
+runs every system once, in turn: node `--workers 1` and `--workers 2` with the sync and the
+asyncio client (and, for the 1-worker node, the sync client in the plain wire form, as before
+stored-form batches), embedded rocksdict, Redis MSET/MGET plain and 16 pipelined. CPU time per
+key is read from /proc for each process (the benchmark process is the client; each worker, the
+supervisor, redis-server), so load from other processes on the machine does not count, and the
+ratios are taken per round. The writer holds 8 shards (16 key groups each) so that placement
+spreads them over both workers. Afterwards: single-key latencies with an empty gRPC call (health
+check) to the same worker as the baseline, and a projection for a 16-core machine.
+"""
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import dataclasses
+import datetime
+import gc
+import math
+import os
+import platform
+import shutil
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+for path in (REPO, REPO / "benchmarks"):
+    if str(path) not in sys.path:
+        sys.path.insert(0, str(path))
+
+import grpc  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
+from bench_common import cpu_model, log  # noqa: E402
+from bench_state import (  # noqa: E402
+    BATCH, KEY_BYTES, VALUE_BYTES, Data, EmbeddedBench, NodeProcess, RedisProcess, check, latency, process_cpu_seconds,
+    redis_version, settle, versions,
+)
+from stateserver.client import BYTES, StateClient  # noqa: E402
+from stateserver.client.aio import AsyncStateClient  # noqa: E402
+
+MAX_KEY_GROUPS = 128
+SHARDS = [f"{start}-{start + 15}" for start in range(0, MAX_KEY_GROUPS, 16)]
+PIPELINE = 16
+CORES_PROJECTED = 16
+DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "acceptance.md"
+
+
+# -- CPU per process ------------------------------------------------------------------------------
+
+
+def children(pid: int) -> list[int]:
+    found: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            found += [int(child) for child in (task / "children").read_text().split()]
+    return sorted(found)
+
+
+@dataclasses.dataclass
+class Run:
+    keys: int
+    seconds: float
+    cpu: dict[str, float]  # process name -> CPU seconds during the run
+
+    @property
+    def rate(self) -> float:
+        return self.keys / self.seconds
+
+    def per_key(self, name: str) -> float:
+        """µs of CPU per key of the processes whose names start with ``name``."""
+        return sum(v for k, v in self.cpu.items() if k.startswith(name)) / self.keys * 1e6
+
+
+@contextlib.contextmanager
+def measured(keys: int, processes: dict[str, int], out: list[Run]) -> Iterator[None]:
+    everything = {"client": os.getpid(), **processes}
+    before = {name: process_cpu_seconds(pid) for name, pid in everything.items()}
+    start = time.perf_counter()
+    yield
+    seconds = time.perf_counter() - start
+    out.append(Run(keys, seconds, {name: process_cpu_seconds(pid) - before[name] for name, pid in everything.items()}))
+
+
+# -- the node, with either client -------------------------------------------------------------------
+
+
+class NodeSystem:
+    def __init__(self, root: Path, workers: int, data: Data, get_call_keys: int) -> None:
+        self.workers = workers
+        self.node = NodeProcess(root / f"node-{workers}", root / f"node-{workers}.log", ["--workers", str(workers)])
+        self.data = data
+        self.get_call_keys = get_call_keys
+        if workers == 1:
+            self.processes = {"worker 0": self.node.pid}
+        else:
+            deadline = time.monotonic() + 30
+            while len(children(self.node.pid)) < workers and time.monotonic() < deadline:
+                time.sleep(0.1)
+            self.processes = {"supervisor": self.node.pid,
+                              **{f"worker {i}": pid for i, pid in enumerate(children(self.node.pid))}}
+        self.client = StateClient(self.node.address)
+        self.loop = asyncio.new_event_loop()
+        self.aclient = self.loop.run_until_complete(self._aclient())
+        self.round = 0
+
+    async def _aclient(self) -> AsyncStateClient:
+        return AsyncStateClient(self.node.address)
+
+    def _namespace(self) -> str:
+        self.round += 1
+        name = f"bench{self.round}"
+        self.client.create_namespace(name, MAX_KEY_GROUPS)
+        return name
+
+    def run_sync(self, puts: list[Run], gets: list[Run], *, plain_form: bool = False) -> None:
+        writer = self.client.open_writer(self._namespace(), key_groups=SHARDS, epoch=1)
+        if plain_form:  # the wire form before stored-form batches: the node hashes and prefixes each key
+            for session in writer.sessions:
+                session.core.max_key_groups = None
+        state = writer.value_state("v", key_serializer=BYTES, value_serializer=BYTES)
+        self.spread = len({s.connection.address for s in writer.sessions})
+        with measured(len(self.data.keys), self.processes, puts):
+            for batch in self.data.put_batches:
+                state.put_many(batch)
+            writer.flush()
+        settle(list(self.processes.values()))
+        calls = self.data.chunks(self.data.shuffled, self.get_call_keys)
+        results: list[bytes | None] = []
+        with measured(len(self.data.shuffled), self.processes, gets):
+            for call in calls:
+                results += state.get_many(call)
+        check("node get_many", self.data, self.data.shuffled, results)
+        self.writer, self.state = writer, state
+
+    def run_async(self, puts: list[Run], gets: list[Run]) -> None:
+        self.loop.run_until_complete(self._run_async(puts, gets))
+
+    async def _run_async(self, puts: list[Run], gets: list[Run]) -> None:
+        writer = await self.aclient.open_writer(self._namespace(), key_groups=SHARDS, epoch=1)
+        state = await writer.value_state("v", key_serializer=BYTES, value_serializer=BYTES)
+        with measured(len(self.data.keys), self.processes, puts):
+            for batch in self.data.put_batches:
+                await state.put_many(batch)
+            await writer.flush()
+        settle(list(self.processes.values()))
+        calls = self.data.chunks(self.data.shuffled, self.get_call_keys)
+        results: list[bytes | None] = []
+        with measured(len(self.data.shuffled), self.processes, gets):
+            for call in calls:
+                results += await state.get_many(call)
+        check("node async get_many", self.data, self.data.shuffled, results)
+        await writer.close()
+
+    def close_round(self) -> None:
+        self.writer.close()
+
+    def latencies(self, samples: int) -> dict[str, tuple[float, float]]:
+        """Single-key get on the sync client, and an empty unary call to the same worker."""
+        keys, state = self.data.shuffled, self.state
+        key = keys[0]
+        address = self.writer.session_for(key).connection.address
+        own = [k for k in keys[:20_000] if self.writer.session_for(k).connection.address == address]
+        with grpc.insecure_channel(address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service="")
+            empty = latency(lambda i: health.Check(request), samples)
+            get = latency(lambda i: state.get(own[i % len(own)]), samples)
+            empty_after = latency(lambda i: health.Check(request), samples)
+        return {"empty call": (min(empty[0], empty_after[0]), min(empty[1], empty_after[1])), "get": get}
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.close()
+        with contextlib.suppress(Exception):
+            self.loop.run_until_complete(self.aclient.close())
+        self.loop.close()
+        self.node.stop()
+
+
+# -- Redis, plain and pipelined ----------------------------------------------------------------------
+
+
+def redis_runs(redis: RedisProcess, data: Data, results: dict[str, list[Run]]) -> None:
+    client, processes = redis.client, {"redis-server": redis.pid}
+    client.flushall()
+    with measured(len(data.keys), processes, results.setdefault("redis MSET", [])):
+        for batch in data.put_batches:
+            client.mset(batch)
+    client.flushall()
+    with measured(len(data.keys), processes, results.setdefault(f"redis MSET x{PIPELINE} pipelined", [])):
+        for start in range(0, len(data.put_batches), PIPELINE):
+            pipe = client.pipeline(transaction=False)
+            for batch in data.put_batches[start:start + PIPELINE]:
+                pipe.mset(batch)
+            pipe.execute()
+    batches = data.chunks(data.shuffled, BATCH)
+    found: list[bytes | None] = []
+    with measured(len(data.shuffled), processes, results.setdefault("redis MGET", [])):
+        for batch in batches:
+            found += client.mget(batch)
+    check("redis MGET", data, data.shuffled, found)
+    found = []
+    with measured(len(data.shuffled), processes, results.setdefault(f"redis MGET x{PIPELINE} pipelined", [])):
+        for start in range(0, len(batches), PIPELINE):
+            pipe = client.pipeline(transaction=False)
+            for batch in batches[start:start + PIPELINE]:
+                pipe.mget(batch)
+            for reply in pipe.execute():
+                found += reply
+    check("redis pipelined MGET", data, data.shuffled, found)
+
+
+def embedded_runs(embedded: EmbeddedBench, results: dict[str, list[Run]], pool: object) -> None:
+    """EmbeddedBench measures its own process (RocksDB's threads included): converted to Runs."""
+    from bench_state import Measured
+
+    for name, action in (("embedded put 1000", lambda out: embedded.put(out)),
+                         ("embedded put 4000", lambda out: embedded.put(out, batches_per_write=4))):
+        embedded.open()
+        out: list[Measured] = []
+        action(out)
+        settle([os.getpid()])
+        results.setdefault(name, []).append(Run(out[0].keys, out[0].seconds, {"client": out[0].client_cpu}))
+        if name == "embedded put 1000":
+            embedded.close()
+    for name, action in (("embedded get 1 thread", lambda out: embedded.get(out)),
+                         ("embedded get threaded", lambda out: embedded.get_threaded(pool, out))):  # type: ignore[arg-type]
+        out = []
+        action(out)
+        results.setdefault(name, []).append(Run(out[0].keys, out[0].seconds, {"client": out[0].client_cpu}))
+    embedded.close()
+
+
+# -- the run ----------------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    import concurrent.futures
+
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--keys", type=int, default=200_000)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--get-call-keys", type=int, default=16_000)
+    parser.add_argument("--latency-samples", type=int, default=1000)
+    parser.add_argument("--no-redis", action="store_true")
+    parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
+    parser.add_argument("--no-write", action="store_true")
+    options = parser.parse_args(argv)
+    command = " ".join([".venv/bin/python", "benchmarks/bench_acceptance.py", *(argv if argv is not None else sys.argv[1:])])
+    data = Data.make(options.keys, options.seed)
+    gc.collect()
+    gc.freeze()
+    redis_executable = None if options.no_redis else shutil.which("redis-server")
+    results: dict[str, list[Run]] = {}
+    latencies: dict[str, tuple[float, float]] = {}
+    spread: dict[int, int] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-acceptance-") as tmp:
+        root = Path(tmp)
+        nodes = {w: NodeSystem(root, w, data, options.get_call_keys) for w in (1, 2)}
+        redis = RedisProcess(redis_executable, root) if redis_executable else None
+        embedded = EmbeddedBench(root / "embedded", data, options.get_call_keys, threads=4)
+        pool = concurrent.futures.ThreadPoolExecutor(4)
+        everything = [os.getpid(), *(pid for n in nodes.values() for pid in n.processes.values())]
+        try:
+            for round_number in range(1, options.rounds + 1):
+                last = round_number == options.rounds
+                for workers, node in nodes.items():
+                    log(f"round {round_number}: node, {workers} worker(s), sync client")
+                    node.run_sync(results.setdefault(f"node{workers} put", []),
+                                  results.setdefault(f"node{workers} get", []))
+                    spread[workers] = node.spread
+                    settle(everything)
+                    if last:
+                        log(f"node, {workers} worker(s): single-key latency")
+                        for name, figures in node.latencies(options.latency_samples).items():
+                            latencies[f"node {workers} worker(s): {name}"] = figures
+                    node.close_round()
+                    log(f"round {round_number}: node, {workers} worker(s), asyncio client")
+                    node.run_async(results.setdefault(f"node{workers} aio put", []),
+                                   results.setdefault(f"node{workers} aio get", []))
+                    settle(everything)
+                    if workers == 1:
+                        log(f"round {round_number}: node, 1 worker, plain wire form")
+                        node.run_sync(results.setdefault("node1 plain put", []),
+                                      results.setdefault("node1 plain get", []), plain_form=True)
+                        node.close_round()
+                        settle(everything)
+                log(f"round {round_number}: embedded")
+                embedded_runs(embedded, results, pool)
+                settle(everything)
+                if redis:
+                    log(f"round {round_number}: redis")
+                    redis_runs(redis, data, results)
+                    if last:
+                        latencies["redis GET (1 key)"] = latency(lambda i: redis.client.get(data.shuffled[i]),
+                                                                 options.latency_samples)
+                        latencies["redis PING (empty call)"] = latency(lambda i: redis.client.ping(),
+                                                                       options.latency_samples)
+                    redis.client.flushall()
+                    settle(everything)
+        finally:
+            pool.shutdown()
+            for node in nodes.values():
+                node.stop()
+            if redis:
+                redis.stop()
+    report = render(results, latencies, spread, options, command,
+                    redis_version(redis_executable) if redis_executable else "absent")
+    print(report)
+    if not options.no_write:
+        options.output.write_text(report)
+        log(f"wrote {options.output}")
+    return 0
+
+
+# -- the report ---------------------------------------------------------------------------------------------
+
+
+def median(values: Sequence[float]) -> float:
+    return statistics.median(values) if values else math.nan
+
+
+def render(results: dict[str, list[Run]], latencies: dict[str, tuple[float, float]], spread: dict[int, int],
+           options: argparse.Namespace, command: str, redis_version_text: str) -> str:
+    def rate(name: str) -> float:
+        return median([r.rate for r in results.get(name, [])])
+
+    def cpu(name: str, process: str) -> float:
+        return median([r.per_key(process) for r in results.get(name, [])])
+
+    def ratio(top: str, *bottoms: str) -> float:
+        """Median over rounds of top / the best of ``bottoms`` in the same round."""
+        rounds = zip(results.get(top, []), *(results.get(b, []) for b in bottoms))
+        return median([t.rate / max(b.rate for b in bs) for t, *bs in rounds])
+
+    lines = [
+        "# Issue 14 acceptance: node (1 and 2 workers) vs embedded rocksdict vs Redis",
+        "",
+        f"Written by `benchmarks/bench_acceptance.py` on {datetime.date.today().isoformat()}. Reproduce with:",
+        "",
+        "```",
+        command,
+        "```",
+        "",
+        f"{options.keys:,} keys of {KEY_BYTES} random bytes, values of {VALUE_BYTES} bytes, 1000-key put batches "
+        f"(`put_many`), gets as `get_many` of {options.get_call_keys:,} random keys; {options.rounds} rounds, every "
+        f"system once per round in turn; medians over rounds. CPU µs per key from /proc of each process (client = "
+        f"this benchmark process; for embedded it includes RocksDB's own threads). The writer holds {len(SHARDS)} "
+        f"shards of 16 key groups; with 2 workers they were placed on {spread.get(2, '?')} worker(s).",
+        "",
+        "| measurement | keys/s | client µs/key | node/server µs/key (per process) |",
+        "| --- | ---: | ---: | --- |",
+    ]
+    for name, runs in results.items():
+        if not runs:
+            continue
+        processes = [p for p in runs[0].cpu if p != "client"]
+        server = ", ".join(f"{p} {cpu(name, p):.2f}" for p in processes)
+        if len(processes) > 1:
+            server += f"; all {sum(cpu(name, p) for p in processes):.2f}"
+        lines.append(f"| {name} | {rate(name) / 1e3:,.0f}k | {cpu(name, 'client'):.2f} | {server or '–'} |")
+
+    def node_cpu(name: str) -> float:
+        runs = results.get(name, [])
+        return median([sum(v for k, v in r.cpu.items() if k != "client") / r.keys * 1e6 for r in runs])
+
+    lines += ["", "## Ratios and goals", "", "| ratio | measured | goal | met |", "| --- | ---: | ---: | --- |"]
+
+    def goal(label: str, value: float, target: float | None) -> None:
+        if math.isnan(value):
+            return
+        met = "" if target is None else ("yes" if value >= target else "**no**")
+        lines.append(f"| {label} | {value:.2f}x | {'' if target is None else f'≥ {target:.1f}x'} | {met} |")
+
+    goal("node 2 workers puts / best embedded puts (default worker count here)",
+         ratio("node2 put", "embedded put 1000", "embedded put 4000"), 0.7)
+    goal("node 2 workers gets / best embedded gets", ratio("node2 get", "embedded get 1 thread", "embedded get threaded"), 0.7)
+    goal("node 1 worker puts / best embedded puts", ratio("node1 put", "embedded put 1000", "embedded put 4000"), None)
+    goal("node 1 worker gets / best embedded gets", ratio("node1 get", "embedded get 1 thread", "embedded get threaded"), None)
+    goal("node 2 workers / 1 worker, puts", ratio("node2 put", "node1 put"), None)
+    goal("node 2 workers / 1 worker, gets", ratio("node2 get", "node1 get"), None)
+    goal("asyncio / sync client, puts (2 workers)", ratio("node2 aio put", "node2 put"), 0.8)
+    goal("asyncio / sync client, gets (2 workers)", ratio("node2 aio get", "node2 get"), 0.8)
+    goal("node 1 worker stored form / plain form, puts", ratio("node1 put", "node1 plain put"), None)
+    goal("node 1 worker stored form / plain form, gets", ratio("node1 get", "node1 plain get"), None)
+    if results.get("redis MSET"):
+        goal("node 2 workers puts / Redis MSET x16 pipelined", ratio("node2 put", f"redis MSET x{PIPELINE} pipelined"), None)
+        goal("node 2 workers gets / Redis MGET x16 pipelined", ratio("node2 get", f"redis MGET x{PIPELINE} pipelined"), None)
+
+    # What the node spends per key above RocksDB: node CPU minus embedded (same options, same batches).
+    lines += ["", "## Node CPU per key above RocksDB's own work", "",
+              "Node CPU per key (all its processes) against embedded rocksdict's CPU per key for the same work "
+              "(4000-key write batches, as the node's busy batches; threaded 1000-key multi-gets). The difference is "
+              "what Python, gRPC and protobuf cost on the node; goal at most 10% of node CPU.", "",
+              "| | node µs/key | embedded µs/key | above RocksDB µs/key | share of node CPU |",
+              "| --- | ---: | ---: | ---: | ---: |"]
+    for label, node_name, embedded_name in (("puts, 1 worker, stored form", "node1 put", "embedded put 4000"),
+                                            ("puts, 1 worker, plain form (before)", "node1 plain put", "embedded put 4000"),
+                                            ("puts, 2 workers", "node2 put", "embedded put 4000"),
+                                            ("gets, 1 worker, stored form", "node1 get", "embedded get threaded"),
+                                            ("gets, 1 worker, plain form (before)", "node1 plain get", "embedded get threaded"),
+                                            ("gets, 2 workers", "node2 get", "embedded get threaded")):
+        n, e = node_cpu(node_name), cpu(embedded_name, "client")
+        if not math.isnan(n) and not math.isnan(e):
+            lines.append(f"| {label} | {n:.2f} | {e:.2f} | {n - e:.2f} | {(n - e) / n:.0%} |")
+
+    if results.get("redis MSET"):
+        lines += ["", f"## Projection for a {CORES_PROJECTED}-core machine", "",
+                  f"Node: one worker per core, each key costs the node's measured CPU per key (2-worker run, all its "
+                  f"processes, RocksDB's flushes and compactions included), clients on other machines: "
+                  f"{CORES_PROJECTED} cores × 10⁶ / (µs per key). Redis: one process, one core: "
+                  f"10⁶ / (redis-server µs per key), pipelined.", "",
+                  "| | node µs/key | node keys/s projected | redis-server µs/key | Redis keys/s projected | ratio | goal | met |",
+                  "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- |"]
+        for label, node_name, redis_name in (("puts", "node2 put", f"redis MSET x{PIPELINE} pipelined"),
+                                             ("gets", "node2 get", f"redis MGET x{PIPELINE} pipelined")):
+            n, r = node_cpu(node_name), cpu(redis_name, "redis-server")
+            node_rate, redis_rate = CORES_PROJECTED * 1e6 / n, 1e6 / r
+            projected = node_rate / redis_rate
+            lines.append(f"| {label} | {n:.2f} | {CORES_PROJECTED} × 10⁶ / {n:.2f} = {node_rate / 1e6:.2f}M | {r:.2f} "
+                         f"| 10⁶ / {r:.2f} = {redis_rate / 1e6:.2f}M | {projected:.1f}x | ≥ 4x | "
+                         f"{'yes' if projected >= 4 else '**no**'} |")
+    if latencies:
+        lines += ["", "## Single-key latency", "",
+                  f"{options.latency_samples} sequential calls each (sync client; keys of one worker, the empty call to "
+                  "that worker: a gRPC health check). Goal: get p99 at most 1.5x the empty call's p99.", "",
+                  "| operation | p50 µs | p99 µs |", "| --- | ---: | ---: |"]
+        for name, (p50, p99) in latencies.items():
+            lines.append(f"| {name} | {p50:,.0f} | {p99:,.0f} |")
+        for workers in (1, 2):
+            get, empty = latencies.get(f"node {workers} worker(s): get"), latencies.get(f"node {workers} worker(s): empty call")
+            if get and empty:
+                lines.append(f"\n{workers} worker(s): get p99 / empty call p99 = {get[1] / empty[1]:.2f}x (goal ≤ 1.5x)")
+    info = versions()
+    lines += ["", "## Setup", "",
+              f"- machine: `nproc` = {os.cpu_count()}, CPU {cpu_model()}, {platform.system()} {platform.release()}; "
+              "shared with other work, so rates vary between runs: compare within a run",
+              f"- Python {platform.python_version()}; grpcio {info['grpcio']}, rocksdict {info['rocksdict']}, "
+              f"protobuf {info['protobuf']} ({info['protobuf backend']}); redis-server {redis_version_text}, "
+              f"redis-py {info['redis']}, hiredis {info['hiredis']}",
+              "- node: `python -m stateserver.cli serve --workers N` on loopback, default settings", ""]
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
