@@ -155,6 +155,9 @@ def test_a_stored_key_outside_the_shard_is_refused(stub: state_pb2_grpc.StateSer
     ("no values", grpc.StatusCode.INVALID_ARGUMENT, "every operation"),
     ("lengths do not add up", grpc.StatusCode.INVALID_ARGUMENT, "add up"),
     ("prefix of another key group", grpc.StatusCode.INVALID_ARGUMENT, "hashes to"),
+    # Failed before the fast path checked hashes: the put landed under the forged key group, where
+    # a rescaling restore would later file it in another shard than the one its reads go to.
+    ("put under another key group of the shard", grpc.StatusCode.INVALID_ARGUMENT, "hashes to"),
 ])
 def test_malformed_stored_form_batches(stub: state_pb2_grpc.StateServiceStub, ref: pb.ShardRef, breakage: str,
                                        code: grpc.StatusCode, match: str) -> None:
@@ -180,6 +183,9 @@ def test_malformed_stored_form_batches(stub: state_pb2_grpc.StateServiceStub, re
         other = next(g for g in range(*LOW) if g != key_group_for(INSIDE[1], MAX_KEY_GROUPS))
         keys[1] = key_group_prefix(other) + INSIDE[1]
         state, op, values = "s", WriteOp.MERGE, [b"\x00" + merge_operators.encode_int64(1)] * 2
+    elif breakage == "put under another key group of the shard":
+        other = next(g for g in range(*LOW) if g != key_group_for(INSIDE[1], MAX_KEY_GROUPS))
+        keys[1] = key_group_prefix(other) + INSIDE[1]
     request = stored_write(ref, state, [op] * 2, keys, values, raw=True)
     if breakage == "lengths do not add up":
         request.keys += b"x"
