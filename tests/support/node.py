@@ -80,7 +80,7 @@ class NodeProcess:
     @property
     def worker_addresses(self) -> list[str]:
         """Where each worker listens (one worker: the node's own address)."""
-        return [f"127.0.0.1:{self.port + index}" for index in range(self.workers)]
+        return node_workers(self.address, self.workers)
 
     def worker_pid(self, index: int) -> int:
         """The pid worker ``index`` wrote into its data directory's lock file (several workers only)."""
@@ -161,6 +161,12 @@ class NodeProcess:
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()
+
+
+def node_workers(address: str, workers: int = TEST_WORKERS) -> list[str]:
+    """The placement members a node entry ``host:port`` stands for: its workers on port .. port+N-1."""
+    host, _, port = address.rpartition(":")
+    return [f"{host}:{int(port) + index}" for index in range(workers)]
 
 
 def worker_data_dirs(data_dir: Path, workers: int = TEST_WORKERS) -> list[Path]:
