@@ -15,7 +15,9 @@ from pathlib import Path
 
 from stateserver.protocol.v1 import state_pb2 as pb
 from stateserver.protocol.v1 import state_pb2_grpc
-from support.node import TEST_WORKERS, NodeProcess, free_port_block, node_workers, start_node
+from support.node import TEST_WORKERS, NodeProcess, NodeStartError, free_port_block, node_workers, start_node
+
+START_ATTEMPTS = 3
 
 
 @dataclass
@@ -96,17 +98,33 @@ def run_cluster(root: Path, snapshot_url: str, size: int = 3, *, nodes_file: boo
                 node_args: Sequence[Sequence[str]] = ()) -> Iterator[Cluster]:
     """``size`` nodes; ``node_args[i]`` are more flags of the i-th."""
     root.mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(root=root, snapshot_url=snapshot_url, ports=[free_port_block(TEST_WORKERS) for _ in range(size)], nodes={},
-                      nodes_file=root / "nodes" if nodes_file else None)
-    cluster.node_args = {address: list(args) for address, args in zip(cluster.addresses, node_args)}
-    if cluster.nodes_file is not None:
-        cluster.write_nodes_file(cluster.addresses)
+    cluster = _start_cluster(root, snapshot_url, size, nodes_file, node_args)
     try:
-        for address in cluster.addresses:
-            cluster.start(address)
         yield cluster
     finally:
         cluster.stop()
+
+
+def _start_cluster(root: Path, snapshot_url: str, size: int, nodes_file: bool,
+                   node_args: Sequence[Sequence[str]]) -> Cluster:
+    """Start the nodes; on other ports if one was taken in between (the node list names the ports,
+    so every node starts again: the more ports a node takes, its workers', the likelier that is)."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        cluster = Cluster(root=root, snapshot_url=snapshot_url, nodes={},
+                          ports=[free_port_block(TEST_WORKERS) for _ in range(size)],
+                          nodes_file=root / "nodes" if nodes_file else None)
+        cluster.node_args = {address: list(args) for address, args in zip(cluster.addresses, node_args)}
+        if cluster.nodes_file is not None:
+            cluster.write_nodes_file(cluster.addresses)
+        try:
+            for address in cluster.addresses:
+                cluster.start(address)
+            return cluster
+        except NodeStartError as exc:
+            cluster.stop()
+            if attempt == START_ATTEMPTS or "Address already in use" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 def expected_counts(events: list[str]) -> Mapping[str, int]:
