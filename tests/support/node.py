@@ -11,6 +11,10 @@ more, or the session runs with ``STATESERVER_TEST_WORKERS=N``: then every node t
 start runs N worker processes under a supervisor (ports port .. port+N-1, all free), and counts as
 started once its health service ``""`` (the node as a whole) says SERVING.
 
+With several workers a test that looks past the client asks ``NodeProcess`` which worker a shard
+belongs on (``shard_worker``, ``shard_stub``, ``shard_data_dir``; ``support/routing_stub.py`` routes
+every raw request so), and where each worker keeps its data (``worker_data_dirs``).
+
 Also here: small raw-stub helpers for tests that must send what the client never would.
 """
 from __future__ import annotations
