@@ -14,7 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from stateserver.node.cluster import ClusterView, Resolver, dns_resolver, resolve_nodes
@@ -34,7 +34,7 @@ class Membership:
     def __init__(self, node_id: str, *, nodes: Sequence[str] = (), nodes_file: Path | None = None,
                  advertised_address: str = "", refresh_seconds: float = 10.0, resolver: Resolver = dns_resolver,
                  ask_advertised: AskAdvertised | None = None, clock: Callable[[], float] = time.monotonic,
-                 workers_per_node: int = 1) -> None:
+                 workers_per_node: int = 1, known_advertised: Mapping[str, str] | None = None) -> None:
         self.node_id = node_id
         self._workers_per_node = workers_per_node  # each entry stands for this many workers
         self.advertised_address = advertised_address or node_id
@@ -45,7 +45,8 @@ class Membership:
         self._ask_advertised = ask_advertised
         self._clock = clock
         self._file_stamp: tuple[int, int, int] | None = None
-        self._peers: dict[str, str] = {}  # peer name -> its advertised address, once it answered
+        # peer name -> its advertised address, once it answered (or known from the start)
+        self._peers: dict[str, str] = dict(known_advertised or {})
         self._view = ClusterView(node_id, (), {node_id: self.advertised_address})
         self._lock = threading.Lock()
         self._wake = threading.Event()

@@ -89,6 +89,8 @@ class NodeConfig:
     # workers, and the health of the node as a whole (service "") is set by the supervisor.
     workers_per_node: int = 1
     supervised: bool = False
+    # Peers' advertised addresses known without asking them (a worker's sibling workers).
+    known_advertised: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -266,7 +268,8 @@ def _membership(config: NodeConfig, node_id: str, resolver: Resolver) -> Members
     membership = Membership(node_id, nodes=config.nodes, nodes_file=config.nodes_file,
                             advertised_address=config.advertised_address,
                             refresh_seconds=config.membership_refresh_s, resolver=resolver,
-                            ask_advertised=ask_advertised_address, workers_per_node=config.workers_per_node)
+                            ask_advertised=ask_advertised_address, workers_per_node=config.workers_per_node,
+                            known_advertised=config.known_advertised)
     try:
         membership.load()
     except (OSError, ValueError) as exc:

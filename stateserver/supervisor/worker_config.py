@@ -31,10 +31,14 @@ def worker_config(settings: Settings, index: int, workers: int, *, metrics_port:
     tuning = dataclasses.replace(
         node.tuning, block_cache_bytes=max(node.tuning.block_cache_bytes // workers, MIN_SHARE_BYTES),
         write_buffer_bytes=max(node.tuning.write_buffer_bytes // workers, MIN_SHARE_BYTES))
+    # Where the other workers are dialled follows from the rule: no need to ask them at a name that
+    # may resolve only outside (or nowhere) before clients can be told.
+    siblings = {worker_address(settings.node_id, other): worker_address(node.advertised_address, other)
+                for other in range(workers) if other != index} if node.advertised_address else {}
     return dataclasses.replace(
         node, port=node.port + index, data_dir=worker_data_dir(node.data_dir, index),
         node_id=worker_address(settings.node_id, index),
         advertised_address=worker_address(node.advertised_address, index) if node.advertised_address else "",
         nodes=nodes, tuning=tuning, metrics_host="127.0.0.1", metrics_port=metrics_port,
-        workers_per_node=workers, supervised=True)
+        workers_per_node=workers, supervised=True, known_advertised=siblings)
 

@@ -10,10 +10,16 @@ import pytest
 from stateserver.client import (
     CheckpointCoordinator, FencedError, KeyedStateBackend, ShardNotOpenError, StateClient, first_checkpoint_id,
 )
+from support.node import NodeProcess, namespace_on_one_worker
 
 
 def test_recover_starts_empty_then_restores_the_latest_checkpoint_with_the_same_handles(
-        client: StateClient, namespace: str) -> None:
+        client: StateClient, node: NodeProcess, request: pytest.FixtureRequest) -> None:
+    # Every shard on one worker: a newer open fences the older writers' writes in the process that
+    # opens it; writes that go to another process (a worker, or a node of a cluster) are refused only
+    # when that writer's shards reopen or commit.
+    namespace = namespace_on_one_worker(node, request.node.name, [(0, 63), (64, 127), (0, 127)])
+    client.create_namespace(namespace, max_key_groups=128)
     coordinator = CheckpointCoordinator(client, namespace)
     subtasks = [KeyedStateBackend(client, namespace, key_groups=r) for r in ("0-63", "64-127")]
     with pytest.raises(ShardNotOpenError):

@@ -17,7 +17,6 @@ import pytest
 
 from stateserver.client import StateClient, StateServerError, ranges_for_parallelism
 from stateserver.protocol import placement
-from stateserver.protocol.v1 import state_pb2 as pb
 from support.cluster import Cluster, expected_counts
 
 NAMESPACE = "healing"
@@ -35,10 +34,10 @@ def test_a_restarted_node_is_used_again_within_two_seconds_and_takes_its_shards_
     events = [f"key-{generator.randrange(300)}" for _ in range(EVENTS)]
     ranges = ranges_for_parallelism(128, PARALLELISM)
     shard_ids = [f"{NAMESPACE}/{r}" for r in ranges]
-    owners = {shard: placement.owner(shard, cluster.addresses) for shard in shard_ids}
-    x = max(cluster.addresses, key=lambda a: sum(owner == a for owner in owners.values()))
+    owners = {shard: placement.owner(shard, cluster.members) for shard in shard_ids}  # members: workers
+    x = max(cluster.addresses, key=lambda a: sum(owner in cluster.workers_of(a) for owner in owners.values()))
     y = next(a for a in cluster.addresses if a != x)
-    x_shards = [shard for shard, owner in owners.items() if owner == x]
+    x_shards = [shard for shard, owner in owners.items() if owner in cluster.workers_of(x)]
     assert x_shards, "X owns shards of the job"
     failures: list[StateServerError] = []
     healed_after: list[float] = []
@@ -53,10 +52,10 @@ def test_a_restarted_node_is_used_again_within_two_seconds_and_takes_its_shards_
                 done.add("kill x")
                 cluster.kill(x)
             elif offset == RESTART_X_AT and "kill x" in done and not healed_after:
-                assert x in state.unavailable, "the recovery found X down"
+                assert set(cluster.workers_of(x)) & set(state.unavailable), "the recovery found X down"
                 cluster.start(x)  # on its old data directory; returns once it reports SERVING
                 serving = time.monotonic()
-                while state.node_for(x_shards[0]) != x:
+                while state.node_for(x_shards[0]) != owners[x_shards[0]]:
                     assert time.monotonic() - serving < 10, "X is never used again"
                     time.sleep(0.02)
                 healed_after.append(time.monotonic() - serving)
@@ -71,7 +70,7 @@ def test_a_restarted_node_is_used_again_within_two_seconds_and_takes_its_shards_
         assert len(failures) >= 2 and all(isinstance(f, StateServerError) for f in failures)
         assert healed_after and healed_after[0] <= 2.0, f"X used again {healed_after} s after serving"
         # The recovery after Y's loss put every shard on its first live node: X's own back on X.
-        on_x = set(cluster.nodes[x].stub().NodeInfo(pb.NodeInfoRequest(), timeout=10).open_shards)
-        expected_on_x = {s for s in shard_ids if [n for n in placement.placement_order(s, cluster.addresses)
-                                                   if n != y][0] == x}
+        on_x = cluster.open_shards(x)
+        expected_on_x = {s for s in shard_ids if [n for n in placement.placement_order(s, cluster.members)
+                                                   if n not in cluster.workers_of(y)][0] in cluster.workers_of(x)}
         assert expected_on_x >= set(x_shards) and on_x == expected_on_x

@@ -36,6 +36,7 @@ pytestmark = pytest.mark.timeout(240)
 
 
 def _listed(cluster: Cluster, address: str) -> list[str]:
+    """The members node ``address`` lists (NodeInfo of its first worker)."""
     return sorted(cluster.nodes[address].stub().NodeInfo(pb.NodeInfoRequest(), timeout=10).nodes)
 
 
@@ -61,22 +62,25 @@ def test_a_fourth_node_joins_by_the_nodes_file_without_restarts_and_takes_a_quar
         backend = KeyedStateBackend(state, NAMESPACE, key_groups=ranges)
         coordinator.recover([backend])
         counts = backend.writer.aggregating_state("counts", merge_operator="sum_int64")
-        assert sorted(state.nodes) == sorted(cluster.addresses)
+        assert sorted(state.nodes) == sorted(cluster.members)
         for word in events[:2_000]:
             counts.merge(word, 1)
         coordinator.checkpoint([backend], metadata=b"2000")
         before = {s.key_groups: s.connection.address for s in backend.writer.sessions}
 
         fourth = cluster.add_node()  # rewrites the file, then starts the new node on it
-        _wait_until(lambda: all(len(_listed(cluster, a)) == 4 for a in watching), 10, "watchers follow the file")
-        assert len(_listed(cluster, first)) == 3, "without SIGHUP the first node keeps its list"
+        four = sorted(cluster.members)
+        _wait_until(lambda: all(_listed(cluster, a) == four for a in watching), 10, "watchers follow the file")
+        assert len(_listed(cluster, first)) == len(four) - len(cluster.workers_of(fourth)), \
+            "without SIGHUP the first node keeps its list"
         os.kill(cluster.nodes[first].pid, signal.SIGHUP)
-        _wait_until(lambda: len(_listed(cluster, first)) == 4, 10, "SIGHUP reloads the file")
-        assert all(_listed(cluster, a) == sorted(cluster.addresses) for a in cluster.addresses)
+        _wait_until(lambda: _listed(cluster, first) == four, 10, "SIGHUP reloads the file")
+        assert all(_listed(cluster, a) == four for a in cluster.addresses)
         assert all(cluster.nodes[a].is_alive() and cluster.nodes[a].pid == pid for a, pid in pids.items()), \
             "no node restarted"
 
-        won = {r for r in ranges if placement.owner(f"{NAMESPACE}/{r}", cluster.addresses) == fourth}
+        owners = {r: placement.owner(f"{NAMESPACE}/{r}", cluster.members) for r in ranges}
+        won = {r for r in ranges if owners[r] in cluster.workers_of(fourth)}
         # The old owner of a shard the fourth node won still serves its writer ...
         for word in events[2_000:4_000]:
             counts.merge(word, 1)
@@ -84,19 +88,19 @@ def test_a_fourth_node_joins_by_the_nodes_file_without_restarts_and_takes_a_quar
         # ... but refuses to open it again: that open belongs on the fourth node.
         moved_range = sorted(won)[0]
         with pytest.raises(grpc.RpcError) as refused:
-            cluster.nodes[before[moved_range]].stub().OpenShard(pb.OpenShardRequest(
+            cluster.stub(before[moved_range]).OpenShard(pb.OpenShardRequest(
                 shard=shard_ref(NAMESPACE, (moved_range.start, moved_range.end), 1 << 30), owner_id="someone"),
                 timeout=10)
         assert rpc_error_reason(refused.value) == "wrong-node"
 
         checkpoint_id = coordinator.checkpoint([backend], metadata=b"4000")
         moved = state.rebalance(backend.writer, checkpoint_id=checkpoint_id, epoch=state.next_epoch(NAMESPACE))
-        assert sorted(state.nodes) == sorted(cluster.addresses), "the client followed the nodes"
+        assert sorted(state.nodes) == sorted(cluster.members), "the client followed the nodes"
         assert set(moved) == won, "exactly the shards the new node wins move"
         assert 0.10 * SHARDS <= len(moved) <= 0.45 * SHARDS, f"about a quarter should move, {len(moved)} did"
         after = {s.key_groups: s.connection.address for s in backend.writer.sessions}
-        assert after == {r: (fourth if r in won else before[r]) for r in ranges}
-        on_fourth = set(cluster.nodes[fourth].stub().NodeInfo(pb.NodeInfoRequest(), timeout=10).open_shards)
+        assert after == {r: (owners[r] if r in won else before[r]) for r in ranges}
+        on_fourth = cluster.open_shards(fourth)
         assert on_fourth == {f"{NAMESPACE}/{r}" for r in won}
 
         backend.epoch = backend.writer.epoch  # the rebalance made the writer the owner at a new epoch

@@ -5,7 +5,6 @@ import pytest
 
 from stateserver.client import BYTES, StateClient, ranges_for_parallelism
 from stateserver.protocol import placement
-from stateserver.protocol.v1 import state_pb2 as pb
 from support.cluster import Cluster
 
 NAMESPACE = "rebalanced"
@@ -29,18 +28,19 @@ def test_adding_a_node_moves_only_the_shards_it_wins_and_keeps_every_value(clust
         before = {r: s.connection.address for r, s in zip(ranges, writer.sessions)}
 
         fourth = cluster.add_node()
-        state.nodes = list(cluster.addresses)  # the operator rolls the new node list out
+        state.nodes = cluster.members  # the operator rolls the new node list out (every worker)
         moved = state.rebalance(writer, checkpoint_id=1, epoch=2)
 
-        expected = {r for r in ranges if placement.owner(f"{NAMESPACE}/{r}", cluster.addresses) == fourth}
+        owners = {r: placement.owner(f"{NAMESPACE}/{r}", cluster.members) for r in ranges}
+        expected = {r for r in ranges if owners[r] in cluster.workers_of(fourth)}
         assert set(moved) == expected, "exactly the shards the new node wins by rendezvous hashing move"
         assert 0.10 * SHARDS <= len(moved) <= 0.45 * SHARDS, f"about a quarter should move, {len(moved)} did"
         after = {s.key_groups: s.connection.address for s in writer.sessions}
         for key_groups in ranges:
-            assert after[key_groups] == (fourth if key_groups in expected else before[key_groups])
+            assert after[key_groups] == (owners[key_groups] if key_groups in expected else before[key_groups])
 
         fetched = values.get_many(list(items))
         assert fetched == list(items.values()), "every key keeps its value"
-        open_on_fourth = set(cluster.nodes[fourth].stub().NodeInfo(pb.NodeInfoRequest(), timeout=10).open_shards)
+        open_on_fourth = cluster.open_shards(fourth)
         assert open_on_fourth == {f"{NAMESPACE}/{r}" for r in expected}
         writer.close()

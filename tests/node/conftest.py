@@ -1,8 +1,10 @@
 """Fixtures for tests that talk to a real node process over raw gRPC.
 
     node         session: one node process on a free loopback port, shared by the folder's tests
-    stub         a raw StateService stub to that node
+    stub         a raw StateService stub to that node (with several workers: to the worker a
+                 request's shard belongs on, support/routing_stub.py)
     namespace    a fresh namespace (128 key groups) for the test, so tests do not see each other
+                 (created on every worker)
     fresh_node   a factory for nodes of the test's own (restart, other limits); stopped at teardown
 """
 from __future__ import annotations
@@ -15,6 +17,7 @@ import pytest
 from stateserver.protocol.v1 import state_pb2 as pb
 from stateserver.protocol.v1 import state_pb2_grpc
 from support.node import NodeProcess, run_node, unique_namespace, start_node
+from support.routing_stub import RoutingStub
 
 MAX_KEY_GROUPS = 128
 
@@ -27,7 +30,7 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
 
 @pytest.fixture
 def stub(node: NodeProcess) -> state_pb2_grpc.StateServiceStub:
-    return node.stub()
+    return RoutingStub(node)  # type: ignore[return-value]  # the same methods, routed
 
 
 @pytest.fixture

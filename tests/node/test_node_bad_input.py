@@ -281,7 +281,8 @@ def test_oversized_batches(shard: SeededShard) -> None:
 def test_a_message_larger_than_the_node_accepts(shard: SeededShard, node: NodeProcess) -> None:
     before = shard.contents()
     # Refused by gRPC before the node's code sees it; the raw channel itself allows 256 MiB.
-    channel = grpc.insecure_channel(node.address, options=[("grpc.max_send_message_length", 256 * MIB)])
+    owner = node.worker_addresses[node.shard_worker(shard.namespace, LOW)]
+    channel = grpc.insecure_channel(owner, options=[("grpc.max_send_message_length", 256 * MIB)])
     try:
         stub = state_pb2_grpc.StateServiceStub(channel)
         huge = [b"z" * (MAX_VALUE_BYTES - 1)] * 5  # each value is allowed; the message (80 MiB) is not
@@ -295,10 +296,16 @@ def test_a_message_larger_than_the_node_accepts(shard: SeededShard, node: NodePr
 # -- names ---------------------------------------------------------------------------------------
 
 
+def namespace_directories(node: NodeProcess) -> list[str]:
+    """Every worker's namespace directories, relative to the node's data directory."""
+    return sorted(str(p.relative_to(node.data_dir)) for data_dir in node.worker_data_dirs
+                  for p in (data_dir / "namespaces").iterdir())
+
+
 @pytest.mark.parametrize("name", MALFORMED_NAMES, ids=lambda name: f"{name[:8]!r}-{len(name)}")
 def test_malformed_namespace_names(shard: SeededShard, node: NodeProcess, name: str) -> None:
     before = shard.contents()
-    namespaces_before = sorted(p.name for p in (node.data_dir / "namespaces").iterdir())
+    namespaces_before = namespace_directories(node)
     stub = shard.stub
     rpc_fails(lambda: stub.CreateNamespace(pb.CreateNamespaceRequest(namespace=name, max_key_groups=128)),
               grpc.StatusCode.INVALID_ARGUMENT, "namespace")
@@ -310,7 +317,7 @@ def test_malformed_namespace_names(shard: SeededShard, node: NodeProcess, name: 
               grpc.StatusCode.INVALID_ARGUMENT)
     rpc_fails(lambda: stub.ReadBatch(read_request(ref, "v", ReadOp.GET, [INSIDE[0]])), grpc.StatusCode.INVALID_ARGUMENT)
     # Nothing was created on disk, in particular no directory outside the data directory.
-    assert sorted(p.name for p in (node.data_dir / "namespaces").iterdir()) == namespaces_before
+    assert namespace_directories(node) == namespaces_before
     assert sorted(p.name for p in node.data_dir.parent.iterdir() if p.is_dir()) == [node.data_dir.name]
     assert shard.contents() == before
 

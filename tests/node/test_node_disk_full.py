@@ -93,8 +93,8 @@ def test_a_full_disk_is_resource_exhausted_and_the_shard_comes_back_from_its_che
         assert bystander.value_state("b", value_serializer=BYTES).get("b") == b"still here"
         # A write to the broken shard is refused at once, whatever it is.
         with pytest.raises(grpc.RpcError) as refused:
-            node.stub().WriteBatch(write_request(shard_ref("full", (0, 7), 1), "v", [WriteOp.PUT], [b"k1"], [b"x"]),
-                                   timeout=10)
+            node.shard_stub("full", (0, 7)).WriteBatch(
+                write_request(shard_ref("full", (0, 7), 1), "v", [WriteOp.PUT], [b"k1"], [b"x"]), timeout=10)
         assert refused.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
         assert rpc_error_reason(refused.value) == "resource-exhausted"
 

@@ -29,7 +29,7 @@ from stateserver.store import paths
 from stateserver.store import open_store
 from stateserver.protocol.v1 import state_pb2 as pb
 from support.checkpoints import commit
-from support.node import NodeProcess, start_node, unique_namespace
+from support.node import NodeProcess, namespace_on_one_worker, start_node, unique_namespace, worker_data_dirs
 
 STATESERVER = pathlib.Path(sys.executable).parent / "stateserver"
 
@@ -42,11 +42,15 @@ def store_url(tmp_path: pathlib.Path) -> str:
 
 @pytest.fixture
 def nodes(tmp_path: pathlib.Path, store_url: str) -> Iterator[Callable[[str], NodeProcess]]:
-    """Start (or restart) the node of data directory ``name``, on the shared store."""
+    """Start (or restart) the node of data directory ``name``, on the shared store. A restart
+    keeps the node's port, as a deployed node keeps its address: with several workers, the port
+    names each worker, and so which of them a shard (and its local copy) belongs on."""
     started: list[NodeProcess] = []
+    ports: dict[str, int] = {}
 
     def start(name: str) -> NodeProcess:
-        node = start_node(tmp_path / name, extra_args=["--snapshot-url", store_url])
+        node = start_node(tmp_path / name, extra_args=["--snapshot-url", store_url], port=ports.get(name))
+        ports[name] = node.port
         started.append(node)
         return node
 
@@ -121,7 +125,8 @@ def test_a_node_back_on_its_old_data_dir_never_serves_its_stale_copy(nodes: Call
 def test_a_wider_range_over_existing_shards_needs_a_restore_or_empty(nodes: Callable[[str], NodeProcess]) -> None:
     """The old code opened 0-127 over four shards as an empty shard without a word."""
     node = nodes("a")
-    namespace = unique_namespace("wider")
+    # Every shard on one worker: what the wide open finds is that worker's own directories.
+    namespace = namespace_on_one_worker(node, "wider", [(0, 31), (32, 63), (64, 95), (96, 127), (0, 127)])
     with StateClient(node.address) as client:
         client.create_namespace(namespace, max_key_groups=128)
         narrow = client.open_writer(namespace, key_groups=["0-31", "32-63", "64-95", "96-127"], epoch=1)
@@ -132,7 +137,8 @@ def test_a_wider_range_over_existing_shards_needs_a_restore_or_empty(nodes: Call
         empty = client.open_writer(namespace, key_groups="0-127", epoch=2, restore="empty")
         assert _values(empty).get_many([f"k{i}" for i in range(100)]) == [None] * 100
         # The narrow copies are gone for good: they cannot come back as they were.
-        assert sorted(p.name for p in (node.data_dir / "namespaces" / namespace / "shards").iterdir()) == ["0-127"]
+        shards = node.shard_data_dir(namespace, (0, 127)) / "namespaces" / namespace / "shards"
+        assert sorted(p.name for p in shards.iterdir()) == ["0-127"]
 
 
 def test_a_second_owner_at_the_same_epoch_is_fenced_on_any_node(
@@ -171,7 +177,7 @@ def test_a_failed_open_changes_nothing(nodes: Callable[[str], NodeProcess], stor
         request = pb.OpenShardRequest(shard=pb.ShardRef(namespace=namespace, key_group_end=127, epoch=2),
                                       states=[wrong_kind], restore=pb.RestoreSource(latest=True))
         with pytest.raises(grpc.RpcError) as failed:
-            node.stub().OpenShard(request, timeout=30)
+            node.shard_stub(namespace, (0, 127)).OpenShard(request, timeout=30)
         assert failed.value.code() == grpc.StatusCode.ALREADY_EXISTS
         _counter(writer).merge("c", 10)  # the old writer goes on writing and committing
         commit(client, writer, 2)
@@ -179,7 +185,7 @@ def test_a_failed_open_changes_nothing(nodes: Callable[[str], NodeProcess], stor
         restored = client.open_writer(namespace, key_groups="0-127", epoch=3, restore="latest")
         assert _counter(restored).get("c") == 11
     assert sorted(r["epoch"] for r in _owner_records(store_url, namespace)) == [1, 3]
-    shards = node.data_dir / "namespaces" / namespace / "shards"
+    shards = node.shard_data_dir(namespace, (0, 127)) / "namespaces" / namespace / "shards"
     assert sorted(p.name for p in shards.iterdir()) == ["0-127"]  # no restore left behind
 
 
@@ -214,7 +220,7 @@ def test_an_epoch_beyond_the_bound_is_invalid_and_changes_nothing(
                 client.open_writer(namespace, key_groups="0-127", epoch=epoch, restore="latest")
         stray = pb.WriteBatchRequest(shard=pb.ShardRef(namespace=namespace, key_group_end=127, epoch=2**64 - 1))
         with pytest.raises(grpc.RpcError) as refused:
-            node.stub().WriteBatch(stray, timeout=10)
+            node.shard_stub(namespace, (0, 127)).WriteBatch(stray, timeout=10)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         _values(writer).put("k", 2)  # nothing changed: the writer at epoch 1 still owns the shard
         writer.flush()
@@ -226,13 +232,15 @@ def test_an_epoch_beyond_the_bound_is_invalid_and_changes_nothing(
 
 def test_leftover_restores_are_swept_at_start(tmp_path: pathlib.Path, nodes: Callable[[str], NodeProcess]) -> None:
     """The old code left what a crash mid-restore left behind, for ever."""
-    shards = tmp_path / "a" / "namespaces" / "ns" / "shards"
-    leftovers = [shards / ".0-127.restoring-1a2b3c4d", shards / ".0-63.replaced-5e6f7a8b",
-                 shards / "..0-63.restoring-0a0b0c0d.restoring-1111aaaa"]
-    for leftover in leftovers:
-        leftover.mkdir(parents=True)
-        (leftover / "000007.sst").write_bytes(b"x" * 1000)
-    (shards.parent / "namespace.json").write_text('{"max_key_groups": 128}')
+    leftovers = []
+    for data_dir in worker_data_dirs(tmp_path / "a"):  # each worker sweeps its own directory
+        shards = data_dir / "namespaces" / "ns" / "shards"
+        leftovers += [shards / ".0-127.restoring-1a2b3c4d", shards / ".0-63.replaced-5e6f7a8b",
+                      shards / "..0-63.restoring-0a0b0c0d.restoring-1111aaaa"]
+        for leftover in leftovers[-3:]:
+            leftover.mkdir(parents=True)
+            (leftover / "000007.sst").write_bytes(b"x" * 1000)
+        (shards.parent / "namespace.json").write_text('{"max_key_groups": 128}')
     nodes("a")
     assert not [p for p in leftovers if p.exists()]
 
@@ -254,4 +262,4 @@ def test_stateserver_restore_refuses_a_running_nodes_data_dir(nodes: Callable[[s
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "in use by another node" in lines[0] and "stop the node first" in lines[0], lines
     assert node.is_serving()
-    assert not (node.data_dir / "namespaces" / namespace).exists()
+    assert not list(node.data_dir.glob(f"**/namespaces/{namespace}"))  # in no worker's directory either

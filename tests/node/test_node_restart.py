@@ -34,7 +34,10 @@ def test_flushed_state_survives_a_graceful_restart(fresh_node: Callable[..., Nod
     assert first.stop() == 0  # SIGTERM: drained and exited cleanly
     assert not first.is_alive()
 
-    second = fresh_node(data_dir)  # same data directory, another port
+    # Same data directory, another port; with several workers the same port: a worker's port
+    # names it in the placement list, so it decides which worker a shard (and its copy) lives on.
+    port = first.port if first.workers > 1 else None
+    second = fresh_node(data_dir, port=port)
     assert second.is_serving()
     with StateClient(second.address) as client:
         assert client.max_key_groups("restarted") == 128
@@ -59,7 +62,7 @@ def test_flushed_state_survives_a_graceful_restart(fresh_node: Callable[..., Nod
         writer.close()
 
     assert second.stop() == 0
-    third = fresh_node(data_dir)
+    third = fresh_node(data_dir, port=port)
     with StateClient(third.address) as client:
         client.reopen(writer)
         assert writer.list_state("l").get("k") == list(range(51))

@@ -15,8 +15,9 @@ from stateserver.protocol import wire
 from stateserver.protocol.operations import ReadOp, WriteOp
 from stateserver.protocol.v1 import state_pb2 as pb
 from stateserver.protocol.v1 import checkpoint_pb2 as cpb
-from stateserver.protocol.v1 import checkpoint_pb2_grpc, state_pb2_grpc
+from stateserver.protocol.v1 import state_pb2_grpc
 from support.node import NodeProcess, keys_in_key_groups, read_request, rpc_error_reason, shard_ref, write_request
+from support.routing_stub import checkpoint_stub
 
 STATES = [pb.StateDescriptor(name="v", kind=pb.STATE_KIND_VALUE), pb.StateDescriptor(name="l", kind=pb.STATE_KIND_LIST)]
 LIST_LENGTH = 30_000
@@ -45,7 +46,7 @@ def ref(stub: state_pb2_grpc.StateServiceStub, namespace: str) -> pb.ShardRef:
 
 
 def commit_checkpoint(node: NodeProcess, ref: pb.ShardRef, checkpoint_id: int) -> None:
-    checkpoints = checkpoint_pb2_grpc.CheckpointServiceStub(node.channel())
+    checkpoints = checkpoint_stub(node)
     checkpoints.SnapshotShard(cpb.SnapshotShardRequest(shard=ref, checkpoint_id=checkpoint_id), timeout=10)
     done = checkpoints.AwaitShardSnapshot(cpb.AwaitShardSnapshotRequest(shard=ref, checkpoint_id=checkpoint_id,
                                                                         timeout_millis=10_000), timeout=15)

@@ -22,9 +22,12 @@ import pytest
 from grpc_health.v1 import health_pb2
 
 from stateserver.client import CheckpointCoordinator, KeyedStateBackend, StateClient, StateServerError
+from stateserver.protocol import placement
 from stateserver.protocol.v1 import state_pb2 as pb
 from stateserver.protocol.v1 import state_pb2_grpc
-from support.node import SERVICE_NAME, NodeProcess, free_loopback_port, run_node, start_node, unique_namespace
+from support.node import (
+    SERVICE_NAME, NodeProcess, free_loopback_port, free_port_block, run_node, start_node, unique_namespace,
+)
 
 MAX_KEY_GROUPS = 128
 # Eight shards: with two workers, rendezvous hashing puts some on each (checked, not assumed).
@@ -176,3 +179,31 @@ def test_one_metrics_endpoint_carries_every_workers_series(tmp_path: Path) -> No
     for index in (0, 1):
         assert f'process_resident_memory_bytes{{worker="{index}"}}' in text
         assert f'stateserver_node_worker_up{{worker="{index}"}} 1.0' in text
+
+
+def test_a_node_whose_name_does_not_resolve_advertises_every_worker(tmp_path: Path,
+                                                                    request: pytest.FixtureRequest) -> None:
+    """A node named by a name that resolves nowhere (not even where it runs), dialled at its
+    advertised address, as with one worker (tests/cluster/test_cluster_advertised.py). Each worker
+    knows where its siblings are dialled by the rule, without asking them. Fails on the code before:
+    worker 0 learned worker 1's advertised address only by dialling worker 1's name, which does not
+    resolve, so NodeInfo never named it, and clients dialled the name of worker 1 and failed."""
+    port = free_port_block(2)
+    name = f"node-a.invalid:{port}"  # .invalid never resolves (RFC 2606)
+    advertised = {f"node-a.invalid:{port + i}": f"127.0.0.1:{port + i}" for i in (0, 1)}
+    namespace = next(n for n in (unique_namespace(request.node.name) for _ in range(100))
+                     if len({placement.owner(f"{n}/{r}", list(advertised)) for r in RANGES}) == 2)
+    with run_node(tmp_path / "data", port=port, workers=2, extra_args=[
+            "--nodes", name, "--node-id", name, "--advertised-address", f"127.0.0.1:{port}"]) as node:
+        for index in (0, 1):
+            info = state_pb2_grpc.StateServiceStub(node.worker_channel(index)).NodeInfo(pb.NodeInfoRequest(), timeout=5)
+            assert (list(info.nodes), dict(info.advertised_addresses)) == (sorted(advertised), advertised), index
+        with StateClient(node.address, timeout=20) as client:
+            client.create_namespace(namespace, max_key_groups=MAX_KEY_GROUPS)
+            writer = client.open_writer(namespace, key_groups=RANGES, epoch=1)
+            assert {s.connection.address for s in writer.sessions} == set(advertised), "shards on both workers"
+            values = writer.value_state("v")
+            values.put_many({key: i for i, key in enumerate(KEYS)})
+            writer.flush()
+            assert values.get_many(KEYS) == list(range(len(KEYS)))
+            writer.close()

@@ -13,13 +13,13 @@ import pytest
 from stateserver.protocol import wire
 from stateserver.protocol.operations import ReadOp, WriteOp
 from stateserver.protocol.v1 import checkpoint_pb2 as cpb
-from stateserver.protocol.v1 import checkpoint_pb2_grpc
 from stateserver.protocol.v1 import state_pb2 as pb
 from stateserver.protocol.v1 import state_pb2_grpc
 from grpc_health.v1 import health_pb2
 from support.node import (
     NodeProcess, keys_in_key_groups, read_request, read_values, rpc_error_reason, shard_ref, write_request,
 )
+from support.routing_stub import checkpoint_stub
 
 KEY = keys_in_key_groups(1, 128, 0, 127)[0].encode()
 STATES = [pb.StateDescriptor(name="v", kind=pb.STATE_KIND_VALUE), pb.StateDescriptor(name="l", kind=pb.STATE_KIND_LIST)]
@@ -122,7 +122,7 @@ def test_a_failed_batch_fails_the_session(node: NodeProcess, stub: state_pb2_grp
     assert value_of(stub, ref) == b"one"
     # Nor can a checkpoint be taken of it: it would hold batch 1 without batch 2.
     with pytest.raises(grpc.RpcError) as snapshot:
-        checkpoint_pb2_grpc.CheckpointServiceStub(node.channel()).SnapshotShard(
+        checkpoint_stub(node).SnapshotShard(
             cpb.SnapshotShardRequest(shard=ref, checkpoint_id=1), timeout=10)
     assert rpc_error_reason(snapshot.value) == "session-failed"
     # Resuming the session is refused too: only a reopen from a checkpoint (or empty) clears it.

@@ -47,15 +47,20 @@ class LsmFigures:
 
 
 def lsm_figures(metrics_port: int) -> LsmFigures:
-    """The shard's RocksDB figures from the node's Prometheus endpoint."""
+    """The shard's RocksDB figures from the node's Prometheus endpoint (with several workers the
+    supervisor's, whose series also carry the label ``worker``: the shard lives on one)."""
     with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
         text = reply.read().decode()
     wanted = {"namespace": NAMESPACE, "shard": KEY_GROUPS}
     values = {sample.name: int(sample.value) for family in text_string_to_metric_families(text)
-              for sample in family.samples if sample.labels == wanted}
+              for sample in family.samples if _without_worker(sample.labels) == wanted}
     return LsmFigures(l0_files=values["stateserver_rocksdb_l0_files"],
                       pending_compaction_bytes=values["stateserver_rocksdb_pending_compaction_bytes"],
                       memtable_bytes=values["stateserver_rocksdb_memtable_bytes"])
+
+
+def _without_worker(labels: dict[str, str]) -> dict[str, str]:
+    return {name: value for name, value in labels.items() if name != "worker"}
 
 
 def wait_until_compacted(metrics_port: int) -> LsmFigures:
@@ -151,7 +156,9 @@ def test_one_percent_changed_uploads_under_a_tenth_and_both_checkpoints_restore_
         restore_seconds.append(restore_checkpoint(store_url, NAMESPACE, checkpoint_id, data_dir))
         stored = restored_values(data_dir, NAMESPACE, KEY_GROUPS, STATE)
         assert len(stored) == KEYS and stored == expected, f"checkpoint {checkpoint_id} restored other state"
-        with run_node(data_dir) as restored, StateClient(restored.address, timeout=60) as client:
+        # One worker: `stateserver restore` writes the layout of a one-process node (data_dir/namespaces),
+        # where a node of several workers keeps each worker's shards in data_dir/worker-<i>.
+        with run_node(data_dir, workers=1) as restored, StateClient(restored.address, timeout=60) as client:
             reader = client.open_writer(NAMESPACE, key_groups=KEY_GROUPS, epoch=2)  # newer than the snapshot's
             served = reader.value_state(STATE, key_serializer=BYTES, value_serializer=BYTES).get_many(served_keys)
             assert served == [expected[key] for key in served_keys], f"checkpoint {checkpoint_id} served other values"

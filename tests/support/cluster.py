@@ -1,5 +1,11 @@
 """Several real nodes on loopback that know each other (``--nodes``, or ``--nodes-file`` when the
-cluster has a ``nodes_file``), sharing one snapshot store."""
+cluster has a ``nodes_file``), sharing one snapshot store.
+
+``addresses`` are the nodes' entries in the node list, and name the nodes here (start, kill);
+placement and clients see ``members``: each node's workers (with ``STATESERVER_TEST_WORKERS=N``,
+node ``host:port`` stands for ``host:port`` .. ``host:port+N-1``; with one worker, the same list).
+A shard's owner, a session's address and NodeInfo's node list are members; ``node_of`` gives the
+node a member belongs to."""
 from __future__ import annotations
 
 import contextlib
@@ -7,7 +13,11 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from support.node import TEST_WORKERS, NodeProcess, free_port_block, start_node
+from stateserver.protocol.v1 import state_pb2 as pb
+from stateserver.protocol.v1 import state_pb2_grpc
+from support.node import TEST_WORKERS, NodeProcess, NodeStartError, free_port_block, node_workers, start_node
+
+START_ATTEMPTS = 3
 
 
 @dataclass
@@ -22,6 +32,29 @@ class Cluster:
     @property
     def addresses(self) -> list[str]:
         return [f"127.0.0.1:{port}" for port in self.ports]
+
+    @property
+    def members(self) -> list[str]:
+        """Every placement member: each node's workers, node by node."""
+        return [member for address in self.addresses for member in node_workers(address)]
+
+    def workers_of(self, address: str) -> list[str]:
+        """The members node ``address`` stands for."""
+        return node_workers(address)
+
+    def node_of(self, member: str) -> str:
+        """The node (its entry in ``addresses``) that member ``member`` is a worker of."""
+        return next(address for address in self.addresses if member in node_workers(address))
+
+    def stub(self, member: str) -> state_pb2_grpc.StateServiceStub:
+        """A raw stub to one member (a worker of one of the nodes)."""
+        node = self.nodes[self.node_of(member)]
+        return state_pb2_grpc.StateServiceStub(node.worker_channel(node.worker_addresses.index(member)))
+
+    def open_shards(self, address: str) -> set[str]:
+        """The shards open on node ``address``: on any of its workers."""
+        return {shard for member in self.workers_of(address)
+                for shard in self.stub(member).NodeInfo(pb.NodeInfoRequest(), timeout=10).open_shards}
 
     def data_dir(self, address: str) -> Path:
         return self.root / address.replace(":", "_")
@@ -65,17 +98,33 @@ def run_cluster(root: Path, snapshot_url: str, size: int = 3, *, nodes_file: boo
                 node_args: Sequence[Sequence[str]] = ()) -> Iterator[Cluster]:
     """``size`` nodes; ``node_args[i]`` are more flags of the i-th."""
     root.mkdir(parents=True, exist_ok=True)
-    cluster = Cluster(root=root, snapshot_url=snapshot_url, ports=[free_port_block(TEST_WORKERS) for _ in range(size)], nodes={},
-                      nodes_file=root / "nodes" if nodes_file else None)
-    cluster.node_args = {address: list(args) for address, args in zip(cluster.addresses, node_args)}
-    if cluster.nodes_file is not None:
-        cluster.write_nodes_file(cluster.addresses)
+    cluster = _start_cluster(root, snapshot_url, size, nodes_file, node_args)
     try:
-        for address in cluster.addresses:
-            cluster.start(address)
         yield cluster
     finally:
         cluster.stop()
+
+
+def _start_cluster(root: Path, snapshot_url: str, size: int, nodes_file: bool,
+                   node_args: Sequence[Sequence[str]]) -> Cluster:
+    """Start the nodes; on other ports if one was taken in between (the node list names the ports,
+    so every node starts again: the more ports a node takes, its workers', the likelier that is)."""
+    for attempt in range(1, START_ATTEMPTS + 1):
+        cluster = Cluster(root=root, snapshot_url=snapshot_url, nodes={},
+                          ports=[free_port_block(TEST_WORKERS) for _ in range(size)],
+                          nodes_file=root / "nodes" if nodes_file else None)
+        cluster.node_args = {address: list(args) for address, args in zip(cluster.addresses, node_args)}
+        if cluster.nodes_file is not None:
+            cluster.write_nodes_file(cluster.addresses)
+        try:
+            for address in cluster.addresses:
+                cluster.start(address)
+            return cluster
+        except NodeStartError as exc:
+            cluster.stop()
+            if attempt == START_ATTEMPTS or "Address already in use" not in str(exc):
+                raise
+    raise AssertionError("unreachable")
 
 
 def expected_counts(events: list[str]) -> Mapping[str, int]:

@@ -11,6 +11,10 @@ more, or the session runs with ``STATESERVER_TEST_WORKERS=N``: then every node t
 start runs N worker processes under a supervisor (ports port .. port+N-1, all free), and counts as
 started once its health service ``""`` (the node as a whole) says SERVING.
 
+With several workers a test that looks past the client asks ``NodeProcess`` which worker a shard
+belongs on (``shard_worker``, ``shard_stub``, ``shard_data_dir``; ``support/routing_stub.py`` routes
+every raw request so), and where each worker keeps its data (``worker_data_dirs``).
+
 Also here: small raw-stub helpers for tests that must send what the client never would.
 """
 from __future__ import annotations
@@ -32,7 +36,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stateserver.protocol import wire
+from stateserver.protocol import placement, wire
 from stateserver.protocol.keygroups import key_group_for
 from stateserver.protocol.v1 import state_pb2 as pb
 from stateserver.protocol.v1 import state_pb2_grpc
@@ -64,7 +68,7 @@ class NodeProcess:
     log_path: Path
     max_message_bytes: int
     workers: int = 1
-    _channel: grpc.Channel | None = field(default=None, repr=False)
+    _channels: dict[int, grpc.Channel] = field(default_factory=dict, repr=False)  # by worker index
 
     @property
     def address(self) -> str:
@@ -80,23 +84,46 @@ class NodeProcess:
     @property
     def worker_addresses(self) -> list[str]:
         """Where each worker listens (one worker: the node's own address)."""
-        return [f"127.0.0.1:{self.port + index}" for index in range(self.workers)]
+        return node_workers(self.address, self.workers)
 
     def worker_pid(self, index: int) -> int:
         """The pid worker ``index`` wrote into its data directory's lock file (several workers only)."""
         return int((self.data_dir / f"worker-{index}" / "node.lock").read_text().strip())
 
-    def channel(self) -> grpc.Channel:
-        """One shared raw channel to the node, sized like the node's message limit."""
-        if self._channel is None:
-            self._channel = grpc.insecure_channel(self.address, options=[
+    @property
+    def worker_data_dirs(self) -> list[Path]:
+        """Where each worker keeps its shards (``worker_data_dirs``)."""
+        return worker_data_dirs(self.data_dir, self.workers)
+
+    def shard_worker(self, namespace: str, key_groups: tuple[int, int]) -> int:
+        """The worker a shard belongs on when this node is alone (placement among its workers)."""
+        shard_id = f"{namespace}/{key_groups[0]}-{key_groups[1]}"
+        return self.worker_addresses.index(placement.owner(shard_id, self.worker_addresses))
+
+    def shard_data_dir(self, namespace: str, key_groups: tuple[int, int]) -> Path:
+        """The data directory of the worker that holds the shard (this node alone)."""
+        return self.worker_data_dirs[self.shard_worker(namespace, key_groups)]
+
+    def worker_channel(self, index: int) -> grpc.Channel:
+        """One shared raw channel to worker ``index``, sized like the node's message limit."""
+        if index not in self._channels:
+            self._channels[index] = grpc.insecure_channel(self.worker_addresses[index], options=[
                 ("grpc.max_receive_message_length", self.max_message_bytes),
                 ("grpc.max_send_message_length", self.max_message_bytes),
             ])
-        return self._channel
+        return self._channels[index]
+
+    def channel(self) -> grpc.Channel:
+        """The channel to the node's own address (worker 0; it also answers the node's health)."""
+        return self.worker_channel(0)
 
     def stub(self) -> state_pb2_grpc.StateServiceStub:
+        """A raw stub to worker 0 only: for what any worker answers alike (see ``shard_stub``)."""
         return state_pb2_grpc.StateServiceStub(self.channel())
+
+    def shard_stub(self, namespace: str, key_groups: tuple[int, int]) -> state_pb2_grpc.StateServiceStub:
+        """A raw stub to the worker the shard belongs on (this node alone)."""
+        return state_pb2_grpc.StateServiceStub(self.worker_channel(self.shard_worker(namespace, key_groups)))
 
     def health_status(self, service: str = SERVICE_NAME, timeout: float = 2.0) -> int:
         """The health service's answer (``health_pb2.HealthCheckResponse.SERVING`` when well)."""
@@ -114,9 +141,7 @@ class NodeProcess:
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM (graceful: the node drains and flushes), SIGKILL after ``timeout``; the exit code."""
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        self._close_channels()
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGTERM)
@@ -130,13 +155,30 @@ class NodeProcess:
 
     def kill(self) -> None:
         """SIGKILL at once: a crash, nothing flushed."""
-        if self._channel is not None:
-            self._channel.close()
-            self._channel = None
+        self._close_channels()
         if self.process.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    def _close_channels(self) -> None:
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+
+
+def node_workers(address: str, workers: int = TEST_WORKERS) -> list[str]:
+    """The placement members a node entry ``host:port`` stands for: its workers on port .. port+N-1."""
+    host, _, port = address.rpartition(":")
+    return [f"{host}:{int(port) + index}" for index in range(workers)]
+
+
+def worker_data_dirs(data_dir: Path, workers: int = TEST_WORKERS) -> list[Path]:
+    """Where each worker of a node on ``data_dir`` keeps its shards: ``data_dir`` itself with one
+    worker, ``data_dir/worker-<i>`` with several (stateserver/supervisor/worker_config.py)."""
+    if workers == 1:
+        return [data_dir]
+    return [data_dir / f"worker-{index}" for index in range(workers)]
 
 
 def start_node(data_dir: Path, *, max_message_bytes: int = 64 << 20, extra_args: Sequence[str] = (),
@@ -349,3 +391,12 @@ def unique_namespace(test_name: str) -> str:
     """A valid namespace name, unique in this test session, that says which test made it."""
     cleaned = re.sub(r"[^A-Za-z0-9_.-]+", "-", test_name).strip("-.")
     return f"t{next(_namespace_numbers):04d}-{cleaned[:80]}"
+
+
+def namespace_on_one_worker(node: NodeProcess, test_name: str, key_groups: Sequence[tuple[int, int]]) -> str:
+    """A ``unique_namespace`` whose shards of ``key_groups`` all belong on one worker of ``node``:
+    for tests of what a node finds in its own data directory (with one worker: any name)."""
+    while True:
+        name = unique_namespace(test_name)
+        if len({node.shard_worker(name, shard) for shard in key_groups}) == 1:
+            return name

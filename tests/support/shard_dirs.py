@@ -19,8 +19,13 @@ from stateserver.protocol.states import StateDescriptor, StateKind
 
 
 def shard_directories(data_dir: Path, namespace: str) -> list[Path]:
-    shards = data_dir / "namespaces" / namespace / "shards"
-    return sorted(p for p in shards.iterdir() if p.is_dir() and not p.name.startswith("."))
+    """The namespace's shard directories on a node: in ``data_dir``, or with several workers in
+    each worker's directory (``data_dir/worker-<i>``)."""
+    found = [shards for root in [data_dir, *sorted(data_dir.glob("worker-*"))]
+             if (shards := root / "namespaces" / namespace / "shards").is_dir()]
+    if not found:
+        raise FileNotFoundError(f"no shard directory of {namespace!r} under {data_dir}")
+    return sorted(p for shards in found for p in shards.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def stored_values(data_dir: Path, namespace: str, state: str) -> dict[bytes, bytes]:
