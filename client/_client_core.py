@@ -194,7 +194,7 @@ class ClientCore:
         return self._run(self._max_key_groups(namespace))
 
     def _max_key_groups(self, namespace: str) -> Plan:
-        reply = yield from self._call_first("CreateNamespace", pb.CreateNamespaceRequest(namespace=namespace))
+        reply = yield from self._call_any("CreateNamespace", pb.CreateNamespaceRequest(namespace=namespace))
         return int(reply.max_key_groups)
 
     def next_epoch(self, namespace: str) -> Any:
