@@ -48,6 +48,8 @@ class ShardRegistry(ShardOpening):
         # Told about every shard that starts a new lineage of files: opened from a checkpoint (with
         # the restorer's result), empty or new (None). A resumed shard keeps its lineage.
         self.on_restored: Callable[[Shard, Any], None] | None = None
+        # Told about key groups that left this node (closed, or rescaled away by a newer writer).
+        self.on_discarded: Callable[[ShardId], None] | None = None
         for swept in sweep_leftovers(data_dir):
             log.info("removed what a crash left", extra={"path": str(swept)})
         for path in sorted((data_dir / "namespaces").glob("*/namespace.json")):
@@ -158,6 +160,8 @@ class ShardRegistry(ShardOpening):
             with self._lock:
                 self._building.discard(shard.id)
                 self._built.notify_all()
+        if self.on_discarded is not None:
+            self.on_discarded(shard.id)
         log.info("shard closed", extra={"namespace": namespace, "shard": str(shard.id)})
 
     def open_shards(self) -> list[Shard]:

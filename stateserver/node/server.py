@@ -147,6 +147,8 @@ class Node:
             self.registry = ShardRegistry(config.data_dir, resources, config.limits)
             self.checkpointing = open_checkpointing(config, resources, self.metrics)
             self.registry.on_restored = self.checkpointing.restored
+            self.registry.on_discarded = self.checkpointing.discarded
+            self.metrics.add_collector(self.checkpointing.restore_figures)
             self.metrics.add_collector(ShardCollector(self.registry.open_shards))
             self.health = health.HealthServicer()
             self._in_flight = InFlightRequests()
