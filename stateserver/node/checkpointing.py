@@ -141,7 +141,7 @@ class Checkpointing:
                *, operator_metadata: bytes = b"") -> str:
         handles = list(handles)
         check_operator_metadata(operator_metadata)  # before any store call: bad input changes nothing
-        records = owner_records.list_owner_records(self.store, namespace)  # one listing, not one per shard
+        records = self.ownership.records(namespace)  # one listing, not one per shard
         for handle in handles:  # a stale writer's snapshot cannot commit, whichever node asks
             owner_records.check_not_fenced(records, namespace, shard_key_groups(handle), handle.writer_epoch)
         key = self.catalog.commit(namespace, checkpoint_id, handles, executor=self.file_executor,

@@ -21,6 +21,7 @@ from stateserver.protocol.errors import CorruptData, Fenced, Unavailable
 from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.store import ObjectNotFound, ObjectStore, StoreUnavailable
 from stateserver.ownership.owner_records import StoredOwnerRecord, check_not_fenced, list_owner_records
+from stateserver.ownership.shared_listing import SharedListing
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,9 +49,13 @@ class Owner:
 class Ownership:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
+        # Concurrent opens share listings, each from a LIST that started after it asked.
+        self.listing: SharedListing[list[StoredOwnerRecord]] = SharedListing(
+            lambda namespace: list_owner_records(store, namespace))
 
     def records(self, namespace: str) -> list[StoredOwnerRecord]:
-        return list_owner_records(self.store, namespace)
+        """Every record of the namespace written before this call (and maybe some since)."""
+        return list(self.listing.get(namespace))
 
     def overlapping(self, namespace: str, key_groups: KeyGroupRange) -> list[StoredOwnerRecord]:
         """Every record of any epoch for key groups overlapping ``key_groups``."""
