@@ -21,8 +21,10 @@ Failover = 1 + 2 + 3 + 4: node loss to the first acknowledged write. The baselin
 same repeat right after, is a plain parallel download of the committed files of the lost node's
 shards through the product's object-store API (``ObjectStore.get_to_file``, ``BASELINE_THREADS``
 at once: as many transfer threads as the two taking-over nodes have together), nothing else.
-Between repeats the killed node restarts on an empty data directory and the job recovers again
-(untimed) so that it holds its shards once more. Figures are medians over the repeats.
+Between repeats the killed node restarts on an empty data directory, the job recovers again and
+commits a checkpoint, as a running job does between two failures (untimed): the killed node holds
+its shards once more, and retention collects the ownership records the recoveries superseded.
+Figures are medians over the repeats.
 """
 from __future__ import annotations
 
@@ -245,13 +247,15 @@ def plain_download(store: ObjectStore, keys: Sequence[str], scratch: Path) -> fl
     return seconds
 
 
-def bring_back(cluster: Cluster, job: Job, victim: str) -> None:
-    """The victim again, on an empty data directory, holding its shards (untimed)."""
+def bring_back(cluster: Cluster, job: Job, victim: str) -> int:
+    """The victim again, on an empty data directory (it learns the namespace from the store),
+    holding its shards, and a checkpoint committed, as a running job would between two failures
+    (untimed). Returns the checkpoint's id."""
     shutil.rmtree(cluster.data_dir(victim), ignore_errors=True)
     cluster.start(victim)
     job.client.refresh(forget_unavailable=True)
-    job.client.create_namespace(NAMESPACE, job.max_key_groups)  # its new data directory knows none
     job.coordinator.recover(job.subtasks)
+    return job.coordinator.checkpoint(job.subtasks)
 
 
 # -- one configuration --------------------------------------------------------------------------
@@ -286,7 +290,7 @@ def measure_once(store_label: str, snapshot_url: str, store_options: dict[str, s
                 f"epoch {sample.epoch:.2f}, latest {sample.latest:.2f}, opens {sample.opens:.2f}, "
                 f"write {sample.first_write:.3f}); {sample.moved} shards moved, plain download {sample.baseline:.2f} s")
             if number + 1 < repeats:
-                bring_back(cluster, job, victim)
+                checkpoint_id = bring_back(cluster, job, victim)
     return result
 
 
@@ -306,7 +310,8 @@ def write_report(results: Sequence[ConfigResult], command: str, repeats: int, ou
         f"Three node processes on loopback, one snapshot store; a job of one subtask per shard, values of "
         f"{VALUE_BYTES} random bytes; one committed checkpoint; then {repeats} repeats of: SIGKILL one node (a "
         "different one each repeat), detect it with a failed write, `CheckpointCoordinator.recover(subtasks)`, "
-        "one put + flush into a moved shard. Figures are medians over the repeats. The baseline is a plain "
+        "one put + flush into a moved shard; between repeats the killed node restarts on an empty data directory, "
+        "the job recovers and commits a checkpoint (untimed). Figures are medians over the repeats. The baseline is a plain "
         f"parallel download ({BASELINE_THREADS} threads, `ObjectStore.get_to_file`) of the committed files of the "
         "lost node's shards, measured in the same repeat; ratio = failover / baseline.",
         "",

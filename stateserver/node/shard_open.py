@@ -23,9 +23,9 @@ from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.protocol.limits import Limits
 from stateserver.protocol.states import StateDescriptor
 from stateserver.shard import clean_close
+from stateserver.shard.directory_removal import remove_later
 from stateserver.shard.rocks import RocksResources
 from stateserver.shard.shard import Clock, Shard, ShardId, check_compatible
-from stateserver.store.durable_files import sync_directory
 
 log = logging.getLogger(__name__)
 
@@ -151,7 +151,6 @@ class ShardOpening:
         self._take_over(shard_id, overlapping)
         if prepared is not None:
             prepared.directory.rename(path)
-            sync_directory(path.parent)
         shard = self._new_shard(shard_id, max_key_groups, path)
         shard.reset_epoch(epoch)  # a restored epoch record is the old writer's, not this one's
         if self.on_restored is not None:  # a new lineage of files: nothing uploaded before is reusable as such
@@ -226,12 +225,14 @@ class ShardOpening:
                     path.rename(discarded)
                 except FileNotFoundError:
                     continue  # an open of other key groups the directory overlapped took it meanwhile
-                _discard_later(discarded)
+                remove_later(discarded)  # the open need not wait (tens of ms a shard)
                 if key_groups != shard_id.key_groups and self.on_discarded is not None:
                     self.on_discarded(ShardId(shard_id.namespace, key_groups))  # rescaled away
         shards_dir = self.data_dir / "namespaces" / shard_id.namespace / "shards"
         shards_dir.mkdir(parents=True, exist_ok=True)
-        sync_directory(shards_dir)
+        # No fsync of the renames here or at the swap: after a crash a directory is served as it
+        # is only with a clean-close record, which a graceful close writes durably (design note 9);
+        # whatever a crash leaves of a swap is restored from a checkpoint, never served.
 
     def _directories(self, namespace: str) -> list[tuple[KeyGroupRange, pathlib.Path]]:
         """The shard directories of ``namespace`` on this node, open or not."""
@@ -245,13 +246,6 @@ class ShardOpening:
             except ValueError:
                 continue  # hidden build directories
         return found
-
-
-def _discard_later(path: pathlib.Path) -> None:
-    """Remove a renamed-away directory in the background: the open that replaced it need not wait
-    (tens of ms per shard, many shards in a failover), and a crash leaves it to sweep_leftovers."""
-    threading.Thread(target=shutil.rmtree, args=(path,), kwargs={"ignore_errors": True},
-                     name="discard-shard-dir", daemon=True).start()
 
 
 def shard_key(shard_id: ShardId) -> tuple[str, int, int]:

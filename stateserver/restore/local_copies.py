@@ -28,6 +28,7 @@ import uuid
 
 from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.protocol.v1 import checkpoint_pb2 as cpb
+from stateserver.shard.directory_removal import remove_later
 from stateserver.store.checksums import file_checksum
 
 log = logging.getLogger(__name__)
@@ -167,5 +168,4 @@ def _remove(directory: pathlib.Path) -> None:
         os.rename(directory, gone)
     except OSError:
         return
-    threading.Thread(target=shutil.rmtree, args=(gone,), kwargs={"ignore_errors": True},
-                     name="drop-local-copy", daemon=True).start()
+    remove_later(gone)
