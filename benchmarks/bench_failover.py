@@ -33,6 +33,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import os
 import platform
 import random
 import shutil
@@ -42,6 +43,10 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+
+# Before anything imports grpc, as tests/conftest.py: a node launched with preexec_fn from a process
+# with gRPC fork support may abort before exec (grpc/grpc#43055), a node that "did not start".
+os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "false")
 
 REPO = Path(__file__).resolve().parents[1]
 for entry in (REPO, REPO / "tests"):  # tests/ for the node, cluster and SeaweedFS launchers
@@ -341,8 +346,6 @@ def _size(size: int) -> str:
 
 
 def _cores() -> int:
-    import os
-
     return os.cpu_count() or 1
 
 
@@ -371,8 +374,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def measure_s3(configs: Sequence[Config], repeats: int, root: Path) -> list[ConfigResult]:
-    import os
-
     from support.seaweedfs import run_seaweedfs
 
     results = []
