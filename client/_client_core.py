@@ -130,7 +130,7 @@ class ClientCore:
                     except UnavailableError:
                         if self._routing.refreshed_at is None:
                             raise  # never learnt the cluster: nothing to route by
-        for address in self._routing.due_for_probe():
+        for address in self._routing.due_for_probe(reserve_for=self.settings.connect_timeout):
             try:
                 yield from self.connection(address).learn_node_info(self.settings.connect_timeout)
             except StateServerError as exc:

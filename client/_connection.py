@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Generic, TypeVar
@@ -15,7 +16,9 @@ from stateserver.client._plans import Call, Each, Plan, Sleep, Step, Stepper
 from stateserver.protocol.v1 import state_pb2 as pb
 
 Reply = TypeVar("Reply")
-_PLANS_AT_ONCE = 8  # shards opened at the same time
+# Shards opened at the same time; how many of those calls one node gets at once is
+# ClientSettings.opens_per_node, so a recovery keeps every node that takes shards busy.
+_PLANS_AT_ONCE = 32
 
 
 class PendingCall(Generic[Reply]):
@@ -38,8 +41,16 @@ class PendingCall(Generic[Reply]):
 class NodeConnection(Channel):
     def __init__(self, address: str, **options: Any) -> None:
         super().__init__(address, open_channel=grpc.insecure_channel, **options)
+        # Each OpenShard may download a restore on the node and holds one of its RPC threads.
+        self._open_slots = threading.BoundedSemaphore(self.settings.opens_per_node)
 
     def call(self, method: str, request: Any, *, timeout: float | None = None) -> Any:
+        if method == "OpenShard":
+            with self._open_slots:
+                return self._call(method, request, timeout)
+        return self._call(method, request, timeout)
+
+    def _call(self, method: str, request: Any, timeout: float | None) -> Any:
         try:
             return self._methods[method](request, timeout=timeout or self.timeout)
         except grpc.RpcError as exc:

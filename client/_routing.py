@@ -86,13 +86,20 @@ class RoutingTable:
         with self._lock:
             self._down.clear()
 
-    def due_for_probe(self) -> list[str]:
-        """Unavailable nodes whose backoff has passed (every one of them when none is available)."""
+    def due_for_probe(self, reserve_for: float = 0.0) -> list[str]:
+        """Unavailable nodes whose backoff has passed (every one of them when none is available).
+
+        With ``reserve_for`` (the probe's timeout), a node handed out is not handed out again for
+        that long unless its probe reports first: of many threads opening shards at once, one
+        probes a dead node and the others do not each wait out its connect timeout."""
         now = self._clock()
         with self._lock:
             if all(name in self._down for name in self._nodes):
                 return list(self._down)
-            return [name for name, down in self._down.items() if down.probe_at <= now]
+            due = [name for name, down in self._down.items() if down.probe_at <= now]
+            for name in due:
+                self._down[name].probe_at = now + reserve_for
+            return due
 
     def available(self) -> list[str]:
         return [name for name in self._nodes if name not in self._down]

@@ -21,6 +21,9 @@ class ClientSettings:
     request_timeout: float = 30.0  # every other call, unless it says otherwise
     open_timeout: float = 600.0  # OpenShard, which may download a restore first
     retry_attempts: int = 4  # opening a shard, and calls any node can answer
+    # OpenShard calls in flight to one node: each may download a restore and holds one of the
+    # node's RPC threads, so a recovery of many shards leaves it room to serve.
+    opens_per_node: int = 8
     retry_backoff_min: float = 0.05
     retry_backoff_max: float = 1.0
     probe_backoff_min: float = 0.1
@@ -42,8 +45,8 @@ class ClientSettings:
                           ("reconnect_backoff_min", "reconnect_backoff_max")):
             if not problems and getattr(self, low) > getattr(self, high):
                 problems.append(f"{low} must not exceed {high}")
-        if not isinstance(self.retry_attempts, int) or not isinstance(self.max_message_bytes, int):
-            problems.append("retry_attempts and max_message_bytes must be integers")
+        if not all(isinstance(v, int) for v in (self.retry_attempts, self.max_message_bytes, self.opens_per_node)):
+            problems.append("retry_attempts, max_message_bytes and opens_per_node must be integers")
         if problems:
             raise InvalidArgumentError("invalid client settings: " + "; ".join(problems))
 

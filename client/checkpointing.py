@@ -31,6 +31,7 @@ checkpoint starts again from nothing, not from what it wrote.
 """
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 from collections.abc import Sequence
@@ -43,6 +44,7 @@ from stateserver.client._writer import Writer
 from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
 _IDS_PER_EPOCH = 1 << 32
+_SUBTASKS_AT_ONCE = 32  # subtasks rebinding at once in a recover (each opens its shards in parallel)
 
 Restore = int | Literal["latest"] | None
 
@@ -184,8 +186,12 @@ class CheckpointCoordinator:
         # returned are of the same checkpoint even if a fenced attempt commits one meanwhile.
         latest = latest_checkpoint(self.client, self.namespace)
         restore = latest.checkpoint_id if latest is not None else "empty"
-        for subtask in subtasks:
-            subtask.rebind(epoch, restore)
+        # Every subtask at once: the shards of a lost node restore in parallel on the nodes that
+        # take them over (the client bounds the opens in flight per node). The first error is
+        # raised once every rebind has ended, so none goes on behind the next recover.
+        with concurrent.futures.ThreadPoolExecutor(min(len(subtasks), _SUBTASKS_AT_ONCE) or 1,
+                                                   thread_name_prefix="recover") as pool:
+            list(pool.map(lambda subtask: subtask.rebind(epoch, restore), subtasks))
         self.epoch, self._next_id = epoch, first_checkpoint_id(epoch)
         return _recovery(epoch, latest)
 

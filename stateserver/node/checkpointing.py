@@ -28,11 +28,14 @@ from stateserver.snapshot.gc import RetentionMemo, collect_garbage, retire_check
 from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.store import ObjectStore
 from stateserver.ownership.claims import Ownership
+from stateserver.node.restore_figures import RestoreFigures
 from stateserver.node.shard_open import PreparedRestore, Restorer
-from stateserver.restore import RestoreResult, restore_shard
+from stateserver.restore import RestoreResult, plan_restore, restore_shard, union_of_states
+from stateserver.restore.local_copies import LocalCopies
 from stateserver.shard.rocks import RocksResources
 from stateserver.shard.shard import Shard, ShardId
 from stateserver.snapshot import ShardSnapshots, SnapshotStatus, UploadResult
+from stateserver.snapshot.local_checkpoint import LocalCheckpoint
 from stateserver.snapshot.shard_snapshots import SnapshotObserver
 from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 
@@ -66,6 +69,9 @@ class Checkpointing:
         self.ownership = Ownership(store)
         self.work_dir = work_dir
         self.resources = resources
+        # Local recovery: each shard's last confirmed (or restored) checkpoint, kept as links.
+        self.local_copies = LocalCopies(work_dir / ".retained")
+        self.restore_figures = RestoreFigures(lambda: (self.local_copies.used, self.local_copies.rejected))
         self.file_executor = concurrent.futures.ThreadPoolExecutor(upload_threads, thread_name_prefix="transfer")
         self.snapshot_executor = concurrent.futures.ThreadPoolExecutor(snapshot_threads, thread_name_prefix="snapshot")
         self.retained_checkpoints = retained_checkpoints
@@ -91,10 +97,18 @@ class Checkpointing:
                 fresh = ShardSnapshots(shard, self.store, work_dir=self.work_dir / str(shard.id).replace("/", "_"),
                                        snapshot_executor=self.snapshot_executor, file_executor=self.file_executor,
                                        ownership=self.ownership, observer=self.observer)
+                fresh.on_confirmed = self._retain
                 if snapshots is not None:
                     fresh.inherit(snapshots)
                 snapshots = self._shards[shard.id] = fresh
             return snapshots
+
+    def _retain(self, local: LocalCheckpoint) -> None:
+        self.local_copies.retain(local.namespace, local.key_groups, local.checkpoint_id, local.directory)
+
+    def discarded(self, shard_id: ShardId) -> None:
+        """Registry callback: the key groups left this node, and their retained copy goes."""
+        self.local_copies.drop(shard_id.namespace, shard_id.key_groups)
 
     def _known(self, shard_id: ShardId) -> ShardSnapshots:
         with self._lock:
@@ -127,7 +141,7 @@ class Checkpointing:
                *, operator_metadata: bytes = b"") -> str:
         handles = list(handles)
         check_operator_metadata(operator_metadata)  # before any store call: bad input changes nothing
-        records = owner_records.list_owner_records(self.store, namespace)  # one listing, not one per shard
+        records = self.ownership.records(namespace)  # one listing, not one per shard
         for handle in handles:  # a stale writer's snapshot cannot commit, whichever node asks
             owner_records.check_not_fenced(records, namespace, shard_key_groups(handle), handle.writer_epoch)
         key = self.catalog.commit(namespace, checkpoint_id, handles, executor=self.file_executor,
@@ -186,6 +200,17 @@ class Checkpointing:
         self.file_executor.shutdown(wait=True)
 
 
+def _restore_locally(checkpointing: Checkpointing, handle: cpb.ShardSnapshotHandle,
+                     target: pathlib.Path) -> RestoreResult | None:
+    """A full restore of ``handle`` from the node's retained copy, or None (download it)."""
+    started = time.perf_counter()
+    if not checkpointing.local_copies.restore(handle, target):
+        return None  # no fsync: a crash leaves a .restoring directory, which is swept, never served
+    return RestoreResult(checkpoint_id=handle.checkpoint_id, key_groups=shard_key_groups(handle), rescaled=False,
+                         bytes_downloaded=0, files_downloaded=0, seconds=time.perf_counter() - started,
+                         reusable_handle=handle)
+
+
 def shard_key_groups(handle: cpb.ShardSnapshotHandle) -> KeyGroupRange:
     return KeyGroupRange(handle.key_group_start, handle.key_group_end)
 
@@ -197,15 +222,25 @@ def restore_target(checkpointing: Checkpointing, source_checkpoint: int | str) -
 
     def restore(shard_id: ShardId, path: pathlib.Path) -> PreparedRestore:
         metadata = checkpointing.catalog.resolve(shard_id.namespace, source_checkpoint)
+        plan = plan_restore(metadata, shard_id.key_groups)
+        states = {s.name: s for s in union_of_states(plan)}  # the copy's states, without opening it
         path.parent.mkdir(parents=True, exist_ok=True)
         temporary = path.parent / f".{path.name}.restoring-{uuid.uuid4().hex[:8]}"
-        result = restore_shard(checkpointing.store, metadata, shard_id.key_groups, temporary,
-                               resources=checkpointing.resources, executor=checkpointing.file_executor)
+        with checkpointing.restore_figures.track():
+            result = _restore_locally(checkpointing, plan.sources[0], temporary) if not plan.rescaled else None
+            if result is None:
+                result = restore_shard(checkpointing.store, metadata, shard_id.key_groups, temporary,
+                                       resources=checkpointing.resources, executor=checkpointing.file_executor)
+                checkpointing.restore_figures.count_download()
+                if result.reusable_handle is not None:  # the next restore of it here needs no download
+                    checkpointing.local_copies.retain_links_of(result.reusable_handle, temporary)
         if checkpointing.observer is not None:
             checkpointing.observer.observe_restore(result.seconds, result.bytes_downloaded)
         log.info("shard restored", extra={"namespace": shard_id.namespace, "shard": str(shard_id),
                                           "checkpoint": metadata.checkpoint_id, "rescaled": result.rescaled,
-                                          "bytes": result.bytes_downloaded})
-        return PreparedRestore(directory=temporary, checkpoint_id=metadata.checkpoint_id, result=result)
+                                          "bytes": result.bytes_downloaded,
+                                          "source": "local" if result.files_downloaded == 0 else "download"})
+        return PreparedRestore(directory=temporary, checkpoint_id=metadata.checkpoint_id, result=result,
+                               states=states)
 
     return restore

@@ -18,6 +18,7 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from stateserver.node.namespace_records import NamespaceRecords
 from stateserver.node.shard_open import NO_CLAIMS, RESUME, OpenSource, OwnerClaims, ShardOpening
 from stateserver.protocol.epochs import epoch_problem
 from stateserver.protocol.errors import AlreadyExists, Fenced, InvalidInput, NotFound, ShardClosed, ShardNotOpen
@@ -48,6 +49,10 @@ class ShardRegistry(ShardOpening):
         # Told about every shard that starts a new lineage of files: opened from a checkpoint (with
         # the restorer's result), empty or new (None). A resumed shard keeps its lineage.
         self.on_restored: Callable[[Shard, Any], None] | None = None
+        # Told about key groups that left this node (closed, or rescaled away by a newer writer).
+        self.on_discarded: Callable[[ShardId], None] | None = None
+        # The snapshot store's namespace definitions (the node's namespace.json files cache them).
+        self.namespace_records: NamespaceRecords | None = None
         for swept in sweep_leftovers(data_dir):
             log.info("removed what a crash left", extra={"path": str(swept)})
         for path in sorted((data_dir / "namespaces").glob("*/namespace.json")):
@@ -63,6 +68,15 @@ class ShardRegistry(ShardOpening):
             return False
         if not 0 < max_key_groups <= MAX_KEY_GROUPS_LIMIT:
             raise InvalidInput(f"max_key_groups must be 1..{MAX_KEY_GROUPS_LIMIT}, got {max_key_groups}")
+        existing = self._max_key_groups.get(name)
+        if existing is None:
+            existing = self._learn(name)
+        if existing is not None:
+            if existing != max_key_groups:
+                raise AlreadyExists(f"namespace {name!r} exists with {existing} key groups, not {max_key_groups}")
+            return False
+        if self.namespace_records is not None:  # refused if another node recorded other key groups meanwhile
+            self.namespace_records.record(name, max_key_groups)
         with self._lock:
             existing = self._max_key_groups.get(name)
             if existing is not None:
@@ -81,7 +95,27 @@ class ShardRegistry(ShardOpening):
             return self._max_key_groups[namespace]
         except KeyError:
             _valid_name("namespace", namespace)
-            raise NotFound(f"namespace {namespace!r} does not exist; create it first") from None
+        learnt = self._learn(namespace)
+        if learnt is None:
+            raise NotFound(f"namespace {namespace!r} does not exist; create it first")
+        return learnt
+
+    def _learn(self, name: str) -> int | None:
+        """The namespace's key groups from the snapshot store, kept here too; None if not recorded."""
+        if self.namespace_records is None:
+            return None
+        recorded = self.namespace_records.lookup(name)
+        if recorded is None:
+            return None
+        with self._lock:
+            if name not in self._max_key_groups:
+                directory = self.data_dir / "namespaces" / name
+                directory.mkdir(parents=True, exist_ok=True)
+                _write_atomically(directory / "namespace.json", json.dumps({"max_key_groups": recorded}).encode())
+                self._max_key_groups[name] = recorded
+                log.info("namespace learnt from the snapshot store", extra={"namespace": name,
+                                                                              "max_key_groups": recorded})
+            return self._max_key_groups[name]
 
     # -- shards --------------------------------------------------------------------------
 
@@ -158,6 +192,8 @@ class ShardRegistry(ShardOpening):
             with self._lock:
                 self._building.discard(shard.id)
                 self._built.notify_all()
+        if self.on_discarded is not None:
+            self.on_discarded(shard.id)
         log.info("shard closed", extra={"namespace": namespace, "shard": str(shard.id)})
 
     def open_shards(self) -> list[Shard]:

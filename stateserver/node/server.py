@@ -42,6 +42,7 @@ from stateserver.node.metrics import MetricsEndpoint, NodeMetrics, start_metrics
 from stateserver.node.metrics_shards import ShardCollector
 from stateserver.node.peers import ask_advertised_address
 from stateserver.store import RetryingObjectStore, StoreError, open_store
+from stateserver.node.namespace_records import NamespaceRecords
 from stateserver.node.registry import ShardRegistry
 from stateserver.shard.rocks import RocksResources, RocksTuning
 from stateserver.node.state_service import StateService
@@ -153,6 +154,9 @@ class Node:
             self.registry = ShardRegistry(config.data_dir, resources, config.limits)
             self.checkpointing = open_checkpointing(config, resources, self.metrics)
             self.registry.on_restored = self.checkpointing.restored
+            self.registry.on_discarded = self.checkpointing.discarded
+            self.registry.namespace_records = NamespaceRecords(self.checkpointing.store)
+            self.metrics.add_collector(self.checkpointing.restore_figures)
             self.metrics.add_collector(ShardCollector(self.registry.open_shards))
             self.health = health.HealthServicer()
             self._in_flight = InFlightRequests()

@@ -21,6 +21,7 @@ from stateserver.protocol.errors import CorruptData, Fenced, Unavailable
 from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.store import ObjectNotFound, ObjectStore, StoreUnavailable
 from stateserver.ownership.owner_records import StoredOwnerRecord, check_not_fenced, list_owner_records
+from stateserver.ownership.shared_listing import SharedListing
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -48,9 +49,13 @@ class Owner:
 class Ownership:
     def __init__(self, store: ObjectStore) -> None:
         self.store = store
+        # Concurrent opens share listings, each from a LIST that started after it asked.
+        self.listing: SharedListing[list[StoredOwnerRecord]] = SharedListing(
+            lambda namespace: list_owner_records(store, namespace))
 
     def records(self, namespace: str) -> list[StoredOwnerRecord]:
-        return list_owner_records(self.store, namespace)
+        """Every record of the namespace written before this call (and maybe some since)."""
+        return list(self.listing.get(namespace))
 
     def overlapping(self, namespace: str, key_groups: KeyGroupRange) -> list[StoredOwnerRecord]:
         """Every record of any epoch for key groups overlapping ``key_groups``."""
@@ -69,21 +74,24 @@ class Ownership:
         """
         self.check(namespace, key_groups, epoch)
         mine = Owner(owner_id=owner_id, node=node_id, restored_from=restored_from)
+        key = paths.owner_record(namespace, key_groups, epoch)
         try:
-            self.store.put_if_absent(paths.owner_record(namespace, key_groups, epoch), mine.encode(epoch))
+            created = self.store.put_if_absent(key, mine.encode(epoch))
         except StoreUnavailable as exc:
             raise Unavailable(f"cannot record shard ownership: {exc}") from exc
         # Whether this write created the record or found one: every record of this epoch for
         # overlapping key groups must be this owner's (two racing owners may both be refused),
-        # and a newer writer may have claimed meanwhile.
-        self.check_owner(namespace, key_groups, epoch, owner_id)
+        # and a newer writer may have claimed meanwhile. A record this call created is its own
+        # (records are never rewritten): it needs no read.
+        self.check_owner(namespace, key_groups, epoch, owner_id, created=key if created else None)
 
-    def check_owner(self, namespace: str, key_groups: KeyGroupRange, epoch: int, owner_id: str) -> None:
+    def check_owner(self, namespace: str, key_groups: KeyGroupRange, epoch: int, owner_id: str, *,
+                    created: str | None = None) -> None:
         """Raise ``Fenced`` if a newer epoch, or another owner at ``epoch``, holds some of the key groups."""
         records = self.records(namespace)
         check_not_fenced(records, namespace, key_groups, epoch)
         for record in records:
-            if record.epoch == epoch and record.key_groups.overlaps(key_groups):
+            if record.epoch == epoch and record.key_groups.overlaps(key_groups) and record.key != created:
                 holder = self._read(namespace, record)
                 if holder is not None and holder.owner_id != owner_id:
                     raise Fenced(f"epoch {epoch} of key groups {record.key_groups} of {namespace!r} is owned by "

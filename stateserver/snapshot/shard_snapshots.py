@@ -12,6 +12,7 @@ import logging
 import pathlib
 import threading
 import time
+from collections.abc import Callable
 from typing import Protocol
 
 from stateserver.protocol.errors import InvalidInput, NotFound
@@ -58,6 +59,9 @@ class ShardSnapshots:
         self.file_executor = file_executor
         self.ownership = ownership
         self.observer = observer
+        # Takes the local copy of each checkpoint confirmed here (local recovery keeps it);
+        # without one, the copy is released like any other.
+        self.on_confirmed: Callable[[LocalCheckpoint], None] | None = None
         self._lock = threading.Lock()
         self._in_flight: dict[int, _InFlight] = {}
         # SST name -> upload, from the last checkpoint the engine confirmed.
@@ -141,6 +145,9 @@ class ShardSnapshots:
                 if checkpoint_id > self._confirmed_id:
                     self._confirmed = {f.local_name: f for f in handle.shared_files}
                     self._confirmed_id = checkpoint_id
+                    if self.on_confirmed is not None:
+                        del self._in_flight[checkpoint_id]
+                        self.on_confirmed(in_flight.local)
             for other in [c for c in self._in_flight if c <= checkpoint_id]:
                 self._release(other)
 

@@ -6,6 +6,7 @@
     <ns>/checkpoints/<checkpoint>/metadata.pb              the commit point (CheckpointMetadata)
     <ns>/owners/<start>-<end>/<epoch>                      shard ownership records (ownership.py)
     <ns>/epochs/<epoch>                                    allocated writer epochs (epoch_allocation.py)
+    <ns>/namespace.json                                    the namespace's definition (node/namespace_records.py)
 
 Every key names the checkpoint that wrote it, so garbage collection can tell what a checkpoint
 still in flight may need (only ids above the latest committed one can still commit).
@@ -99,6 +100,12 @@ def parse_owner_record(key: str) -> tuple[KeyGroupRange, int] | None:
         return KeyGroupRange.parse(parts[2]), int(parts[3])
     except ValueError:
         return None
+
+
+def namespace_definition(namespace: str) -> str:
+    """Written once, create-only, when the namespace is created; never collected (not spelled
+    in ``_SPELLINGS``): a node on an empty data directory learns the namespace from it."""
+    return f"{namespace}/namespace.json"
 
 
 def epochs_prefix(namespace: str) -> str:

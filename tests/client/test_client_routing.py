@@ -39,6 +39,22 @@ def test_an_unreachable_node_is_probed_after_a_backoff_that_doubles_up_to_its_ma
     assert routing.available() == ["a:1", "b:1", "c:1"] and not routing.unavailable
 
 
+def test_a_node_due_for_a_probe_is_handed_to_one_caller_until_its_probe_reports_or_times_out() -> None:
+    """Many threads open shards at once in a recovery; before, each of them got the dead node to
+    probe and waited out its connect timeout (``due_for_probe`` took no reservation)."""
+    clock = Clock()
+    routing = table(clock)
+    routing.mark_unavailable("b:1")
+    clock.now += 0.1
+    assert routing.due_for_probe(reserve_for=5.0) == ["b:1"]
+    assert routing.due_for_probe(reserve_for=5.0) == [], "a second thread does not probe it meanwhile"
+    clock.now += 5.0
+    assert routing.due_for_probe(reserve_for=5.0) == ["b:1"], "a probe that never reported is given up"
+    routing.mark_unavailable("b:1")  # the probe failed: the usual backoff from now
+    clock.now += 0.2
+    assert routing.due_for_probe(reserve_for=5.0) == ["b:1"]
+
+
 def test_with_every_node_unreachable_all_are_due_at_once() -> None:
     """The old client had nothing left to route by (IndexError, ``max()`` of nothing); now every
     node is probed again rather than waiting out its backoff."""

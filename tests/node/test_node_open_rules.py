@@ -12,6 +12,7 @@ import json
 import pathlib
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Iterator
 
 import grpc
@@ -136,8 +137,12 @@ def test_a_wider_range_over_existing_shards_needs_a_restore_or_empty(nodes: Call
             client.open_writer(namespace, key_groups="0-127", epoch=2)
         empty = client.open_writer(namespace, key_groups="0-127", epoch=2, restore="empty")
         assert _values(empty).get_many([f"k{i}" for i in range(100)]) == [None] * 100
-        # The narrow copies are gone for good: they cannot come back as they were.
+        # The narrow copies are gone for good: they cannot come back as they were (renamed away at
+        # once, removed in the background).
         shards = node.shard_data_dir(namespace, (0, 127)) / "namespaces" / namespace / "shards"
+        deadline = time.monotonic() + 10
+        while sorted(p.name for p in shards.iterdir()) != ["0-127"] and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert sorted(p.name for p in shards.iterdir()) == ["0-127"]
 
 

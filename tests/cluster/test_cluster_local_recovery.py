@@ -1,0 +1,139 @@
+"""Local recovery (issue 12, point 7) on three real node processes: after a SIGKILL and
+``CheckpointCoordinator.recover``, the surviving nodes rebuild their own shards from the copy of
+the last confirmed checkpoint they kept (hard links), and download only the lost node's shards;
+a kept copy that differs from the committed manifest in any file is never used.
+
+Observable through each node's ``stateserver_restores_total{source=...}`` and
+``stateserver_local_copies_rejected_total``: counts of restores, not timings.
+
+Fails on the code before the change: every shard of the recover was downloaded (the nodes kept no
+copy, and exported no such figures).
+"""
+from __future__ import annotations
+
+import os
+import random
+import re
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from stateserver.client import StateClient, StateServerError, ranges_for_parallelism
+from stateserver.protocol import placement
+from support.cluster import Cluster, expected_counts, run_cluster
+from support.node import free_loopback_port
+
+NAMESPACE = "local-recovery"
+MAX_KEY_GROUPS = 128
+PARALLELISM = 12
+EVENTS = 4_000
+CHECKPOINT_EVERY = 1_000
+KILL_AT = 2_500  # between two checkpoints, with writes of the next one already on the nodes
+
+pytestmark = pytest.mark.timeout(240)
+
+
+@pytest.fixture
+def metered_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, int]]]:
+    """Three nodes on one file:// store, each with a metrics endpoint; their ports by address."""
+    ports = [free_loopback_port() for _ in range(3)]
+    with run_cluster(tmp_path / "nodes", (tmp_path / "store").as_uri(),
+                     node_args=[["--metrics-port", str(port)] for port in ports]) as cluster:
+        yield cluster, dict(zip(cluster.addresses, ports))
+
+
+def figures(metrics_port: int) -> dict[str, float]:
+    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
+        text = reply.read().decode()
+    found = {}
+    for name, pattern in (("local", r'stateserver_restores_total\{source="local"\}'),
+                          ("download", r'stateserver_restores_total\{source="download"\}'),
+                          ("rejected", r"stateserver_local_copies_rejected_total"),
+                          ("peak", r"stateserver_restores_in_flight_peak")):
+        match = re.search(rf"^{pattern} (\S+)$", text, re.MULTILINE)
+        assert match is not None, f"the node exports {name}"
+        found[name] = float(match.group(1))
+    return found
+
+
+def retained_copies(cluster: Cluster, address: str) -> list[Path]:
+    root = cluster.data_dir(address) / "checkpoints" / ".retained"
+    return sorted(p for p in root.iterdir() if not p.name.startswith("."))
+
+
+def run_with_a_kill(cluster: Cluster, example: ModuleType, victim: str,
+                    after_kill: Callable[[], None] = lambda: None) -> tuple[dict[str, int], list[StateServerError]]:
+    generator = random.Random(11)
+    events = [f"key-{generator.randrange(300)}" for _ in range(EVENTS)]
+    failures: list[StateServerError] = []
+    killed: list[bool] = []
+
+    def kill_once(offset: int) -> None:
+        if offset == KILL_AT and not killed:
+            killed.append(True)
+            cluster.kill(victim)
+            after_kill()
+
+    with StateClient(cluster.addresses, timeout=20, batch_ops=100) as state:
+        state.create_namespace(NAMESPACE, max_key_groups=MAX_KEY_GROUPS)
+        counts = example.run_job(state, NAMESPACE, events, parallelism=PARALLELISM,
+                                 checkpoint_every=CHECKPOINT_EVERY, before_event=kill_once,
+                                 on_failure=failures.append)
+    assert killed and failures, "the kill interrupted the job and it recovered"
+    assert all(isinstance(f, StateServerError) for f in failures)
+    assert counts == expected_counts(events)
+    return counts, failures
+
+
+def shards_by_node(cluster: Cluster) -> dict[str, int]:
+    owners = [placement.owner(f"{NAMESPACE}/{r}", cluster.addresses)
+              for r in ranges_for_parallelism(MAX_KEY_GROUPS, PARALLELISM)]
+    return {address: owners.count(address) for address in cluster.addresses}
+
+
+def test_survivors_restore_their_own_shards_from_local_copies_and_download_only_the_lost_ones(
+        metered_cluster: tuple[Cluster, dict[str, int]], example: ModuleType) -> None:
+    cluster, metrics_ports = metered_cluster
+    owned = shards_by_node(cluster)
+    victim = max(owned, key=lambda address: owned[address])  # the node with the most shards
+    assert owned[victim] >= 2
+    _, failures = run_with_a_kill(cluster, example, victim)
+    assert len(failures) == 1, f"one failure, one recover: {failures}"
+    survivors = [a for a in cluster.addresses if a != victim]
+    found = {address: figures(metrics_ports[address]) for address in survivors}
+    assert sum(found[a]["local"] for a in survivors) == sum(owned[a] for a in survivors), found
+    assert all(found[a]["local"] == owned[a] for a in survivors), (owned, found)
+    assert sum(found[a]["download"] for a in survivors) == owned[victim], (owned, found)
+    assert all(found[a]["rejected"] == 0 for a in survivors)
+
+
+def test_a_damaged_or_incomplete_local_copy_is_not_used_and_the_restore_downloads_instead(
+        metered_cluster: tuple[Cluster, dict[str, int]], example: ModuleType) -> None:
+    """One survivor's kept copy loses a file, another's has a file with the same size and other
+    bytes (written beside it and renamed over it, so the live shard's linked file is untouched):
+    both are refused, those two shards download, and the counts stay exact."""
+    cluster, metrics_ports = metered_cluster
+    owned = shards_by_node(cluster)
+    victim = max(owned, key=lambda address: owned[address])
+    first, second = [a for a in cluster.addresses if a != victim]
+    assert owned[first] >= 1 and owned[second] >= 1
+
+    def damage() -> None:
+        missing = retained_copies(cluster, first)[0]
+        (max(missing.iterdir(), key=lambda p: p.stat().st_size)).unlink()
+        corrupt = retained_copies(cluster, second)[0]
+        target = max(corrupt.iterdir(), key=lambda p: p.stat().st_size)
+        forged = target.with_name(target.name + ".forged")
+        forged.write_bytes(os.urandom(target.stat().st_size))
+        forged.replace(target)
+
+    _, failures = run_with_a_kill(cluster, example, victim, after_kill=damage)
+    assert len(failures) == 1, f"one failure, one recover: {failures}"
+    found = {address: figures(metrics_ports[address]) for address in (first, second)}
+    for address in (first, second):
+        assert found[address]["rejected"] == 1, found
+        assert found[address]["local"] == owned[address] - 1, (owned, found)
+    assert sum(found[a]["download"] for a in (first, second)) == owned[victim] + 2, (owned, found)
