@@ -91,7 +91,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-node-memory-") as scratch:
         data_dir, store = Path(scratch) / "data", (Path(scratch) / "store").as_uri()
         port = free_port_block(max(options.workers, os.cpu_count() or 1))
-        command = [sys.executable, "-m", "stateserver.cli.main", "serve", "--host", "127.0.0.1", "--port", str(port),
+        command = [sys.executable, "-m", "stateserver.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
                    "--data-dir", str(data_dir), "--snapshot-url", store, "--block-cache-bytes", "1GiB",
                    "--write-buffer-bytes", "512MiB", "--workers", str(options.workers), "--log-level", "warning"]
         shown = "stateserver serve " + " ".join(command[4:]).replace(scratch, "$TMP")

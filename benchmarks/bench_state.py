@@ -107,9 +107,12 @@ def measure(keys: int, server_pid: int | None, out: list[Measured]) -> Iterator[
 
 
 class NodeProcess:
-    """A real node (``python -m stateserver.cli serve``) on a free loopback port."""
+    """A real node (``python -m stateserver.cli serve``) on a free loopback port: one process
+    unless ``extra_args`` asks for ``--workers`` (serve's default is one worker per core)."""
 
     def __init__(self, data_dir: Path, log_path: Path, extra_args: Sequence[str] = ()) -> None:
+        if "--workers" not in extra_args:
+            extra_args = ["--workers", "1", *extra_args]
         self.port = free_port()
         self.address = f"127.0.0.1:{self.port}"
         self.data_dir = data_dir
