@@ -13,8 +13,6 @@ from __future__ import annotations
 
 import os
 import random
-import re
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -24,7 +22,8 @@ import pytest
 from stateserver.client import StateClient, StateServerError, ranges_for_parallelism
 from stateserver.protocol import placement
 from support.cluster import Cluster, expected_counts, run_cluster
-from support.node import free_loopback_port
+from support.metrics import highest, scrape, total
+from support.node import free_loopback_port, worker_data_dirs
 
 NAMESPACE = "local-recovery"
 MAX_KEY_GROUPS = 128
@@ -46,22 +45,19 @@ def metered_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, int]]]:
 
 
 def figures(metrics_port: int) -> dict[str, float]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    found = {}
-    for name, pattern in (("local", r'stateserver_restores_total\{source="local"\}'),
-                          ("download", r'stateserver_restores_total\{source="download"\}'),
-                          ("rejected", r"stateserver_local_copies_rejected_total"),
-                          ("peak", r"stateserver_restores_in_flight_peak")):
-        match = re.search(rf"^{pattern} (\S+)$", text, re.MULTILINE)
-        assert match is not None, f"the node exports {name}"
-        found[name] = float(match.group(1))
-    return found
+    """The node's restore figures, added up over its workers (the peak: the highest of any)."""
+    samples = scrape(metrics_port)
+    return {"local": total(samples, "stateserver_restores_total", source="local"),
+            "download": total(samples, "stateserver_restores_total", source="download"),
+            "rejected": total(samples, "stateserver_local_copies_rejected_total"),
+            "peak": highest(samples, "stateserver_restores_in_flight_peak")}
 
 
 def retained_copies(cluster: Cluster, address: str) -> list[Path]:
-    root = cluster.data_dir(address) / "checkpoints" / ".retained"
-    return sorted(p for p in root.iterdir() if not p.name.startswith("."))
+    """The kept copies of node ``address``, on all its workers."""
+    return sorted(copy for directory in worker_data_dirs(cluster.data_dir(address))
+                  if (directory / "checkpoints" / ".retained").is_dir()
+                  for copy in (directory / "checkpoints" / ".retained").iterdir() if not copy.name.startswith("."))
 
 
 def run_with_a_kill(cluster: Cluster, example: ModuleType, victim: str,
@@ -89,7 +85,7 @@ def run_with_a_kill(cluster: Cluster, example: ModuleType, victim: str,
 
 
 def shards_by_node(cluster: Cluster) -> dict[str, int]:
-    owners = [placement.owner(f"{NAMESPACE}/{r}", cluster.addresses)
+    owners = [cluster.node_of(placement.owner(f"{NAMESPACE}/{r}", cluster.members))
               for r in ranges_for_parallelism(MAX_KEY_GROUPS, PARALLELISM)]
     return {address: owners.count(address) for address in cluster.addresses}
 

@@ -13,8 +13,6 @@ node restored one shard at a time (and had no such metric).
 from __future__ import annotations
 
 import random
-import re
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -24,6 +22,7 @@ import pytest
 from stateserver.client import StateClient, StateServerError, ranges_for_parallelism
 from stateserver.protocol import placement
 from support.cluster import Cluster, expected_counts, run_cluster
+from support.metrics import highest, scrape
 from support.node import free_loopback_port
 
 NAMESPACE = "parallel-restore"
@@ -45,11 +44,8 @@ def metered_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, int]]]:
 
 
 def restores_peak(metrics_port: int) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10) as reply:
-        text = reply.read().decode()
-    found = re.search(r"^stateserver_restores_in_flight_peak (\S+)$", text, re.MULTILINE)
-    assert found is not None, "the node exports its peak of restores in flight"
-    return float(found.group(1))
+    """The most restores in flight at once on any of the node's workers."""
+    return highest(scrape(metrics_port), "stateserver_restores_in_flight_peak")
 
 
 def test_a_sigkilled_nodes_shards_restore_in_parallel_on_the_takers_and_counts_stay_exact(
@@ -76,7 +72,7 @@ def test_a_sigkilled_nodes_shards_restore_in_parallel_on_the_takers_and_counts_s
     assert killed and failures, "the kill interrupted the job and it recovered"
     assert all(isinstance(f, StateServerError) for f in failures)
     lost = [r for r in ranges_for_parallelism(128, PARALLELISM)
-            if placement.owner(f"{NAMESPACE}/{r}", cluster.addresses) == victim]
+            if cluster.node_of(placement.owner(f"{NAMESPACE}/{r}", cluster.members)) == victim]
     assert len(lost) >= 2, "the killed node held several shards of the job"
     assert counts == expected_counts(events)
     for address in cluster.addresses[1:]:
