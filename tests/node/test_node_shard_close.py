@@ -128,34 +128,46 @@ def test_requests_while_the_shard_closes_and_reopens_hear_shard_closed(node: Nod
     which the client does not retry, with no word of the close.
     """
     commit_checkpoint(node, ref, 1)
-    newer = shard_ref(ref.namespace, (0, 127), 2)
-    stop = threading.Event()
-    outcomes: list[tuple[grpc.StatusCode, str, str]] = []
 
-    def read_loop() -> None:
-        while not stop.is_set():
-            try:
-                stub.ReadBatch(read_request(newer, "v", ReadOp.GET, KEYS[:1]), timeout=10)
-                outcomes.append((grpc.StatusCode.OK, "", ""))
-            except grpc.RpcError as exc:
-                outcomes.append((exc.code(), rpc_error_reason(exc), exc.details()))  # type: ignore[attr-defined]
+    def reopen_under_reads(epoch: int) -> list[tuple[grpc.StatusCode, str, str]]:
+        newer = shard_ref(ref.namespace, (0, 127), epoch)
+        stop = threading.Event()
+        outcomes: list[tuple[grpc.StatusCode, str, str]] = []
 
-    reader = threading.Thread(target=read_loop)
-    reader.start()
-    try:
-        time.sleep(0.05)
-        stub.OpenShard(pb.OpenShardRequest(shard=newer, states=STATES, restore=pb.RestoreSource(latest=True)),
-                       timeout=20)
-        time.sleep(0.05)
-    finally:
-        stop.set()
-        reader.join(20)
-    kinds = [(code, reason) for code, reason, _ in outcomes]
-    # Before the open: not open at epoch 2 yet; during it: closing; after it: answered.
-    assert set(kinds) <= {(grpc.StatusCode.FAILED_PRECONDITION, "shard-not-open"),
-                          (grpc.StatusCode.UNAVAILABLE, "shard-closed"), (grpc.StatusCode.OK, "")}, set(kinds)
+        def read_loop() -> None:
+            while not stop.is_set():
+                try:
+                    stub.ReadBatch(read_request(newer, "v", ReadOp.GET, KEYS[:1]), timeout=10)
+                    outcomes.append((grpc.StatusCode.OK, "", ""))
+                except grpc.RpcError as exc:
+                    outcomes.append((exc.code(), rpc_error_reason(exc), exc.details()))  # type: ignore[attr-defined]
+
+        reader = threading.Thread(target=read_loop)
+        reader.start()
+        try:
+            time.sleep(0.05)
+            stub.OpenShard(pb.OpenShardRequest(shard=newer, states=STATES, restore=pb.RestoreSource(latest=True)),
+                           timeout=20)
+            time.sleep(0.05)
+        finally:
+            stop.set()
+            reader.join(20)
+        return outcomes
+
+    # The shard is closed only from the take-over to the newer open (milliseconds, now that a
+    # restore can come from the node's local copy): reopen at newer epochs until a read lands in
+    # that window. Every outcome of every attempt must be one of the three below.
+    for epoch in range(2, 12):
+        outcomes = reopen_under_reads(epoch)
+        kinds = [(code, reason) for code, reason, _ in outcomes]
+        # Before the open: not open at this epoch yet; during it: closing; after it: answered.
+        assert set(kinds) <= {(grpc.StatusCode.FAILED_PRECONDITION, "shard-not-open"),
+                              (grpc.StatusCode.UNAVAILABLE, "shard-closed"), (grpc.StatusCode.OK, "")}, set(kinds)
+        assert kinds[-1] == (grpc.StatusCode.OK, "")
+        if (grpc.StatusCode.UNAVAILABLE, "shard-closed") in kinds:
+            break
     assert (grpc.StatusCode.UNAVAILABLE, "shard-closed") in kinds
-    assert kinds[-1] == (grpc.StatusCode.OK, "")
     details = next(d for code, _, d in outcomes if code is grpc.StatusCode.UNAVAILABLE)
     assert f"{ref.namespace}/0-127" in details and "retry" in details, details
-    assert stub.ReadBatch(read_request(newer, "v", ReadOp.GET, KEYS[:1]), timeout=10).values == value_of(KEYS[0])
+    newest = shard_ref(ref.namespace, (0, 127), epoch)
+    assert stub.ReadBatch(read_request(newest, "v", ReadOp.GET, KEYS[:1]), timeout=10).values == value_of(KEYS[0])
