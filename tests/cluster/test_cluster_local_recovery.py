@@ -25,7 +25,7 @@ from support.cluster import Cluster, expected_counts, run_cluster
 from support.metrics import highest, scrape, total
 from support.node import free_loopback_port, worker_data_dirs
 
-NAMESPACE = "local-recovery"
+NAMESPACE_PREFIX = "local-recovery"
 MAX_KEY_GROUPS = 128
 PARALLELISM = 12
 EVENTS = 4_000
@@ -60,7 +60,7 @@ def retained_copies(cluster: Cluster, address: str) -> list[Path]:
                   for copy in (directory / "checkpoints" / ".retained").iterdir() if not copy.name.startswith("."))
 
 
-def run_with_a_kill(cluster: Cluster, example: ModuleType, victim: str,
+def run_with_a_kill(cluster: Cluster, example: ModuleType, namespace: str, victim: str,
                     after_kill: Callable[[], None] = lambda: None) -> tuple[dict[str, int], list[StateServerError]]:
     generator = random.Random(11)
     events = [f"key-{generator.randrange(300)}" for _ in range(EVENTS)]
@@ -74,8 +74,8 @@ def run_with_a_kill(cluster: Cluster, example: ModuleType, victim: str,
             after_kill()
 
     with StateClient(cluster.addresses, timeout=20, batch_ops=100) as state:
-        state.create_namespace(NAMESPACE, max_key_groups=MAX_KEY_GROUPS)
-        counts = example.run_job(state, NAMESPACE, events, parallelism=PARALLELISM,
+        state.create_namespace(namespace, max_key_groups=MAX_KEY_GROUPS)
+        counts = example.run_job(state, namespace, events, parallelism=PARALLELISM,
                                  checkpoint_every=CHECKPOINT_EVERY, before_event=kill_once,
                                  on_failure=failures.append)
     assert killed and failures, "the kill interrupted the job and it recovered"
@@ -84,19 +84,30 @@ def run_with_a_kill(cluster: Cluster, example: ModuleType, victim: str,
     return counts, failures
 
 
-def shards_by_node(cluster: Cluster) -> dict[str, int]:
-    owners = [cluster.node_of(placement.owner(f"{NAMESPACE}/{r}", cluster.members))
+def shards_by_node(cluster: Cluster, namespace: str) -> dict[str, int]:
+    owners = [cluster.node_of(placement.owner(f"{namespace}/{r}", cluster.members))
               for r in ranges_for_parallelism(MAX_KEY_GROUPS, PARALLELISM)]
     return {address: owners.count(address) for address in cluster.addresses}
+
+
+def spread_namespace(cluster: Cluster) -> tuple[str, dict[str, int]]:
+    """A namespace whose shards land on every node, two or more on one: placement hashes the
+    nodes' ports, which the tests pick at random, so a fixed name could leave a node without any."""
+    for index in range(100):
+        namespace = f"{NAMESPACE_PREFIX}-{index}"
+        owned = shards_by_node(cluster, namespace)
+        if min(owned.values()) >= 1 and max(owned.values()) >= 2:
+            return namespace, owned
+    raise AssertionError("no namespace spreads over every node")
 
 
 def test_survivors_restore_their_own_shards_from_local_copies_and_download_only_the_lost_ones(
         metered_cluster: tuple[Cluster, dict[str, int]], example: ModuleType) -> None:
     cluster, metrics_ports = metered_cluster
-    owned = shards_by_node(cluster)
+    namespace, owned = spread_namespace(cluster)
     victim = max(owned, key=lambda address: owned[address])  # the node with the most shards
     assert owned[victim] >= 2
-    _, failures = run_with_a_kill(cluster, example, victim)
+    _, failures = run_with_a_kill(cluster, example, namespace, victim)
     assert len(failures) == 1, f"one failure, one recover: {failures}"
     survivors = [a for a in cluster.addresses if a != victim]
     found = {address: figures(metrics_ports[address]) for address in survivors}
@@ -112,7 +123,7 @@ def test_a_damaged_or_incomplete_local_copy_is_not_used_and_the_restore_download
     bytes (written beside it and renamed over it, so the live shard's linked file is untouched):
     both are refused, those two shards download, and the counts stay exact."""
     cluster, metrics_ports = metered_cluster
-    owned = shards_by_node(cluster)
+    namespace, owned = spread_namespace(cluster)
     victim = max(owned, key=lambda address: owned[address])
     first, second = [a for a in cluster.addresses if a != victim]
     assert owned[first] >= 1 and owned[second] >= 1
@@ -126,7 +137,7 @@ def test_a_damaged_or_incomplete_local_copy_is_not_used_and_the_restore_download
         forged.write_bytes(os.urandom(target.stat().st_size))
         forged.replace(target)
 
-    _, failures = run_with_a_kill(cluster, example, victim, after_kill=damage)
+    _, failures = run_with_a_kill(cluster, example, namespace, victim, after_kill=damage)
     assert len(failures) == 1, f"one failure, one recover: {failures}"
     found = {address: figures(metrics_ports[address]) for address in (first, second)}
     for address in (first, second):
