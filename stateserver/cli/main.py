@@ -14,7 +14,7 @@ from stateserver.cli import checkpoints as cli_checkpoints
 from stateserver.cli import compaction as cli_compaction
 from stateserver.node.health import check_health
 from stateserver.node.logs import configure_logging
-from stateserver.node.server import Node, NodeStartError, config_from_settings, version
+from stateserver.node.server import Node, NodeStartError, config_from_settings, exit_code_after_serving, version
 from stateserver.supervisor.sizing import resolve_workers
 from stateserver.supervisor.supervisor import run_supervisor
 from stateserver.config import SettingsError, add_settings_arguments, settings_from_args
@@ -45,15 +45,7 @@ def _serve(options: argparse.Namespace) -> int:
     except NodeStartError as exc:
         log.error("node cannot start", extra={"reason": str(exc)})
         return EXIT_FAILED
-    code = 0 if clean else EXIT_FAILED
-    if node.requests_in_flight:
-        # Handler threads that outlived the drain would hold up the interpreter's exit (it joins
-        # the executor's threads); the shards are closed, so nothing is left to wait for.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    return exit_code_after_serving(node, clean, EXIT_FAILED)
 
 
 def _health(options: argparse.Namespace) -> int:

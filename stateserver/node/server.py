@@ -23,6 +23,7 @@ import logging
 import os
 import pathlib
 import signal
+import sys
 import threading
 import time
 from collections.abc import Mapping
@@ -307,3 +308,16 @@ def lock_data_dir(data_dir: pathlib.Path) -> IO[str]:
     file.write(f"{os.getpid()}\n")
     file.flush()
     return file
+
+
+def exit_code_after_serving(node: Node, clean: bool, failed: int) -> int:
+    """The process's exit code once ``node`` has drained: 0 if clean, else ``failed``. Handler
+    threads that outlived the drain would hold up the interpreter's exit (it joins the executor's
+    threads); the shards are closed by then, so the process leaves at once instead."""
+    code = 0 if clean else failed
+    if node.requests_in_flight:
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code

@@ -20,7 +20,7 @@ import threading
 from grpc_health.v1 import health_pb2
 
 from stateserver.node.logs import configure_logging
-from stateserver.node.server import Node, NodeConfig, NodeStartError
+from stateserver.node.server import Node, NodeConfig, NodeStartError, exit_code_after_serving
 
 log = logging.getLogger("stateserver.worker")
 
@@ -98,14 +98,7 @@ def main() -> int:
     except NodeStartError as exc:
         log.error("node cannot start", extra={"reason": str(exc)})
         return 1
-    code = 0 if clean else 1
-    if node.requests_in_flight:
-        # As `stateserver serve`: handler threads that outlived the drain would block the exit.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
-    return code
+    return exit_code_after_serving(node, clean, 1)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ from types import ModuleType
 import pytest
 
 from support.cluster import Cluster, run_cluster
+from support.node import free_loopback_port
 from support.seaweedfs import SeaweedS3
 
 
@@ -29,6 +30,15 @@ def file_listed_cluster(tmp_path: Path) -> Iterator[Cluster]:
     with run_cluster(tmp_path / "nodes", (tmp_path / "store").as_uri(), nodes_file=True,
                      node_args=[["--membership-refresh-s", "0"]]) as nodes:
         yield nodes
+
+
+@pytest.fixture
+def metered_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, int]]]:
+    """Three nodes on one file:// store, each with a metrics endpoint; their ports by address."""
+    ports = [free_loopback_port() for _ in range(3)]
+    with run_cluster(tmp_path / "nodes", (tmp_path / "store").as_uri(),
+                     node_args=[["--metrics-port", str(port)] for port in ports]) as cluster:
+        yield cluster, dict(zip(cluster.addresses, ports))
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

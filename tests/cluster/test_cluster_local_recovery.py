@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 import random
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -21,9 +21,9 @@ import pytest
 
 from stateserver.client import StateClient, StateServerError, ranges_for_parallelism
 from stateserver.protocol import placement
-from support.cluster import Cluster, expected_counts, run_cluster
+from support.cluster import Cluster, expected_counts
 from support.metrics import highest, scrape, total
-from support.node import free_loopback_port, worker_data_dirs
+from support.node import worker_data_dirs
 
 NAMESPACE_PREFIX = "local-recovery"
 MAX_KEY_GROUPS = 128
@@ -33,15 +33,6 @@ CHECKPOINT_EVERY = 1_000
 KILL_AT = 2_500  # between two checkpoints, with writes of the next one already on the nodes
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def metered_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, int]]]:
-    """Three nodes on one file:// store, each with a metrics endpoint; their ports by address."""
-    ports = [free_loopback_port() for _ in range(3)]
-    with run_cluster(tmp_path / "nodes", (tmp_path / "store").as_uri(),
-                     node_args=[["--metrics-port", str(port)] for port in ports]) as cluster:
-        yield cluster, dict(zip(cluster.addresses, ports))
 
 
 def figures(metrics_port: int) -> dict[str, float]:

@@ -13,17 +13,14 @@ node restored one shard at a time (and had no such metric).
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from pathlib import Path
 from types import ModuleType
 
 import pytest
 
 from stateserver.client import StateClient, StateServerError, ranges_for_parallelism
 from stateserver.protocol import placement
-from support.cluster import Cluster, expected_counts, run_cluster
+from support.cluster import Cluster, expected_counts
 from support.metrics import highest, scrape
-from support.node import free_loopback_port
 
 NAMESPACE = "parallel-restore"
 PARALLELISM = 24
@@ -32,15 +29,6 @@ CHECKPOINT_EVERY = 1_000
 KILL_AT = 3_500  # between two checkpoints, with writes of the next one already on the nodes
 
 pytestmark = pytest.mark.timeout(240)
-
-
-@pytest.fixture
-def metered_cluster(tmp_path: Path) -> Iterator[tuple[Cluster, dict[str, int]]]:
-    """Three nodes on one file:// store, each with a metrics endpoint; their ports by address."""
-    ports = [free_loopback_port() for _ in range(3)]
-    with run_cluster(tmp_path / "nodes", (tmp_path / "store").as_uri(),
-                     node_args=[["--metrics-port", str(port)] for port in ports]) as cluster:
-        yield cluster, dict(zip(cluster.addresses, ports))
 
 
 def restores_peak(metrics_port: int) -> float:
