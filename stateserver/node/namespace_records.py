@@ -9,9 +9,12 @@ cache of it. Garbage collection never deletes it (``paths.parse_key`` does not s
 from __future__ import annotations
 
 import json
+import logging
 
 from stateserver.protocol.errors import AlreadyExists, CorruptData, Unavailable
 from stateserver.store import ObjectNotFound, ObjectStore, StoreUnavailable, paths
+
+log = logging.getLogger(__name__)
 
 
 class NamespaceRecords:
@@ -50,3 +53,20 @@ def _decode(namespace: str, data: bytes) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
         raise CorruptData(f"the definition of namespace {namespace!r} in the snapshot store has key groups {value!r}")
     return value
+
+
+def write_back(records: NamespaceRecords, known: dict[str, int]) -> list[str]:
+    """Record in the store the namespaces this node knows (its data directory's ``namespace.json``
+    files), for namespaces created before the store held their definitions; returns those the store
+    could not be reached for. A namespace recorded with other key groups is logged, not changed: the
+    store is the durable home, and this node's copy is the one that is wrong."""
+    pending = []
+    for namespace, max_key_groups in sorted(known.items()):
+        try:
+            records.record(namespace, max_key_groups)
+        except Unavailable:
+            pending.append(namespace)
+        except (AlreadyExists, CorruptData) as exc:
+            log.error("this node's definition of a namespace disagrees with the snapshot store's",
+                      extra={"namespace": namespace, "max_key_groups": max_key_groups, "error": str(exc)})
+    return pending

@@ -90,6 +90,11 @@ class ShardRegistry(ShardOpening):
             log.info("namespace created", extra={"namespace": name, "max_key_groups": max_key_groups})
             return True
 
+    def known_namespaces(self) -> dict[str, int]:
+        """Every namespace this node knows, with its key groups."""
+        with self._lock:
+            return dict(self._max_key_groups)
+
     def max_key_groups(self, namespace: str) -> int:
         try:
             return self._max_key_groups[namespace]

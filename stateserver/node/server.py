@@ -43,7 +43,7 @@ from stateserver.node.metrics import MetricsEndpoint, NodeMetrics, start_metrics
 from stateserver.node.metrics_shards import ShardCollector
 from stateserver.node.peers import ask_advertised_address
 from stateserver.store import RetryingObjectStore, StoreError, open_store
-from stateserver.node.namespace_records import NamespaceRecords
+from stateserver.node.namespace_records import NamespaceRecords, write_back
 from stateserver.node.registry import ShardRegistry
 from stateserver.shard.rocks import RocksResources, RocksTuning
 from stateserver.node.state_service import StateService
@@ -210,12 +210,29 @@ class Node:
                                      f"{self.config.metrics_port}: {exc.strerror or exc}") from exc
         self.server.start()
         self.membership.start()
+        threading.Thread(target=self._write_back_namespaces, name="namespace-write-back", daemon=True).start()
         for service in (SERVICE_NAME,) if self.config.supervised else ("", SERVICE_NAME):
             self.health.set(service, health_pb2.HealthCheckResponse.SERVING)
         metrics = self.metrics_endpoint
         log.info("node serving", extra={
             "address": self.address, "node_id": self.node_id, "data_dir": str(self.config.data_dir),
             "metrics": f"http://{metrics.host}:{metrics.port}/metrics" if metrics else None, "version": version()})
+
+    def _write_back_namespaces(self) -> None:
+        """Namespaces created before the store held their definitions get recorded there, so that a node
+        on an empty data directory learns them too; retried with backoff while the store is unreachable."""
+        records = self.registry.namespace_records
+        if records is None:
+            return
+        delay = 1.0
+        while not self._stopped:
+            pending = write_back(records, self.registry.known_namespaces())
+            if not pending:
+                return
+            log.warning("cannot record namespaces in the snapshot store yet; retrying",
+                        extra={"namespaces": pending, "retry_seconds": delay})
+            time.sleep(delay)
+            delay = min(delay * 2, 60.0)
 
     def stop(self) -> bool:
         """Drain and close (see the module docstring); True if every shard closed cleanly."""

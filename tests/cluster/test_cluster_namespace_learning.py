@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import shutil
+import time
 from pathlib import Path
 from types import ModuleType
 
@@ -21,6 +22,7 @@ from stateserver.protocol.v1 import checkpoint_pb2_grpc, state_pb2_grpc
 from stateserver.protocol.v1 import state_pb2 as pb
 from stateserver.store import open_store, paths
 from support.cluster import expected_counts, run_cluster
+from support.node import run_node
 
 NAMESPACE = "learnt"
 MAX_KEY_GROUPS = 96
@@ -71,3 +73,33 @@ def test_a_node_on_an_empty_data_directory_learns_the_namespace_from_the_store(t
         more = events + [f"key-{generator.randrange(100)}" for _ in range(300)]
         with StateClient(cluster.addresses, timeout=20) as state:
             assert example.run_job(state, NAMESPACE, more, parallelism=6) == expected_counts(more)
+
+
+def test_a_namespace_the_store_does_not_record_is_written_back_when_its_node_starts(tmp_path: Path) -> None:
+    """A namespace created before nodes recorded namespaces in the store (only its nodes' data
+    directories know it) is recorded once a node that knows it starts, so a node on an empty data
+    directory learns it too.
+
+    Fails on the code before the change: nothing wrote such a namespace to the store, and the
+    node on the empty directory answered NOT_FOUND for it forever.
+    """
+    store_url = (tmp_path / "store").as_uri()
+    store = open_store(store_url)
+    with run_node(tmp_path / "old", extra_args=["--snapshot-url", store_url]) as node:
+        with StateClient([node.address], timeout=20) as state:
+            state.create_namespace(NAMESPACE, max_key_groups=MAX_KEY_GROUPS)
+    store.delete(paths.namespace_definition(NAMESPACE))  # as the code before namespace records left it
+
+    with run_node(tmp_path / "old", extra_args=["--snapshot-url", store_url]):
+        deadline = time.monotonic() + 20
+        while not store.exists(paths.namespace_definition(NAMESPACE)):
+            assert time.monotonic() < deadline, "the node never recorded the namespace it knows"
+            time.sleep(0.1)
+    with run_node(tmp_path / "empty", extra_args=["--snapshot-url", store_url]) as fresh:
+        channel = grpc.insecure_channel(fresh.address)
+        try:
+            looked_up = state_pb2_grpc.StateServiceStub(channel).CreateNamespace(
+                pb.CreateNamespaceRequest(namespace=NAMESPACE), timeout=10)
+        finally:
+            channel.close()
+    assert looked_up.max_key_groups == MAX_KEY_GROUPS
