@@ -468,7 +468,8 @@ METRICS = {
     "stateserver_checkpoint_uploaded_bytes_total", "stateserver_checkpoint_reused_bytes_total",
     "stateserver_restore_seconds_bucket", "stateserver_restore_bytes_total", "stateserver_rocksdb_memtable_bytes",
     "stateserver_rocksdb_pending_compaction_bytes", "stateserver_rocksdb_l0_files",
-    "stateserver_rocksdb_block_cache_hits_total",
+    "stateserver_rocksdb_block_cache_hits_total", "stateserver_restores_total", "stateserver_restores_in_flight",
+    "stateserver_restores_in_flight_peak", "stateserver_local_copies_rejected_total",
 }
 PROMQL_WORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "and", "or", "unless", "offset",
                 "bool"}

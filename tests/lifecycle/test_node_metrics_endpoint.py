@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+import test_settings
+
 from stateserver.client import BYTES, AlreadyExistsError, StateClient
 from lifecycle_node import Samples, ServedNode, sample, served
 from stateserver.store import paths
@@ -125,3 +127,7 @@ def test_scrape_matches_checkpoints_uploads_and_restores(node: ServedNode) -> No
         assert sample(after_restore, "stateserver_restore_seconds_count") == 1
         assert sample(after_restore, "stateserver_restore_bytes_total") == handles[0].state_bytes
         restored.close()
+        exported = {name for name, _labels in after_restore}
+        dashboard_reads = test_settings.METRICS
+        assert dashboard_reads <= exported, f"the dashboard reads metrics the node does not export: " \
+                                            f"{sorted(dashboard_reads - exported)}"
