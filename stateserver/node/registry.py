@@ -19,7 +19,8 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from stateserver.node.namespace_records import NamespaceRecords
-from stateserver.node.shard_open import NO_CLAIMS, RESUME, OpenSource, OwnerClaims, ShardOpening
+from stateserver.node.shard_open import NO_CLAIMS, RESUME, OpenSource, OwnerClaims, ShardOpening, shard_directory
+from stateserver.node.shelved_shards import ShardShelf
 from stateserver.protocol.epochs import epoch_problem
 from stateserver.protocol.errors import AlreadyExists, Fenced, InvalidInput, NotFound, ShardClosed, ShardNotOpen
 from stateserver.protocol.keygroups import MAX_KEY_GROUPS_LIMIT, KeyGroupRange
@@ -34,8 +35,10 @@ log = logging.getLogger(__name__)
 
 
 class ShardRegistry(ShardOpening):
-    def __init__(self, data_dir: pathlib.Path, resources: RocksResources, limits: Limits, clock: Clock = wall_clock_ms) -> None:
+    def __init__(self, data_dir: pathlib.Path, resources: RocksResources, limits: Limits, clock: Clock = wall_clock_ms,
+                 *, shelf: ShardShelf | None = None) -> None:
         self.data_dir = data_dir
+        self.shelf = shelf  # a worker's: the shards in its node's own data directory (see ShardShelf)
         self.resources = resources
         self.limits = limits
         self.clock = clock
@@ -57,6 +60,9 @@ class ShardRegistry(ShardOpening):
             log.info("removed what a crash left", extra={"path": str(swept)})
         for path in sorted((data_dir / "namespaces").glob("*/namespace.json")):
             self._max_key_groups[path.parent.name] = json.loads(path.read_text())["max_key_groups"]
+        for name, max_key_groups in (shelf.namespaces() if shelf is not None else {}).items():
+            if name not in self._max_key_groups:
+                self._remember(name, max_key_groups)
 
     # -- namespaces --------------------------------------------------------------------
 
@@ -83,12 +89,17 @@ class ShardRegistry(ShardOpening):
                 if existing != max_key_groups:
                     raise AlreadyExists(f"namespace {name!r} exists with {existing} key groups, not {max_key_groups}")
                 return False
-            directory = self.data_dir / "namespaces" / name
-            directory.mkdir(parents=True, exist_ok=True)
-            _write_atomically(directory / "namespace.json", json.dumps({"max_key_groups": max_key_groups}).encode())
-            self._max_key_groups[name] = max_key_groups
+            self._remember(name, max_key_groups)
             log.info("namespace created", extra={"namespace": name, "max_key_groups": max_key_groups})
             return True
+
+    def _remember(self, name: str, max_key_groups: int) -> None:
+        """Write the namespace's definition into this data directory and know it (under the lock,
+        once the registry serves)."""
+        directory = self.data_dir / "namespaces" / name
+        directory.mkdir(parents=True, exist_ok=True)
+        _write_atomically(directory / "namespace.json", json.dumps({"max_key_groups": max_key_groups}).encode())
+        self._max_key_groups[name] = max_key_groups
 
     def known_namespaces(self) -> dict[str, int]:
         """Every namespace this node knows, with its key groups."""
@@ -114,10 +125,7 @@ class ShardRegistry(ShardOpening):
             return None
         with self._lock:
             if name not in self._max_key_groups:
-                directory = self.data_dir / "namespaces" / name
-                directory.mkdir(parents=True, exist_ok=True)
-                _write_atomically(directory / "namespace.json", json.dumps({"max_key_groups": recorded}).encode())
-                self._max_key_groups[name] = recorded
+                self._remember(name, recorded)
                 log.info("namespace learnt from the snapshot store", extra={"namespace": name,
                                                                               "max_key_groups": recorded})
             return self._max_key_groups[name]
@@ -148,6 +156,8 @@ class ShardRegistry(ShardOpening):
                 self._built.wait()
             self._building.add(shard_id)
         try:
+            if self.shelf is not None and source.resume and not shard_directory(self.data_dir, shard_id).exists():
+                self.shelf.take(shard_id, shard_directory(self.data_dir, shard_id))
             return self._open(shard_id, max_key_groups, epoch, owner_id, descriptors, source, claims or NO_CLAIMS)
         finally:
             with self._lock:

@@ -45,6 +45,7 @@ from stateserver.node.peers import ask_advertised_address
 from stateserver.store import RetryingObjectStore, StoreError, open_store
 from stateserver.node.namespace_records import NamespaceRecords, write_back
 from stateserver.node.registry import ShardRegistry
+from stateserver.node.shelved_shards import ShardShelf
 from stateserver.shard.rocks import RocksResources, RocksTuning
 from stateserver.node.state_service import StateService
 from stateserver.config import Settings
@@ -152,7 +153,9 @@ class Node:
         try:
             self.membership = _membership(config, self.node_id, resolver)
             resources = RocksResources(config.tuning)
-            self.registry = ShardRegistry(config.data_dir, resources, config.limits)
+            # A worker's node directory holds the shards its workers take (``ShardShelf``).
+            shelf = ShardShelf(config.data_dir.parent) if config.supervised else None
+            self.registry = ShardRegistry(config.data_dir, resources, config.limits, shelf=shelf)
             self.checkpointing = open_checkpointing(config, resources, self.metrics)
             self.registry.on_restored = self.checkpointing.restored
             self.registry.on_discarded = self.checkpointing.discarded

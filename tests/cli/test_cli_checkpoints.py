@@ -14,7 +14,7 @@ from collections.abc import Sequence
 
 import pytest
 
-from stateserver.client import BYTES, StateClient
+from stateserver.client import BYTES, RestoreRequiredError, StateClient
 from restore.state_builder import DAY_MS, Expected, NamespaceState
 from stateserver.snapshot.catalog import CheckpointCatalog
 from stateserver.store import ObjectStore, open_store
@@ -141,8 +141,12 @@ def test_wrong_credentials_and_an_unreachable_store_on_s3(seaweed: SeaweedS3) ->
     assert_one_clear_error(unreachable, 1, "unavailable", "Connection refused")
 
 
+@pytest.mark.parametrize("workers", [1, 2])
 def test_restore_output_is_served_by_a_real_node(
-        snapshots: Snapshots, tmp_path: pathlib.Path) -> None:
+        snapshots: Snapshots, tmp_path: pathlib.Path, workers: int) -> None:
+    """With 2 workers, fails on the code before the change: each worker looked only in its own
+    ``worker-<i>`` directory, so it ignored what `stateserver restore` wrote (NotFoundError for the
+    namespace; had a worker learnt the namespace elsewhere, a resuming writer got an empty shard)."""
     url, _store, (first, _second), (expected_1, _) = snapshots
     as_is, rescaled = tmp_path / "as-is", tmp_path / "rescaled"
     restored = run("restore", *store_args(url), "--checkpoint", "1", "--data-dir", str(as_is))
@@ -157,7 +161,7 @@ def test_restore_output_is_served_by_a_real_node(
 
     for data_dir, ranges in ((as_is, [f"{h.key_group_start}-{h.key_group_end}" for h in first.shards]),
                              (rescaled, ["0-42", "43-127"])):
-        with run_node(data_dir) as node, StateClient(node.address, timeout=30) as client:
+        with run_node(data_dir, workers=workers) as node, StateClient(node.address, timeout=30) as client:
             writer = client.open_writer(NAMESPACE, key_groups=ranges, epoch=4)  # newer than the snapshot's 3
             values = writer.value_state("values", key_serializer=BYTES, value_serializer=BYTES)
             expiring = writer.value_state("expiring", key_serializer=BYTES, value_serializer=BYTES, ttl_ms=DAY_MS)
@@ -174,6 +178,22 @@ def test_restore_output_is_served_by_a_real_node(
                 assert dict(maps.items(key)) == expected_1.maps[key]
             writer.close()
     assert CheckpointCatalog(open_store(url)).committed_ids(NAMESPACE) == [1, 2]
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_resuming_key_groups_a_restored_shard_overlaps_is_refused(
+        snapshots: Snapshots, tmp_path: pathlib.Path, workers: int) -> None:
+    """Restored as 0-42 and 43-127, opened as one shard 0-127 without a restore: refused, never an
+    empty shard. With 2 workers, fails on the code before the change (NotFoundError: the restored
+    directory was ignored)."""
+    url = snapshots[0]
+    for key_groups in ("0-42", "43-127"):
+        restored = run("restore", *store_args(url), "--checkpoint", "1", "--data-dir", str(tmp_path / "data"),
+                       "--key-groups", key_groups)
+        assert restored.returncode == 0, restored.stderr
+    with run_node(tmp_path / "data", workers=workers) as node, StateClient(node.address, timeout=30) as client:
+        with pytest.raises(RestoreRequiredError, match="0-42"):
+            client.open_writer(NAMESPACE, key_groups=["0-127"], epoch=4)
 
 
 def test_gc_dry_run_then_for_real(snapshots: Snapshots) -> None:
