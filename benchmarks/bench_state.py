@@ -13,6 +13,7 @@ sides of a ratio alike. See benchmarks/README.md for what each figure means.
 from __future__ import annotations
 
 import argparse
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
@@ -42,6 +43,8 @@ import rocksdict  # noqa: E402
 from stateserver.client import BYTES, StateClient  # noqa: E402
 from stateserver.client._shard_core import BatchLimits, read_batch_size  # noqa: E402
 from stateserver.shard.rocks import RocksResources, RocksTuning  # noqa: E402
+from stateserver.protocol.keygroups import KEY_GROUP_PREFIXES, stable_hash  # noqa: E402
+from stateserver.protocol.stored_form import PLAIN_HEADER  # noqa: E402
 from stateserver.node.server import NodeConfig  # noqa: E402
 from stateserver.protocol.v1 import state_pb2 as pb  # noqa: E402
 from stateserver.protocol.v1 import state_pb2_grpc  # noqa: E402
@@ -298,6 +301,43 @@ class EmbeddedBench:
                 for key, value in batch.items():
                     put(key, value)
                 db.write(writes)
+
+    def put_node_layout(self, out: list[Measured], shards: int, keys_per_write: int = BATCH) -> None:
+        """The RocksDB work a node does for the same load: ``shards`` databases of contiguous
+        key-group ranges, each key in its state's column family in stored form (key-group prefix,
+        value header), ``keys_per_write`` keys of one shard per ``db.write`` (the client's
+        per-shard batches), the batches filled without Python per key as the node fills them.
+        Key groups are computed before the clock starts: the node's client does that."""
+        self.round += 1
+        width = -(-MAX_KEY_GROUPS // shards)
+        stored = [[] for _ in range(shards)]  # type: list[list[tuple[bytes, bytes]]]
+        for key, value in zip(self.data.keys, self.data.values):
+            group = stable_hash(key) % MAX_KEY_GROUPS
+            stored[group // width].append((KEY_GROUP_PREFIXES[group] + key, PLAIN_HEADER + value))
+        writes: list[tuple[int, list[bytes], list[bytes]]] = []
+        for start in range(0, max(map(len, stored)), keys_per_write):  # shards in turn, as the client sends
+            for shard, items in enumerate(stored):
+                if items[start:start + keys_per_write]:
+                    chunk = items[start:start + keys_per_write]
+                    writes.append((shard, [k for k, _ in chunk], [v for _, v in chunk]))
+        databases = []
+        for shard in range(shards):
+            db = rocksdict.Rdict(str(self.root / f"round-{self.round}-shard-{shard}"), self.resources.options())
+            db.set_write_options(self.resources.write_options())
+            db.create_column_family("v", self.resources.options())
+            databases.append((db, db.get_column_family_handle("v")))
+        with measure(len(self.data.keys), None, out):
+            for shard, keys, values in writes:
+                db, handle = databases[shard]
+                batch = rocksdict.WriteBatch(raw_mode=True)
+                batch.set_default_column_family(handle)
+                collections.deque(map(batch.put, keys, values), maxlen=0)
+                db.write(batch)
+        for db, handle in databases:
+            del handle
+            path = db.path()
+            db.close()
+            shutil.rmtree(path, ignore_errors=True)
 
     def get(self, out: list[Measured]) -> None:
         db = self.db

@@ -81,6 +81,8 @@ class NodeMetrics:
                                       registry=registry)
         prometheus_client.ProcessCollector(registry=registry)
         prometheus_client.PlatformCollector(registry=registry)
+        # Collections per generation: a full one is a latency spike on whichever request runs (gc_tuning).
+        prometheus_client.GCCollector(registry=registry)
         # Children by label values: .labels() takes a lock and builds a key on every call.
         self._request_children: dict[tuple[str, grpc.StatusCode], tuple[Counter, Histogram]] = {}
 

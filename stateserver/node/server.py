@@ -38,6 +38,7 @@ from stateserver.node.checkpointing import Checkpointing
 from stateserver.node.cluster import Resolver, dns_resolver
 from stateserver.node.interceptors import InFlightRequests, RequestMetricsInterceptor
 from stateserver.protocol.limits import Limits
+from stateserver.node import gc_tuning
 from stateserver.node.membership import Membership
 from stateserver.node.metrics import MetricsEndpoint, NodeMetrics, start_metrics_endpoint
 from stateserver.node.metrics_shards import ShardCollector
@@ -281,6 +282,7 @@ class Node:
             signal.signal(signum, on_signal)
         signal.signal(signal.SIGHUP, lambda _signum, _frame: self.membership.request_reload())
         self.start()
+        gc_tuning.freeze_startup_objects()  # a process of its own from here on: tune its collector
         wake.wait()
         log.info("signal received", extra={"signal": signal.Signals(received[0]).name})
         return self.stop()
