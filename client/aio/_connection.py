@@ -16,8 +16,17 @@ from stateserver.client._plans import Call, Each, Plan, Sleep, Step, Stepper
 class AsyncNodeConnection(Channel):
     def __init__(self, address: str, **options: Any) -> None:
         super().__init__(address, open_channel=grpc.aio.insecure_channel, **options)
+        # Each OpenShard may download a restore on the node and holds one of its RPC threads
+        # (ClientSettings.opens_per_node, as the sync connection).
+        self._open_slots = asyncio.Semaphore(self.settings.opens_per_node)
 
     async def call(self, method: str, request: Any, *, timeout: float | None = None) -> Any:
+        if method == "OpenShard":
+            async with self._open_slots:
+                return await self._call(method, request, timeout)
+        return await self._call(method, request, timeout)
+
+    async def _call(self, method: str, request: Any, timeout: float | None) -> Any:
         try:
             return await self._methods[method](request, timeout=timeout or self.timeout)
         except grpc.aio.AioRpcError as exc:
