@@ -194,7 +194,7 @@ def read_request(shard: pb.ShardRef, states: Sequence[str], ops: bytes, keys: Se
 def read_results(reply: pb.ReadBatchResponse) -> list[bytes | None]:
     """The values of a ReadBatchResponse in request order, None where absent."""
     if reply.stored_form:  # each value behind its header byte: stripped as it is sliced, in C
-        values = stored_form.plain_values(reply.values, reply.value_lengths)
+        values = packing.plain_values(reply.values, reply.value_lengths)
     else:
         values = wire.unpack(reply.values, reply.value_lengths)
     found = reply.found
