@@ -67,8 +67,10 @@ def measure(keys: int, node_pid: int, out: list[Measured]) -> Iterator[None]:
 class Faces:
     """Both faces' clients to one node; the asyncio one lives on ``loop``."""
 
-    def __init__(self, node: NodeProcess, data: Data) -> None:
+    def __init__(self, node: NodeProcess, data: Data, shards: int = 1) -> None:
         self.node, self.data = node, data
+        width = MAX_KEY_GROUPS // shards  # the writer's key groups in ``shards`` ranges (8: as bench_acceptance)
+        self.key_groups = [f"{start}-{start + width - 1}" for start in range(0, width * shards, width)]
         self.loop = asyncio.new_event_loop()
         self.sync = StateClient(node.address)
         self.aio: AsyncStateClient = self.loop.run_until_complete(self._aio_client())
@@ -86,7 +88,7 @@ class Faces:
     def sync_open(self) -> tuple[Any, Any, str]:
         namespace = self._namespace()
         self.sync.create_namespace(namespace, MAX_KEY_GROUPS)
-        writer = self.sync.open_writer(namespace, key_groups=f"0-{MAX_KEY_GROUPS - 1}", epoch=1)
+        writer = self.sync.open_writer(namespace, key_groups=self.key_groups, epoch=1)
         return writer, writer.value_state("v", key_serializer=BYTES, value_serializer=BYTES), namespace
 
     def sync_put(self, state: Any, writer: Any, out: list[Measured]) -> None:
@@ -119,7 +121,7 @@ class Faces:
     async def aio_open(self) -> tuple[Any, Any, str]:
         namespace = self._namespace()
         await self.aio.create_namespace(namespace, MAX_KEY_GROUPS)
-        writer = await self.aio.open_writer(namespace, key_groups=f"0-{MAX_KEY_GROUPS - 1}", epoch=1)
+        writer = await self.aio.open_writer(namespace, key_groups=self.key_groups, epoch=1)
         return writer, await writer.value_state("v", key_serializer=BYTES, value_serializer=BYTES), namespace
 
     def aio_put(self, state: Any, writer: Any, out: list[Measured]) -> None:
@@ -251,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, help="rounds (default 3; 2 with --quick)")
     parser.add_argument("--latency-samples", type=int, help="samples per latency pair (default 2000; 500 with --quick)")
     parser.add_argument("--seed", type=int, default=20261125)
+    parser.add_argument("--shards", type=int, default=1, choices=[1, 2, 4, 8, 16, 32, 64, 128],
+                        help="shards the writer holds (default 1; 8 as bench_acceptance.py)")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     parser.add_argument("--no-write", action="store_true", help="print the results, do not write the file")
     options = parser.parse_args(argv)
@@ -272,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="bench-client-") as tmp:
         root = Path(tmp)
         node = NodeProcess(root / "node", root / "node.log")
-        faces = Faces(node, data)
+        faces = Faces(node, data, options.shards)
         try:
             for round_number in range(1, rounds + 1):
                 log(f"round {round_number}/{rounds}")
@@ -311,13 +315,14 @@ def main(argv: list[str] | None = None) -> int:
             faces.close()
             node.stop()
 
-    write_report(render(results, lat, count=count, rounds=rounds, samples=samples, command=command), options.output,
+    write_report(render(results, lat, count=count, rounds=rounds, samples=samples, command=command,
+                        shards=options.shards), options.output,
                  write=not options.no_write)
     return 0
 
 
 def render(results: dict[str, list[Measured]], lat: dict[str, tuple[float, float]], *, count: int, rounds: int,
-           samples: int, command: str) -> str:
+           samples: int, command: str, shards: int = 1) -> str:
     def rate(name: str) -> float:
         return median([m.rate for m in results.get(name, [])])
 
@@ -341,7 +346,7 @@ def render(results: dict[str, list[Measured]], lat: dict[str, tuple[float, float
         f"Written by `benchmarks/bench_client.py` on {datetime.date.today().isoformat()}. Reproduce with:", "",
         "```", command, "```", "",
         f"{count:,} keys of {KEY_BYTES} random bytes, values of {VALUE_BYTES} random bytes; {rounds} rounds, each "
-        "loading a fresh namespace (one shard of 128 key groups) per measurement and reading every key back in "
+        f"loading a fresh namespace ({shards} shard(s) of {MAX_KEY_GROUPS // shards} key groups) per measurement and reading every key back in "
         "random order; the face that goes first alternates. Medians over the rounds; ratios are medians of "
         "per-round ratios. Client CPU: this process (all its threads); node CPU: the node process.", "",
         "| measurement | keys/s | client CPU µs/key | node CPU µs/key |", "| --- | ---: | ---: | ---: |",

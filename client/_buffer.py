@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable, Sequence
 
+from stateserver.client import _packing as packing
 from stateserver.client._node_limits import OVERHEAD_PER_OP
 from stateserver.protocol import merge_operators
 from stateserver.protocol import stored_form
@@ -58,6 +59,9 @@ class WriteBuffer:
         self.keys: list[bytes] = []
         self.values: list[bytes] = []
         self.map_keys: list[bytes] = []
+        # The key group of every key, as the router computed it to find the shard; None once an
+        # operation came without one (the keys are then hashed again for the stored form).
+        self.key_groups: list[int] | None = []
         self.has_map_keys = False
         self.byte_size = 0
         self._overlay: dict[tuple[str, bytes], Overlay] = {}
@@ -73,7 +77,13 @@ class WriteBuffer:
             self.state_names.append(state)
         return index
 
-    def add(self, op: WriteOp, state: str, key: bytes, value: bytes = b"", map_key: bytes = b"") -> None:
+    def add(self, op: WriteOp, state: str, key: bytes, value: bytes = b"", map_key: bytes = b"",
+            key_group: int | None = None) -> None:
+        if self.key_groups is not None:
+            if key_group is None:
+                self.key_groups = None
+            else:
+                self.key_groups.append(key_group)
         self.ops.append(op)
         self.state_indexes.append(self._state(state))
         self.keys.append(key)
@@ -82,15 +92,24 @@ class WriteBuffer:
         self.has_map_keys = self.has_map_keys or bool(map_key)
         self.byte_size += len(key) + len(value) + len(map_key) + OVERHEAD_PER_OP
 
-    def add_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
-        """Operations without map keys, in bulk."""
+    def add_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes],
+                 key_groups: Sequence[int] | None = None, byte_size: int | None = None) -> None:
+        """Operations without map keys, in bulk; ``byte_size`` is what they add to ``byte_size``
+        when the caller counted it already."""
         count = len(keys)
+        if self.key_groups is not None:
+            if key_groups is None:
+                self.key_groups = None
+            else:
+                self.key_groups.extend(key_groups)
         self.ops.extend(bytes([op]) * count)
         self.state_indexes.extend([self._state(state)] * count)
         self.keys.extend(keys)
         self.values.extend(values)
         self.map_keys.extend([b""] * count)
-        self.byte_size += sum(map(len, keys)) + sum(map(len, values)) + OVERHEAD_PER_OP * count
+        if byte_size is None:
+            byte_size = sum(map(len, keys)) + sum(map(len, values)) + OVERHEAD_PER_OP * count
+        self.byte_size += byte_size
 
     def overlay(self, state: str, key: bytes) -> Overlay | None:
         """What the buffered operations do to ``key`` of ``state``, or None if nothing."""
@@ -129,7 +148,10 @@ class WriteBuffer:
         """The batch as one request; in stored form (the node's layout, less work for it) when
         ``max_key_groups`` is given."""
         if max_key_groups:
-            keys, key_lengths = stored_form.stored_keys(self.keys, max_key_groups)
+            if self.key_groups is not None:  # hashed once, by the router
+                keys, key_lengths = packing.stored_keys(self.keys, self.key_groups)
+            else:
+                keys, key_lengths = stored_form.stored_keys(self.keys, max_key_groups)
             values, value_lengths = stored_form.stored_values(self.values)
         else:
             keys, key_lengths = wire.pack(self.keys)
@@ -149,10 +171,13 @@ class WriteBuffer:
 
 def read_request(shard: pb.ShardRef, states: Sequence[str], ops: bytes, keys: Sequence[bytes],
                  map_keys: Sequence[bytes] = (), state_indexes: Sequence[int] = (),
-                 max_key_groups: int | None = None) -> pb.ReadBatchRequest:
+                 max_key_groups: int | None = None, key_groups: Sequence[int] | None = None) -> pb.ReadBatchRequest:
     """A packed ReadBatchRequest: one op per key; ``state_indexes`` empty when all read states[0];
-    keys in stored form when ``max_key_groups`` is given."""
-    if max_key_groups:
+    keys in stored form when ``max_key_groups`` is given (prefixed with ``key_groups``, the keys'
+    key groups, when the caller knows them)."""
+    if max_key_groups and key_groups is not None:
+        packed_keys, key_lengths = packing.stored_keys(keys, key_groups)
+    elif max_key_groups:
         packed_keys, key_lengths = stored_form.stored_keys(keys, max_key_groups)
     else:
         packed_keys, key_lengths = wire.pack(keys)
@@ -169,7 +194,7 @@ def read_request(shard: pb.ShardRef, states: Sequence[str], ops: bytes, keys: Se
 def read_results(reply: pb.ReadBatchResponse) -> list[bytes | None]:
     """The values of a ReadBatchResponse in request order, None where absent."""
     if reply.stored_form:  # each value behind its header byte: stripped as it is sliced, in C
-        values = stored_form.plain_values(reply.values, reply.value_lengths)
+        values = packing.plain_values(reply.values, reply.value_lengths)
     else:
         values = wire.unpack(reply.values, reply.value_lengths)
     found = reply.found

@@ -8,6 +8,7 @@ plain Python for both faces: no coroutine, task or future per key.
 """
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -20,6 +21,7 @@ from stateserver.protocol.states import StateDescriptor
 K = TypeVar("K")
 V = TypeVar("V")
 MK = TypeVar("MK")
+_JUST_BYTES = {bytes}
 Values = list[Any]  # a read's answers in the order of its keys: bytes or None (a list for GET_LIST)
 
 
@@ -27,7 +29,7 @@ class HandleOwner(Protocol):
     """The writer as its handles see it (either face)."""
 
     def session_for(self, raw_key: bytes) -> Any: ...
-    def group_by_session(self, raw_keys: Sequence[bytes]) -> list[tuple[Any, list[int] | None]]: ...
+    def split(self, raw_keys: Sequence[bytes]) -> list[tuple[Any, list[int] | None, list[int]]]: ...
     def read(self, op: ReadOp, state: str, keys: Sequence[bytes], map_keys: Sequence[bytes], merge_operator: str,
              finish: Callable[[Values], Any]) -> Any: ...
     def join(self, outcomes: list[Any]) -> Any: ...
@@ -45,8 +47,15 @@ class _Handle(Generic[K]):
         return self._writer.session_for(raw), raw
 
     def _raw_keys(self, keys: Iterable[K]) -> list[bytes]:
-        # BytesSerializer.dumps is bytes(): called directly, without a Python frame per key.
-        return list(map(bytes if type(self._keys) is BytesSerializer else self._keys.dumps, keys))
+        if type(self._keys) is BytesSerializer:
+            keys = keys if isinstance(keys, list) else list(keys)
+            if set(map(type, keys)) <= _JUST_BYTES:  # dumps would return each key as it is
+                return keys  # type: ignore[return-value]
+            # BytesSerializer.dumps is bytes() for what it takes: called directly, without a Python frame per key.
+            if not all(map(isinstance, keys, itertools.repeat((bytes, bytearray, memoryview)))):
+                return list(map(self._keys.dumps, keys))  # raises its error for what it does not take
+            return list(map(bytes, keys))
+        return list(map(self._keys.dumps, keys))
 
     def _read(self, op: ReadOp, raws: Sequence[bytes], finish: Callable[[Values], Any],
               map_keys: Sequence[bytes] = ()) -> Any:
@@ -83,13 +92,14 @@ class ValueState(_WithValues[K, V], Generic[K, V]):
             return self._writer.join([])
         raws = self._raw_keys(keys)
         values = objects if isinstance(self._values, BytesSerializer) else list(map(self._values.dumps, objects))
-        groups = [(session, raws, values) if indexes is None else
-                  (session, [raws[i] for i in indexes], [values[i] for i in indexes])
-                  for session, indexes in self._writer.group_by_session(raws)]
-        for session, group_keys, group_values in groups:  # every item checked before any is buffered
+        groups = [(session, raws, values, key_groups) if chosen is None else
+                  (session, list(map(raws.__getitem__, chosen)), list(map(values.__getitem__, chosen)), key_groups)
+                  for session, chosen, key_groups in self._writer.split(raws)]
+        for session, group_keys, group_values, _ in groups:  # every item checked before any is buffered
             session.node_limits.check_writes(group_keys, group_values)
-        return self._writer.join([session.add_many(WriteOp.PUT, self.name, group_keys, group_values)
-                                  for session, group_keys, group_values in groups])
+        return self._writer.join([session.add_many(WriteOp.PUT, self.name, group_keys, group_values, key_groups,
+                                                   checked=True)
+                                  for session, group_keys, group_values, key_groups in groups])
 
     def delete(self, key: K) -> Any:
         session, raw = self._route(key)

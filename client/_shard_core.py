@@ -21,7 +21,7 @@ from stateserver.client._failure import MAX_RESENDS, WriterFailure
 from stateserver.client._node_limits import OVERHEAD_PER_OP, NodeLimits
 from stateserver.client._overlays import resolve_read
 from stateserver.protocol.errors import ReplyTooLarge
-from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.protocol.keygroups import KeyGroupRange, stable_hash
 from stateserver.protocol.operations import ReadOp, WriteOp
 from stateserver.protocol.v1 import state_pb2 as pb
 
@@ -88,6 +88,7 @@ class ReadGroup:
     # Single-key reads of many callers, joined into one group while it waits to be sent (the
     # asyncio face's gathered gets): one group, not one per key; ``sink`` is then per key.
     joinable: bool = False
+    key_groups: Sequence[int] | None = None  # of ``keys``, when the router computed them
 
     @property
     def done(self) -> bool:
@@ -152,34 +153,47 @@ class ShardCore:
         if len(buffer) and buffer.byte_size + len(key) + len(value) + len(map_key) + OVERHEAD_PER_OP > limits.max_bytes:
             self.seal()  # a batch stays within the message size the node accepts
             buffer = self.buffer
-        buffer.add(op, state, key, value, map_key)
+        max_key_groups = self._stored_form  # the key group is hashed here only when a batch will carry it
+        buffer.add(op, state, key, value, map_key, stable_hash(key) % max_key_groups if max_key_groups else None)
         if len(buffer) >= limits.max_ops or buffer.byte_size >= limits.max_bytes:
             self._seal_unless_growing()  # the next batch fills while the node applies this one
 
-    def add_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
+    def add_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes],
+                 key_groups: Sequence[int] | None = None, *, checked: bool = False) -> None:
+        """Buffer operations without map keys; ``key_groups``: the keys' key groups, when the
+        caller knows them (the router does); ``checked``: the caller checked them against the
+        node's limits (``NodeLimits.check_writes``) already."""
         self.failure.check()
-        self.node_limits.check_writes(keys, values)
+        if not checked:
+            self.node_limits.check_writes(keys, values)
         start = 0
         while start < len(keys):
             batch_ops = self.limits.max_ops_when_busy if self.busy() else self.limits.max_ops
-            end = self._fitting(keys, values, start, min(len(keys), start + max(batch_ops - len(self.buffer), 1)))
+            end, size = self._fitting(keys, values, start, min(len(keys), start + max(batch_ops - len(self.buffer), 1)))
             if end == start:
                 self.seal()
                 continue
-            self.buffer.add_many(op, state, keys[start:end], values[start:end])
+            if (start, end) == (0, len(keys)):  # the whole call in one batch: no copies
+                self.buffer.add_many(op, state, keys, values, key_groups, size)
+            else:
+                self.buffer.add_many(op, state, keys[start:end], values[start:end],
+                                     key_groups[start:end] if key_groups is not None else None, size)
             start = end
             if len(self.buffer) >= self.limits.max_ops or self.buffer.byte_size >= self.limits.max_bytes:
                 self._seal_unless_growing()
 
-    def _fitting(self, keys: Sequence[bytes], values: Sequence[bytes], start: int, end: int) -> int:
+    def _fitting(self, keys: Sequence[bytes], values: Sequence[bytes], start: int, end: int) -> tuple[int, int | None]:
         """The end of the operations from ``start`` that fit into the buffer's bytes (one at least
-        into an empty buffer); per-operation work only when they do not all fit."""
+        into an empty buffer), and their bytes when known; per-operation work only when they do not all fit."""
         room = self.limits.max_bytes - self.buffer.byte_size
-        if sum(map(len, keys[start:end])) + sum(map(len, values[start:end])) + OVERHEAD_PER_OP * (end - start) <= room:
-            return end
-        sizes = itertools.accumulate(len(k) + len(v) + OVERHEAD_PER_OP for k, v in zip(keys[start:end], values[start:end]))
+        whole = (start, end) == (0, len(keys))
+        chosen_keys, chosen_values = (keys, values) if whole else (keys[start:end], values[start:end])
+        size = sum(map(len, chosen_keys)) + sum(map(len, chosen_values)) + OVERHEAD_PER_OP * (end - start)
+        if size <= room:
+            return end, size
+        sizes = itertools.accumulate(len(k) + len(v) + OVERHEAD_PER_OP for k, v in zip(chosen_keys, chosen_values))
         fitting = bisect.bisect_right(list(sizes), room)
-        return start + (fitting or (0 if len(self.buffer) else 1))
+        return start + (fitting or (0 if len(self.buffer) else 1)), None
 
     def _seal_unless_growing(self) -> None:
         growing = len(self.buffer) < self.limits.max_ops_when_busy and self.buffer.byte_size < self.limits.max_bytes
@@ -220,9 +234,10 @@ class ShardCore:
     # -- reads ---------------------------------------------------------------------------
 
     def queue_read(self, op: ReadOp, state: str, keys: Sequence[bytes], map_keys: Sequence[bytes] = (),
-                   merge_operator: str = "", sink: Any = None) -> ReadGroup:
+                   merge_operator: str = "", sink: Any = None, key_groups: Sequence[int] | None = None) -> ReadGroup:
+        """Queue a read of ``keys`` (``key_groups``: theirs, when the caller knows them)."""
         group = ReadGroup(op, state, keys, map_keys, merge_operator, sink, results=[None] * len(keys),
-                          missing=len(keys))
+                          missing=len(keys), key_groups=key_groups)
         if keys:
             self.reads.append((group, 0, len(keys), False))
         return group
@@ -279,19 +294,27 @@ class ShardCore:
     def _read_request(self, parts: list[tuple[ReadGroup, int, int]]) -> pb.ReadBatchRequest:
         if len(parts) == 1:  # one call's keys: packed as a whole
             group, start, end = parts[0]
-            keys = group.keys if (start, end) == (0, len(group.keys)) else group.keys[start:end]
+            whole = (start, end) == (0, len(group.keys))
+            keys = group.keys if whole else group.keys[start:end]
+            key_groups = group.key_groups if whole or group.key_groups is None else group.key_groups[start:end]
             return read_request(self.ref, [group.state], bytes([group.op]) * (end - start), keys,
-                                group.map_keys[start:end] if group.map_keys else (), (), self._stored_form)
+                                group.map_keys[start:end] if group.map_keys else (), (), self._stored_form, key_groups)
         states: dict[str, int] = {}
         ops, keys, map_keys, indexes = bytearray(), [], [], []
+        all_key_groups: list[int] | None = []
         for group, start, end in parts:
+            if all_key_groups is not None:
+                if group.key_groups is None:
+                    all_key_groups = None
+                else:
+                    all_key_groups += group.key_groups[start:end]
             index = states.setdefault(group.state, len(states))
             ops += bytes([group.op]) * (end - start)
             keys += group.keys[start:end]
             map_keys += group.map_keys[start:end] if group.map_keys else [b""] * (end - start)
             indexes += [index] * (end - start)
         return read_request(self.ref, list(states), bytes(ops), keys, map_keys if any(map_keys) else (),
-                            indexes if len(states) > 1 else (), self._stored_form)
+                            indexes if len(states) > 1 else (), self._stored_form, all_key_groups)
 
     def waits_for(self, batch: ReadBatch) -> list[WriteInFlight]:
         """The write batches in flight a read batch must wait for: up to the last one that

@@ -32,8 +32,9 @@ class ShardSession(CoreSession):
     def add(self, op: WriteOp, state: str, key: bytes, value: bytes = b"", map_key: bytes = b"") -> None:
         self.core.add(op, state, key, value, map_key)
 
-    def add_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
-        self.core.add_many(op, state, keys, values)
+    def add_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes],
+                 key_groups: Sequence[int] | None = None, *, checked: bool = False) -> None:
+        self.core.add_many(op, state, keys, values, key_groups, checked=checked)
 
     def _busy(self) -> bool:
         """Every batch in flight is still being applied (those applied are collected here)."""
@@ -102,12 +103,12 @@ class ShardSession(CoreSession):
     # -- reads -------------------------------------------------------------------------
 
     def start_read(self, op: ReadOp, state: str, keys: Sequence[bytes], map_keys: Sequence[bytes] = (),
-                   merge_operator: str = "") -> ReadGroup:
+                   merge_operator: str = "", key_groups: Sequence[int] | None = None) -> ReadGroup:
         """Send the reads (in batches, all in flight at once, so that the node serves them on
         several threads) once the writes in flight are applied; ``finish_read`` takes the answers."""
         self.failure.check()
         self.wait_for_writes()
-        group = self.core.queue_read(op, state, keys, map_keys, merge_operator)
+        group = self.core.queue_read(op, state, keys, map_keys, merge_operator, key_groups=key_groups)
         self._send_reads()
         return group
 

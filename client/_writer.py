@@ -13,7 +13,7 @@ from stateserver.client._handles import Values
 from stateserver.client._plans import Plan
 from stateserver.client._shard_session import ShardSession
 from stateserver.client._states import AggregatingState, ListState, MapState, ValueState
-from stateserver.client._writer_core import WriterCore
+from stateserver.client._writer_core import WriterCore, picked, scatter
 from stateserver.protocol.operations import ReadOp
 
 
@@ -33,18 +33,16 @@ class Writer(WriterCore[ShardSession]):
             return finish([self.session_for(keys[0]).read_one(op, state, keys[0], map_keys[0] if map_keys else b"",
                                                               merge_operator)])
         started = []
-        for session, indexes in self.group_by_session(keys):
-            chosen = keys if indexes is None else [keys[i] for i in indexes]
-            chosen_map_keys = map_keys if indexes is None or not map_keys else [map_keys[i] for i in indexes]
-            started.append((session, indexes, session.start_read(op, state, chosen, chosen_map_keys, merge_operator)))
+        for session, chosen, key_groups in self.split(keys):
+            started.append((chosen, session, session.start_read(op, state, picked(keys, chosen),
+                                                                 picked(map_keys, chosen), merge_operator, key_groups)))
         results: Values = [None] * len(keys)
-        for session, indexes, group in started:
+        for chosen, session, group in started:
             values = session.finish_read(group)
-            if indexes is None:
+            if chosen is None:
                 results = values
             else:
-                for i, value in zip(indexes, values):
-                    results[i] = value
+                scatter(results, chosen, values)
         return finish(results)
 
     def flush(self) -> None:

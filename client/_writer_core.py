@@ -6,6 +6,9 @@ an awaitable) and drive their own sessions (flush, close).
 """
 from __future__ import annotations
 
+import collections
+import itertools
+import operator
 import time
 from collections.abc import Callable, Generator, Sequence
 from typing import Any, Generic, Protocol, TypeVar
@@ -41,6 +44,9 @@ class RoutedSession(Protocol):
 
 
 Session = TypeVar("Session", bound=RoutedSession)
+# A shard's part of a call's keys: its session, the positions of its keys among the call's (None:
+# every key), and their key groups in that order.
+Routed = tuple[Session, list[int] | None, list[int]]
 
 
 class ShardRouter(Generic[Session]):
@@ -57,11 +63,14 @@ class ShardRouter(Generic[Session]):
 
     def route_to(self, sessions: Sequence[Session]) -> None:
         self.sessions = list(sessions)
-        # key group -> session, so routing a key is one hash and one list index.
+        # key group -> session (and its index in ``sessions``, -1 for none), so routing a key is
+        # one hash and one list index.
         self._by_key_group: list[Session | None] = [None] * self.max_key_groups
-        for session in self.sessions:
+        self._slot_by_key_group: list[int] = [-1] * self.max_key_groups
+        for slot, session in enumerate(self.sessions):
             for key_group in range(session.key_groups.start, session.key_groups.end + 1):
                 self._by_key_group[key_group] = session
+                self._slot_by_key_group[key_group] = slot
 
     @property
     def key_groups(self) -> list[KeyGroupRange]:
@@ -74,25 +83,47 @@ class ShardRouter(Generic[Session]):
             raise self._not_owned(raw_key)
         return session
 
-    def group_by_session(self, raw_keys: Sequence[bytes]) -> list[tuple[Session, list[int] | None]]:
-        """Split keys by the shard they belong to: (session, indexes), indexes None for all keys."""
+    def split(self, raw_keys: Sequence[bytes]) -> list[Routed[Session]]:
+        """Split keys by the shard they belong to: (session, positions, key groups) per shard with
+        keys: the positions of its keys in ``raw_keys`` (None: all of them) and their key groups,
+        in that order. Whole-list operations only (every key is hashed once, here, and the batches
+        reuse its key group as the stored key's prefix): no Python bytecode per key."""
         self.failure.check()
-        max_key_groups, by_key_group = self.max_key_groups, self._by_key_group
-        sessions = [by_key_group[h % max_key_groups] for h in map(stable_hash, raw_keys)]
-        if len(self.sessions) == 1 and None not in sessions:
-            return [(self.sessions[0], None)] if raw_keys else []
-        groups: dict[int, tuple[Session, list[int]]] = {}
-        for i, session in enumerate(sessions):
-            if session is None:
-                raise self._not_owned(raw_keys[i])
-            groups.setdefault(id(session), (session, []))[1].append(i)
-        return list(groups.values())
+        if not raw_keys:
+            return []
+        key_groups = list(map(operator.mod, map(stable_hash, raw_keys), itertools.repeat(self.max_key_groups)))
+        slots = list(map(self._slot_by_key_group.__getitem__, key_groups))
+        first = slots[0]
+        if slots.count(first) == len(slots):  # all in one shard (always so for a writer of one shard)
+            if first < 0:
+                raise self._not_owned(raw_keys[0])
+            return [(self.sessions[first], None, key_groups)]
+        if -1 in slots:
+            raise self._not_owned(raw_keys[slots.index(-1)])
+        positions: list[list[int]] = [[] for _ in self.sessions]
+        appends = [chosen.append for chosen in positions]
+        collections.deque(map(operator.call, map(appends.__getitem__, slots), range(len(slots))), maxlen=0)
+        return [(self.sessions[slot], chosen, list(map(key_groups.__getitem__, chosen)))
+                for slot, chosen in enumerate(positions) if chosen]
 
     def _not_owned(self, raw_key: bytes) -> KeyGroupOutOfRangeError:
         return KeyGroupOutOfRangeError(
             f"key group {key_group_for(raw_key, self.max_key_groups)} of this key is not owned by this writer "
             f"(it owns {', '.join(map(str, self.key_groups))})"
         )
+
+
+def picked(items: Sequence[Any], chosen: list[int] | None) -> Sequence[Any]:
+    """``items`` at the positions ``chosen`` (a shard's part of a call, from ``split``; None: all).
+    An empty ``items`` (no map keys, say) stays empty."""
+    if chosen is None or not items:
+        return items
+    return list(map(items.__getitem__, chosen))
+
+
+def scatter(results: list[Any], chosen: list[int], values: Sequence[Any]) -> None:
+    """Put a shard's part of a call's answers in their places: ``results[chosen[i]] = values[i]``."""
+    collections.deque(map(results.__setitem__, chosen, values), maxlen=0)
 
 
 class WriterCore(ShardRouter[Session]):

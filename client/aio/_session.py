@@ -100,10 +100,11 @@ class AsyncShardSession(CoreSession):
         self.core.add(op, state, key, value, map_key)
         self._wake()
 
-    def add_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes]) -> Any:
+    def add_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes],
+                 key_groups: Sequence[int] | None = None, *, checked: bool = False) -> Any:
         if len(keys) <= self.outstanding.limit and self.outstanding.try_acquire(len(keys)):
             try:
-                self.core.add_many(op, state, keys, values)
+                self.core.add_many(op, state, keys, values, key_groups, checked=checked)
             except BaseException:
                 self.outstanding.release(len(keys))
                 raise
@@ -111,20 +112,24 @@ class AsyncShardSession(CoreSession):
         self.failure.check()
         waits = []  # in order, each part at most the limit: one wait in line per part, none per key
         for start in range(0, len(keys), self.outstanding.limit):
-            part_keys, part_values = keys[start:start + self.outstanding.limit], values[start:start + self.outstanding.limit]
+            end = start + self.outstanding.limit
+            part_keys, part_values = keys[start:end], values[start:end]
+            part_key_groups = key_groups[start:end] if key_groups is not None else None
             if not waits and self.outstanding.try_acquire(len(part_keys)):  # nothing held: granted at once
                 try:
-                    self._buffer_many(op, state, part_keys, part_values)
+                    self._buffer_many(op, state, part_keys, part_values, part_key_groups)
                 except BaseException:
                     self.outstanding.release(len(part_keys))
                     raise
             else:  # a permit is held meanwhile, so one will be released and grant this part
                 waits.append(self.outstanding.enqueue(
-                    len(part_keys), functools.partial(self._buffer_many, op, state, part_keys, part_values)))
+                    len(part_keys), functools.partial(self._buffer_many, op, state, part_keys, part_values,
+                                                      part_key_groups)))
         return asyncio.gather(*waits)
 
-    def _buffer_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
-        self.core.add_many(op, state, keys, values)
+    def _buffer_many(self, op: WriteOp, state: str, keys: Sequence[bytes], values: Sequence[bytes],
+                     key_groups: Sequence[int] | None) -> None:
+        self.core.add_many(op, state, keys, values, key_groups)
         self._wake()
 
     def _accepted(self) -> asyncio.Future[None]:
@@ -135,16 +140,16 @@ class AsyncShardSession(CoreSession):
         return self.done
 
     def read(self, op: ReadOp, state: str, keys: Sequence[bytes], map_keys: Sequence[bytes], merge_operator: str,
-             sink: Sink) -> None:
+             sink: Sink, key_groups: Sequence[int] | None = None) -> None:
         """Queue a read; ``sink`` gets the values (as they are once every write accepted before
         is applied) or the error."""
         self.failure.check()
         permits = min(len(keys), self.outstanding.limit)
         if self.outstanding.try_acquire(permits):
-            self._queue_read(op, state, keys, map_keys, merge_operator, sink, permits)
+            self._queue_read(op, state, keys, map_keys, merge_operator, sink, permits, key_groups)
             return
         waiting = self.outstanding.enqueue(
-            permits, lambda: self._queue_read(op, state, keys, map_keys, merge_operator, sink, permits))
+            permits, lambda: self._queue_read(op, state, keys, map_keys, merge_operator, sink, permits, key_groups))
         waiting.add_done_callback(lambda f: None if f.cancelled() or f.exception() is None else sink([], f.exception()))
 
     def read_one(self, op: ReadOp, state: str, key: bytes, map_key: bytes, merge_operator: str,
@@ -173,9 +178,9 @@ class AsyncShardSession(CoreSession):
             group.sink.append((future, finish))
 
     def _queue_read(self, op: ReadOp, state: str, keys: Sequence[bytes], map_keys: Sequence[bytes],
-                    merge_operator: str, sink: Sink, permits: int) -> None:
+                    merge_operator: str, sink: Sink, permits: int, key_groups: Sequence[int] | None = None) -> None:
         self.failure.check()
-        self.core.queue_read(op, state, keys, map_keys, merge_operator, sink).permits = permits
+        self.core.queue_read(op, state, keys, map_keys, merge_operator, sink, key_groups).permits = permits
         self._wake()
 
     async def flush(self) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 from stateserver.client._handles import Values
 from stateserver.client._plans import Plan
-from stateserver.client._writer_core import WriterCore
+from stateserver.client._writer_core import WriterCore, picked, scatter
 from stateserver.client.aio._connection import drive
 from stateserver.client.aio._session import AsyncShardSession
 from stateserver.client.aio._states import AsyncAggregatingState, AsyncListState, AsyncMapState, AsyncValueState
@@ -43,12 +43,11 @@ class AsyncWriter(WriterCore[AsyncShardSession]):
         if len(keys) == 1:  # joined with the shard's other single-key reads: one future, nothing per part
             return self.session_for(keys[0]).read_one(op, state, keys[0], map_keys[0] if map_keys else b"",
                                                       merge_operator, finish)
-        groups = self.group_by_session(keys)
+        groups = self.split(keys)
         answer = _Answer(asyncio.get_running_loop().create_future(), finish, len(keys), len(groups))
-        for session, indexes in groups:
-            chosen = keys if indexes is None else [keys[i] for i in indexes]
-            chosen_map_keys = map_keys if indexes is None or not map_keys else [map_keys[i] for i in indexes]
-            session.read(op, state, chosen, chosen_map_keys, merge_operator, answer.part(indexes))
+        for session, chosen, key_groups in groups:
+            session.read(op, state, picked(keys, chosen), picked(map_keys, chosen), merge_operator,
+                         answer.part(chosen), key_groups)
         if not groups:
             answer.settle()
         return answer.future
@@ -100,8 +99,7 @@ class _Answer:
             if indexes is None:
                 self._values = values
             else:
-                for i, value in zip(indexes, values):
-                    self._values[i] = value
+                scatter(self._values, indexes, values)
             self._parts -= 1
             if self._parts == 0:
                 self.settle()
