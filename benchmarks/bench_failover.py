@@ -33,6 +33,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import json
 import os
 import platform
 import random
@@ -100,6 +101,10 @@ class Sample:
     baseline: float
     moved: int
     moved_bytes: int
+    # Seconds the recovery's shard opens spent in each phase, summed over the surviving nodes'
+    # opens (stateserver.node.open_phases), and how many opens that is.
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
+    opened: int = 0
 
     @property
     def failover(self) -> float:
@@ -219,9 +224,30 @@ def fail_over(cluster: Cluster, job: Job, victim: str, store: ObjectStore, check
     keys = [(f.object_key, f.size) for h in handles for f in (*h.shared_files, *h.private_files)]
     baseline = plain_download(store, [k for k, _ in keys], scratch)
     opens = recovered - detected - spent["next_epoch"] - spent["checkpoint_metadata"]
+    phases, opened = open_phases(cluster, victim, recovery.epoch)
     return Sample(detection=detected - started, epoch=spent["next_epoch"], latest=spent["checkpoint_metadata"],
                   opens=opens, first_write=written - recovered, baseline=baseline, moved=len(lost),
-                  moved_bytes=sum(size for _, size in keys))
+                  moved_bytes=sum(size for _, size in keys), phases=phases, opened=opened)
+
+
+def open_phases(cluster: Cluster, victim: str, epoch: int) -> tuple[dict[str, float], int]:
+    """The phases of the surviving nodes' opens at ``epoch``, summed, from their "shard opened" log
+    lines (JSON, the nodes' default), and the number of opens."""
+    summed: dict[str, float] = {}
+    opened = 0
+    for address, node in cluster.nodes.items():
+        if address == victim:
+            continue
+        for line in node.log_path.read_text(errors="replace").splitlines():
+            if '"shard opened"' not in line:
+                continue
+            fields = json.loads(line)
+            if fields.get("epoch") != epoch:
+                continue
+            opened += 1
+            for phase, ms in fields.get("phases_ms", {}).items():
+                summed[phase] = summed.get(phase, 0.0) + ms / 1000
+    return summed, opened
 
 
 def check_restored(job: Job, lost: Sequence[int]) -> None:
@@ -294,6 +320,8 @@ def measure_once(store_label: str, snapshot_url: str, store_options: dict[str, s
             log(f"{store_label} {config.label}: failover {sample.failover:.2f} s (detect {sample.detection:.2f}, "
                 f"epoch {sample.epoch:.2f}, latest {sample.latest:.2f}, opens {sample.opens:.2f}, "
                 f"write {sample.first_write:.3f}); {sample.moved} shards moved, plain download {sample.baseline:.2f} s")
+            log(f"  {sample.opened} opens, phases summed over them (s): "
+                + ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in sample.phases.items()))
             if number + 1 < repeats:
                 checkpoint_id = bring_back(cluster, job, victim)
     return result

@@ -95,6 +95,7 @@ class Shard(WriterTurns):
         # Batches numbered by the writer are applied in order, whatever thread receives them.
         self._turns = threading.Condition(self.write_lock)
         self.session = WriterSession()
+        self.changes = 0
         self._arrivals_lock = threading.Lock()  # arrivals register without waiting for the write lock
         self.db = resources.open_db(path)
         self._meta = self._column_family(META_COLUMN_FAMILY)
