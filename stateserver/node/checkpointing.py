@@ -232,7 +232,8 @@ def restore_source(checkpointing: Checkpointing, source_checkpoint: int | str) -
         result = RestoreResult(checkpoint_id=handle.checkpoint_id, key_groups=shard.key_groups, rescaled=False,
                                bytes_downloaded=0, files_downloaded=0, seconds=0.0, reusable_handle=handle)
         return InPlace(checkpoint_id=metadata.checkpoint_id, changes=changes,
-                       states={s.name: s for s in union_of_states(plan)}, result=result)
+                       states={s.name: s for s in union_of_states(plan)}, result=result,
+                       on_kept=checkpointing.restore_figures.count_kept_in_place)
 
     return OpenSource(restore=restore, in_place=in_place)
 

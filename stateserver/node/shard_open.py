@@ -56,6 +56,7 @@ class InPlace:
     changes: int  # Shard.changes when its state was exactly the checkpoint
     states: dict[str, StateDescriptor]  # the checkpoint's states, from its manifests
     result: Any  # handed to ShardRegistry.on_restored, as a restore's
+    on_kept: Callable[[], None] = lambda: None  # told once the shard was kept
 
 
 # Whether the open shard was exactly the checkpoint to restore; None if not (or not known).
@@ -93,8 +94,9 @@ class OwnerClaims(Protocol):
         """Records of any epoch for the shard's key groups, described; empty if none."""
         ...
 
-    def claim(self, restored_from: int | None) -> None:
-        """Record the writer as owner; raises Fenced if a newer epoch or another owner has it."""
+    def claim(self, restored_from: int | None, *, checked: bool = False) -> None:
+        """Record the writer as owner; raises Fenced if a newer epoch or another owner has it.
+        ``checked``: ``check`` ran just before, with nothing built since."""
         ...
 
 
@@ -107,7 +109,7 @@ class _NoClaims:
     def earlier_owners(self) -> list[str]:
         return []
 
-    def claim(self, restored_from: int | None) -> None:
+    def claim(self, restored_from: int | None, *, checked: bool = False) -> None:
         return None
 
 
@@ -245,7 +247,7 @@ class ShardOpening:
             return None  # older copies of overlapping key groups: the take-over path discards them
         check_compatible(found.states, descriptors)
         with phases.timed("claim"):
-            claims.claim(found.checkpoint_id)
+            claims.claim(found.checkpoint_id, checked=True)  # check() ran a moment ago, in _open
         with phases.timed("serve"):
             try:
                 with shard.lease(), shard.write_lock:
@@ -259,6 +261,7 @@ class ShardOpening:
             if self.on_restored is not None:
                 self.on_restored(shard, found.result)
             shard.declare_states(descriptors)
+        found.on_kept()
         log.info("shard opened", extra={"namespace": shard.id.namespace, "shard": str(shard.id), "epoch": epoch,
                                         "how": "kept in place", "checkpoint": found.checkpoint_id,
                                         "phases_ms": phases.rounded()})
