@@ -24,7 +24,8 @@ at once: as many transfer threads as the two taking-over nodes have together), n
 Between repeats the killed node restarts on an empty data directory, the job recovers again and
 commits a checkpoint, as a running job does between two failures (untimed): the killed node holds
 its shards once more, and retention collects the ownership records the recoveries superseded.
-Figures are medians over the repeats.
+Figures are medians over the repeats. Each repeat also reads the surviving nodes' logs for where
+their opens spent the time, phase by phase (``phases_ms`` of "shard opened", stateserver.node.open_phases).
 """
 from __future__ import annotations
 
@@ -365,6 +366,15 @@ def write_report(results: Sequence[ConfigResult], command: str, repeats: int, ou
     for r in results:
         runs = ", ".join(f"{s.failover:.2f}/{s.baseline:.2f}" for s in r.samples)
         lines.append(f"- {r.store} {r.config.label}: {runs}")
+    if any(s.phases for r in results for s in r.samples):
+        lines += ["", "Where the opens of the recover spent their time: seconds per phase summed over the surviving "
+                  "nodes' opens (their `phases_ms` log fields, `stateserver_shard_open_phase_seconds`; phases in "
+                  "`stateserver/node/open_phases.py`), opens running 8 at a time per node, median over the repeats:", ""]
+        for r in results:
+            names = sorted({name for s in r.samples for name in s.phases})
+            summed = ", ".join(f"{name} {statistics.median(s.phases.get(name, 0.0) for s in r.samples):.2f}"
+                               for name in names)
+            lines.append(f"- {r.store} {r.config.label} ({round(r.median('opened'))} opens): {summed}")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines) + "\n")
 

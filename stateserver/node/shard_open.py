@@ -5,6 +5,11 @@ A shard directory is a cache of object storage (invariant 8): it is resumed as i
 holds exactly what its writer expects (``clean_close`` records that); otherwise the writer restores
 a checkpoint or asks for an empty shard. Nothing changes unless the open succeeds (invariant 11): a
 restore is built beside the shard's directory and swapped in only once ownership is claimed.
+A restore of the checkpoint an open shard here still is exactly (a failover's survivors: no write
+turn since the cut of that checkpoint, confirmed here, or since the shard was restored from it) keeps
+the shard in place: the check and the epoch change are made under the shard's write lock, so no
+write of the older writer lands between them and every later one is fenced. Where each open spends
+its time is recorded per phase (``open_phases``).
 ``ShardRegistry.open_shard`` runs this path with the shards overlapping the open held back.
 """
 from __future__ import annotations
@@ -249,17 +254,24 @@ class ShardOpening:
         with phases.timed("claim"):
             claims.claim(found.checkpoint_id, checked=True)  # check() ran a moment ago, in _open
         with phases.timed("serve"):
-            try:
-                with shard.lease(), shard.write_lock:
-                    if (shard.changes != found.changes or shard.broken is not None or shard.session.failure
-                            or {n: s.descriptor for n, s in shard.states.items()} != found.states):
-                        return None
-                    shard.take_ownership(epoch)  # the older epoch is fenced from here on
-                    shard.owner_id = owner_id
-            except ShardClosed:
-                return None  # closed meanwhile (a failure): the restore path builds it afresh
+            # Told before the epoch changes: it records the shard's turns as those of the
+            # checkpoint, and until then only the older writer can take one, which the check below
+            # sees; if it did, the record is dropped again (a new lineage: nothing is exact).
             if self.on_restored is not None:
                 self.on_restored(shard, found.result)
+            try:
+                with shard.lease(), shard.write_lock:
+                    kept = (shard.changes == found.changes and shard.broken is None and not shard.session.failure
+                            and {n: s.descriptor for n, s in shard.states.items()} == found.states)
+                    if kept:
+                        shard.take_ownership(epoch)  # the older epoch is fenced from here on
+                        shard.owner_id = owner_id
+            except ShardClosed:
+                kept = False  # closed meanwhile (a failure): the restore path builds it afresh
+            if not kept:
+                if self.on_restored is not None:
+                    self.on_restored(shard, None)
+                return None
             shard.declare_states(descriptors)
         found.on_kept()
         log.info("shard opened", extra={"namespace": shard.id.namespace, "shard": str(shard.id), "epoch": epoch,
