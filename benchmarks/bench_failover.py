@@ -24,7 +24,8 @@ at once: as many transfer threads as the two taking-over nodes have together), n
 Between repeats the killed node restarts on an empty data directory, the job recovers again and
 commits a checkpoint, as a running job does between two failures (untimed): the killed node holds
 its shards once more, and retention collects the ownership records the recoveries superseded.
-Figures are medians over the repeats.
+Figures are medians over the repeats. Each repeat also reads the surviving nodes' logs for where
+their opens spent the time, phase by phase (``phases_ms`` of "shard opened", stateserver.node.open_phases).
 """
 from __future__ import annotations
 
@@ -33,6 +34,7 @@ import concurrent.futures
 import contextlib
 import dataclasses
 import datetime
+import json
 import os
 import platform
 import random
@@ -100,6 +102,10 @@ class Sample:
     baseline: float
     moved: int
     moved_bytes: int
+    # Seconds the recovery's shard opens spent in each phase, summed over the surviving nodes'
+    # opens (stateserver.node.open_phases), and how many opens that is.
+    phases: dict[str, float] = dataclasses.field(default_factory=dict)
+    opened: int = 0
 
     @property
     def failover(self) -> float:
@@ -219,9 +225,30 @@ def fail_over(cluster: Cluster, job: Job, victim: str, store: ObjectStore, check
     keys = [(f.object_key, f.size) for h in handles for f in (*h.shared_files, *h.private_files)]
     baseline = plain_download(store, [k for k, _ in keys], scratch)
     opens = recovered - detected - spent["next_epoch"] - spent["checkpoint_metadata"]
+    phases, opened = open_phases(cluster, victim, recovery.epoch)
     return Sample(detection=detected - started, epoch=spent["next_epoch"], latest=spent["checkpoint_metadata"],
                   opens=opens, first_write=written - recovered, baseline=baseline, moved=len(lost),
-                  moved_bytes=sum(size for _, size in keys))
+                  moved_bytes=sum(size for _, size in keys), phases=phases, opened=opened)
+
+
+def open_phases(cluster: Cluster, victim: str, epoch: int) -> tuple[dict[str, float], int]:
+    """The phases of the surviving nodes' opens at ``epoch``, summed, from their "shard opened" log
+    lines (JSON, the nodes' default), and the number of opens."""
+    summed: dict[str, float] = {}
+    opened = 0
+    for address, node in cluster.nodes.items():
+        if address == victim:
+            continue
+        for line in node.log_path.read_text(errors="replace").splitlines():
+            if '"shard opened"' not in line:
+                continue
+            fields = json.loads(line)
+            if fields.get("epoch") != epoch:
+                continue
+            opened += 1
+            for phase, ms in fields.get("phases_ms", {}).items():
+                summed[phase] = summed.get(phase, 0.0) + ms / 1000
+    return summed, opened
 
 
 def check_restored(job: Job, lost: Sequence[int]) -> None:
@@ -294,6 +321,8 @@ def measure_once(store_label: str, snapshot_url: str, store_options: dict[str, s
             log(f"{store_label} {config.label}: failover {sample.failover:.2f} s (detect {sample.detection:.2f}, "
                 f"epoch {sample.epoch:.2f}, latest {sample.latest:.2f}, opens {sample.opens:.2f}, "
                 f"write {sample.first_write:.3f}); {sample.moved} shards moved, plain download {sample.baseline:.2f} s")
+            log(f"  {sample.opened} opens, phases summed over them (s): "
+                + ", ".join(f"{phase} {seconds:.2f}" for phase, seconds in sample.phases.items()))
             if number + 1 < repeats:
                 checkpoint_id = bring_back(cluster, job, victim)
     return result
@@ -337,6 +366,15 @@ def write_report(results: Sequence[ConfigResult], command: str, repeats: int, ou
     for r in results:
         runs = ", ".join(f"{s.failover:.2f}/{s.baseline:.2f}" for s in r.samples)
         lines.append(f"- {r.store} {r.config.label}: {runs}")
+    if any(s.phases for r in results for s in r.samples):
+        lines += ["", "Where the opens of the recover spent their time: seconds per phase summed over the surviving "
+                  "nodes' opens (their `phases_ms` log fields, `stateserver_shard_open_phase_seconds`; phases in "
+                  "`stateserver/node/open_phases.py`), opens running 8 at a time per node, median over the repeats:", ""]
+        for r in results:
+            names = sorted({name for s in r.samples for name in s.phases})
+            summed = ", ".join(f"{name} {statistics.median(s.phases.get(name, 0.0) for s in r.samples):.2f}"
+                               for name in names)
+            lines.append(f"- {r.store} {r.config.label} ({round(r.median('opened'))} opens): {summed}")
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines) + "\n")
 

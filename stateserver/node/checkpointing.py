@@ -29,7 +29,7 @@ from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.store import ObjectStore
 from stateserver.ownership.claims import Ownership
 from stateserver.node.restore_figures import RestoreFigures
-from stateserver.node.shard_open import PreparedRestore, Restorer
+from stateserver.node.shard_open import InPlace, OpenSource, PreparedRestore, Restorer
 from stateserver.restore import RestoreResult, plan_restore, restore_shard, union_of_states
 from stateserver.restore.local_copies import LocalCopies
 from stateserver.shard.rocks import RocksResources
@@ -213,6 +213,29 @@ def _restore_locally(checkpointing: Checkpointing, handle: cpb.ShardSnapshotHand
 
 def shard_key_groups(handle: cpb.ShardSnapshotHandle) -> KeyGroupRange:
     return KeyGroupRange(handle.key_group_start, handle.key_group_end)
+
+
+def restore_source(checkpointing: Checkpointing, source_checkpoint: int | str) -> OpenSource:
+    """An open from ``source_checkpoint`` (an id or "latest"): restored beside the shard's
+    directory, or, for a shard open here that is still exactly that checkpoint, kept in place."""
+    restore = restore_target(checkpointing, source_checkpoint)
+
+    def in_place(shard: Shard) -> InPlace | None:
+        metadata = checkpointing.catalog.resolve(shard.id.namespace, source_checkpoint)
+        plan = plan_restore(metadata, shard.key_groups)
+        if plan.rescaled:
+            return None
+        handle = plan.sources[0]
+        changes = checkpointing.snapshots_of(shard).exact_at(handle)
+        if changes is None:
+            return None
+        result = RestoreResult(checkpoint_id=handle.checkpoint_id, key_groups=shard.key_groups, rescaled=False,
+                               bytes_downloaded=0, files_downloaded=0, seconds=0.0, reusable_handle=handle)
+        return InPlace(checkpoint_id=metadata.checkpoint_id, changes=changes,
+                       states={s.name: s for s in union_of_states(plan)}, result=result,
+                       on_kept=checkpointing.restore_figures.count_kept_in_place)
+
+    return OpenSource(restore=restore, in_place=in_place)
 
 
 def restore_target(checkpointing: Checkpointing, source_checkpoint: int | str) -> Restorer:

@@ -17,6 +17,8 @@ Where each figure is recorded, and what it costs:
   fields (no per-key work): keys and bytes written and read, and ``stateserver_batch_ops``;
 - per checkpoint phase and restore, by the snapshot code: ``observe_checkpoint_sync``,
   ``observe_checkpoint_async`` and ``observe_restore``;
+- per successful shard open, by the registry: ``stateserver_shard_open_phase_seconds{phase}``
+  (the phases are listed in ``open_phases``);
 - at scrape time, by ``metrics_shards.ShardCollector``: shards per namespace, disk bytes and
   RocksDB figures per shard. Nothing of that runs on the request path.
 
@@ -41,6 +43,7 @@ _REQUEST_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 _BATCH_OPS = (1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10_000, 25_000, 50_000, 100_000)
 _SYNC_SECONDS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _ASYNC_SECONDS = (0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0)
+_OPEN_PHASE_SECONDS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 _RESTORE_SECONDS = (0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
 
 
@@ -79,6 +82,9 @@ class NodeMetrics:
                                           "snapshot.", buckets=_RESTORE_SECONDS, registry=registry)
         self._restore_bytes = Counter("stateserver_restore_bytes", "Bytes downloaded by restores.",
                                       registry=registry)
+        self._open_phase_seconds = Histogram(
+            "stateserver_shard_open_phase_seconds", "Time a successful shard open spent in each phase "
+            "(stateserver.node.open_phases).", ["phase"], buckets=_OPEN_PHASE_SECONDS, registry=registry)
         prometheus_client.ProcessCollector(registry=registry)
         prometheus_client.PlatformCollector(registry=registry)
         # Collections per generation: a full one is a latency spike on whichever request runs (gc_tuning).
@@ -120,6 +126,11 @@ class NodeMetrics:
     def observe_restore(self, seconds: float, restored_bytes: int) -> None:
         self._restore_seconds.observe(seconds)
         self._restore_bytes.inc(restored_bytes)
+
+    def observe_open_phases(self, seconds: dict[str, float]) -> None:
+        """One successful shard open: the seconds of each phase it ran."""
+        for phase, spent in seconds.items():
+            self._open_phase_seconds.labels(phase=phase).observe(spent)
 
     # -- scrape time -----------------------------------------------------------------------------
 

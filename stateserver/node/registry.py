@@ -19,6 +19,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 from stateserver.node.namespace_records import NamespaceRecords
+from stateserver.node.open_phases import OpenPhases, PhaseObserver
 from stateserver.node.shard_open import NO_CLAIMS, RESUME, OpenSource, OwnerClaims, ShardOpening, shard_directory
 from stateserver.node.shelved_shards import ShardShelf
 from stateserver.protocol.epochs import epoch_problem
@@ -54,6 +55,8 @@ class ShardRegistry(ShardOpening):
         self.on_restored: Callable[[Shard, Any], None] | None = None
         # Told about key groups that left this node (closed, or rescaled away by a newer writer).
         self.on_discarded: Callable[[ShardId], None] | None = None
+        # Told where each successful open spent its time (node.open_phases).
+        self.on_open_phases: PhaseObserver | None = None
         # The snapshot store's namespace definitions (the node's namespace.json files cache them).
         self.namespace_records: NamespaceRecords | None = None
         for swept in sweep_leftovers(data_dir):
@@ -151,18 +154,23 @@ class ShardRegistry(ShardOpening):
         check_epoch(epoch)
         descriptors = list(states)
         shard_id = ShardId(namespace, key_groups)
-        with self._lock:
+        phases = OpenPhases()
+        with phases.timed("wait"), self._lock:
             while any(key_groups.overlaps(other.key_groups) for other in self._building if other.namespace == namespace):
                 self._built.wait()
             self._building.add(shard_id)
         try:
             if self.shelf is not None and source.resume and not shard_directory(self.data_dir, shard_id).exists():
                 self.shelf.take(shard_id, shard_directory(self.data_dir, shard_id))
-            return self._open(shard_id, max_key_groups, epoch, owner_id, descriptors, source, claims or NO_CLAIMS)
+            shard = self._open(shard_id, max_key_groups, epoch, owner_id, descriptors, source, claims or NO_CLAIMS,
+                               phases)
         finally:
             with self._lock:
                 self._building.discard(shard_id)
                 self._built.notify_all()
+        if self.on_open_phases is not None:
+            self.on_open_phases(phases.seconds)
+        return shard
 
 
     def shard(self, namespace: str, start: int, end: int, epoch: int) -> Shard:

@@ -23,6 +23,7 @@ class RestoreFigures:
         self.current = 0
         self.peak = 0
         self.downloaded = 0
+        self.kept_in_place = 0
 
     @contextlib.contextmanager
     def track(self) -> Iterator[None]:
@@ -40,16 +41,22 @@ class RestoreFigures:
         with self._lock:
             self.downloaded += 1
 
+    def count_kept_in_place(self) -> None:
+        with self._lock:
+            self.kept_in_place += 1
+
     def collect(self) -> Iterator[Metric]:
         yield GaugeMetricFamily("stateserver_restores_in_flight", "Shard restores running now.", value=self.current)
         yield GaugeMetricFamily("stateserver_restores_in_flight_peak",
                                 "The most shard restores this node ran at once since it started.", value=self.peak)
         used, rejected = self._local_copies()
         by_source = CounterMetricFamily("stateserver_restores", "Shard restores by where their files came from: "
-                                        "a retained local copy (local recovery) or the snapshot store.",
+                                        "a retained local copy (local recovery), the snapshot store, or none: "
+                                        "the open shard was still exactly the checkpoint (in_place).",
                                         labels=["source"])
         by_source.add_metric(["local"], used)
         by_source.add_metric(["download"], self.downloaded)
+        by_source.add_metric(["in_place"], self.kept_in_place)
         yield by_source
         yield CounterMetricFamily("stateserver_local_copies_rejected", "Retained local copies not used because "
                                   "a file differed from the committed manifest (the restore downloaded).",

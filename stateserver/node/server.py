@@ -160,6 +160,7 @@ class Node:
             self.checkpointing = open_checkpointing(config, resources, self.metrics)
             self.registry.on_restored = self.checkpointing.restored
             self.registry.on_discarded = self.checkpointing.discarded
+            self.registry.on_open_phases = self.metrics.observe_open_phases
             self.registry.namespace_records = NamespaceRecords(self.checkpointing.store)
             self.metrics.add_collector(self.checkpointing.restore_figures)
             self.metrics.add_collector(ShardCollector(self.registry.open_shards))

@@ -29,7 +29,7 @@ from stateserver.node.cluster import ClusterView
 from stateserver.node.membership import Membership
 from stateserver.protocol.keygroups import KEY_GROUP_PREFIX_BYTES, KeyGroupRange
 from stateserver.ownership.claims import StoreClaims
-from stateserver.node.checkpointing import Checkpointing, restore_target
+from stateserver.node.checkpointing import Checkpointing, restore_source
 from stateserver.node.registry import ShardRegistry, check_epoch
 from stateserver.node.shard_open import EMPTY, RESUME, OpenSource
 from stateserver.shard.shard import Shard, ShardId
@@ -158,9 +158,9 @@ class StateService(state_pb2_grpc.StateServiceServicer):
         if self.checkpointing is None:
             raise errors.InvalidInput("this node has no snapshot store to restore from")
         if kind == "latest" and source.latest:
-            return OpenSource(restore=restore_target(self.checkpointing, "latest"))
+            return restore_source(self.checkpointing, "latest")
         if kind == "checkpoint_id" and source.checkpoint_id > 0:
-            return OpenSource(restore=restore_target(self.checkpointing, source.checkpoint_id))
+            return restore_source(self.checkpointing, source.checkpoint_id)
         raise errors.InvalidInput("a restore source names a checkpoint id (from 1), latest, or empty")
 
     @translate_errors

@@ -66,13 +66,16 @@ class Ownership:
         check_not_fenced(self.records(namespace), namespace, key_groups, epoch)
 
     def claim(self, namespace: str, key_groups: KeyGroupRange, epoch: int, node_id: str, *,
-              owner_id: str = "", restored_from: int | None = None) -> None:
+              owner_id: str = "", restored_from: int | None = None, checked: bool = False) -> None:
         """Record that the writer ``owner_id`` at ``epoch`` owns ``key_groups`` (on ``node_id``).
 
         Raises ``Fenced`` when a newer epoch owns some of the key groups, or another owner
-        holds this epoch for some of them.
+        holds this epoch for some of them. ``checked``: the caller checked that just before
+        (``check_owner``) and built nothing since, so the check before the write is skipped: it
+        only spares the store a stale writer's record; the check after the write is what fences.
         """
-        self.check(namespace, key_groups, epoch)
+        if not checked:
+            self.check(namespace, key_groups, epoch)
         mine = Owner(owner_id=owner_id, node=node_id, restored_from=restored_from)
         key = paths.owner_record(namespace, key_groups, epoch)
         try:
@@ -129,6 +132,6 @@ class StoreClaims:
         records = sorted(self.ownership.overlapping(self.namespace, self.key_groups), key=lambda r: -r.epoch)
         return [f"epoch {r.epoch} of {r.key_groups}" for r in records]
 
-    def claim(self, restored_from: int | None) -> None:
+    def claim(self, restored_from: int | None, *, checked: bool = False) -> None:
         self.ownership.claim(self.namespace, self.key_groups, self.epoch, self.node_id, owner_id=self.owner_id,
-                             restored_from=restored_from)
+                             restored_from=restored_from, checked=checked)

@@ -58,6 +58,9 @@ class WriterTurns:
     _arrivals_lock: threading.Lock  # arrivals register without waiting for the write lock
     session: WriterSession
     check_writer: Callable[[int], None]  # raises unless the epoch owns the open shard
+    # Write turns taken (under the write lock), failed ones included: while it stays the same, the
+    # shard's state does not change, so an open may keep the shard in place (node.shard_open).
+    changes: int
 
     def check_session(self) -> None:
         """Refuse what would build on a failed session (writes, snapshots)."""
@@ -107,6 +110,7 @@ class WriterTurns:
                     self._turns.notify_all()
                 raise
             session = self.session  # the one checked: the session may have changed while waiting
+            self.changes += 1  # before the write: a batch that fails halfway changed the state too
             try:
                 yield
             except BaseException as exc:

@@ -28,6 +28,7 @@ class LocalCheckpoint:
     states: tuple[StateDescriptor, ...]
     directory: pathlib.Path
     sync_seconds: float
+    changes: int = 0  # the shard's write turns at the cut (Shard.changes)
 
     def files(self) -> list[pathlib.Path]:
         return sorted(p for p in self.directory.iterdir() if p.is_file())
@@ -46,8 +47,9 @@ def take_local_checkpoint(shard: Shard, checkpoint_id: int, epoch: int, work_dir
         shard.check_session()  # a failed session's state is not a prefix of what the writer wrote
         rocksdict.Checkpoint(shard.db).create_checkpoint(str(directory))
         states = tuple(state.descriptor for state in shard.states.values())
+        changes = shard.changes
     return LocalCheckpoint(
         namespace=shard.id.namespace, key_groups=shard.key_groups, max_key_groups=shard.max_key_groups,
         checkpoint_id=checkpoint_id, epoch=epoch, states=states, directory=directory,
-        sync_seconds=time.perf_counter() - started,
+        sync_seconds=time.perf_counter() - started, changes=changes,
     )

@@ -67,6 +67,9 @@ class ShardSnapshots:
         # SST name -> upload, from the last checkpoint the engine confirmed.
         self._confirmed: dict[str, cpb.StoredFile] = {}
         self._confirmed_id = 0
+        # The last checkpoint the shard was exactly (confirmed here, or restored from), and the
+        # shard's write turns then: while they stay the same, the shard is still exactly it.
+        self._exact: tuple[cpb.ShardSnapshotHandle, int] | None = None
 
     def inherit(self, earlier: ShardSnapshots) -> None:
         """Carry over what a previous incarnation of the same shard (closed, reopened) may reuse."""
@@ -77,17 +80,29 @@ class ShardSnapshots:
         """After a rescaling restore the shard's files are new: nothing uploaded before matches."""
         with self._lock:
             self._confirmed = {}
+            self._exact = None
 
     def start_lineage(self) -> None:
         """An empty or new shard: nothing was uploaded or confirmed for its files yet."""
         with self._lock:
             self._confirmed, self._confirmed_id = {}, 0
+            self._exact = None
 
     def seed(self, handle: cpb.ShardSnapshotHandle) -> None:
         """After a restore from ``handle``, its files are committed uploads of this shard's files."""
         with self._lock:
             self._confirmed = {f.local_name: f for f in handle.shared_files}
             self._confirmed_id = handle.checkpoint_id
+            self._exact = (handle, self.shard.changes)  # seeded before the restored shard serves
+
+    def exact_at(self, handle: cpb.ShardSnapshotHandle) -> int | None:
+        """The shard's write turns (``Shard.changes``) at which its state was exactly ``handle``'s
+        (the same handle: checkpoint, range and files), or None if it never was (as far as this
+        node knows). The caller compares them with the shard's turns under its write lock."""
+        with self._lock:
+            if self._exact is None or self._exact[0] != handle:
+                return None
+            return self._exact[1]
 
     def start(self, checkpoint_id: int, epoch: int) -> LocalCheckpoint:
         """Sync phase, then the upload in the background. Returns once the cut is taken."""
@@ -145,6 +160,7 @@ class ShardSnapshots:
                 if checkpoint_id > self._confirmed_id:
                     self._confirmed = {f.local_name: f for f in handle.shared_files}
                     self._confirmed_id = checkpoint_id
+                    self._exact = (handle, in_flight.local.changes)
                     if self.on_confirmed is not None:
                         del self._in_flight[checkpoint_id]
                         self.on_confirmed(in_flight.local)

@@ -4,7 +4,9 @@ the last confirmed checkpoint they kept (hard links), and download only the lost
 a kept copy that differs from the committed manifest in any file is never used.
 
 Observable through each node's ``stateserver_restores_total{source=...}`` and
-``stateserver_local_copies_rejected_total``: counts of restores, not timings.
+``stateserver_local_copies_rejected_total``: counts of restores, not timings. A survivor's shard
+that is still exactly the checkpoint (none of its writes since reached the node) is kept open as
+it is (``source="in_place"``, tests/cluster/test_cluster_failover_in_place.py) instead.
 
 Fails on the code before the change: every shard of the recover was downloaded (the nodes kept no
 copy, and exported no such figures).
@@ -39,6 +41,7 @@ def figures(metrics_port: int) -> dict[str, float]:
     """The node's restore figures, added up over its workers (the peak: the highest of any)."""
     samples = scrape(metrics_port)
     return {"local": total(samples, "stateserver_restores_total", source="local"),
+            "in_place": total(samples, "stateserver_restores_total", source="in_place"),
             "download": total(samples, "stateserver_restores_total", source="download"),
             "rejected": total(samples, "stateserver_local_copies_rejected_total"),
             "peak": highest(samples, "stateserver_restores_in_flight_peak")}
@@ -52,7 +55,8 @@ def retained_copies(cluster: Cluster, address: str) -> list[Path]:
 
 
 def run_with_a_kill(cluster: Cluster, example: ModuleType, namespace: str, victim: str,
-                    after_kill: Callable[[], None] = lambda: None) -> tuple[dict[str, int], list[StateServerError]]:
+                    after_kill: Callable[[], None] = lambda: None,
+                    batch_ops: int = 100) -> tuple[dict[str, int], list[StateServerError]]:
     generator = random.Random(11)
     events = [f"key-{generator.randrange(300)}" for _ in range(EVENTS)]
     failures: list[StateServerError] = []
@@ -64,7 +68,7 @@ def run_with_a_kill(cluster: Cluster, example: ModuleType, namespace: str, victi
             cluster.kill(victim)
             after_kill()
 
-    with StateClient(cluster.addresses, timeout=20, batch_ops=100) as state:
+    with StateClient(cluster.addresses, timeout=20, batch_ops=batch_ops) as state:
         state.create_namespace(namespace, max_key_groups=MAX_KEY_GROUPS)
         counts = example.run_job(state, namespace, events, parallelism=PARALLELISM,
                                  checkpoint_every=CHECKPOINT_EVERY, before_event=kill_once,
@@ -102,8 +106,9 @@ def test_survivors_restore_their_own_shards_from_local_copies_and_download_only_
     assert len(failures) == 1, f"one failure, one recover: {failures}"
     survivors = [a for a in cluster.addresses if a != victim]
     found = {address: figures(metrics_ports[address]) for address in survivors}
-    assert sum(found[a]["local"] for a in survivors) == sum(owned[a] for a in survivors), found
-    assert all(found[a]["local"] == owned[a] for a in survivors), (owned, found)
+    rebuilt = {a: found[a]["local"] + found[a]["in_place"] for a in survivors}  # never downloaded
+    assert sum(rebuilt.values()) == sum(owned[a] for a in survivors), found
+    assert all(rebuilt[a] == owned[a] for a in survivors), (owned, found)
     assert sum(found[a]["download"] for a in survivors) == owned[victim], (owned, found)
     assert all(found[a]["rejected"] == 0 for a in survivors)
 
@@ -128,7 +133,9 @@ def test_a_damaged_or_incomplete_local_copy_is_not_used_and_the_restore_download
         forged.write_bytes(os.urandom(target.stat().st_size))
         forged.replace(target)
 
-    _, failures = run_with_a_kill(cluster, example, namespace, victim, after_kill=damage)
+    # Batches of one: every shard has writes on its node past the checkpoint, so every survivor's
+    # shard is rebuilt from its copy (none is still exactly the checkpoint, to be kept in place).
+    _, failures = run_with_a_kill(cluster, example, namespace, victim, after_kill=damage, batch_ops=1)
     assert len(failures) == 1, f"one failure, one recover: {failures}"
     found = {address: figures(metrics_ports[address]) for address in (first, second)}
     for address in (first, second):

@@ -5,7 +5,9 @@ The job of examples/recovering_job.py runs 24 subtasks of one shard each; one no
 between two checkpoints and ``CheckpointCoordinator.recover`` brings the job back. Every surviving
 node then restores its shards of the checkpoint (the lost node's by download, its own from its
 local copies), and its ``stateserver_restores_in_flight_peak`` must show more than one restore at
-once: a count of overlapping restores, not a timing.
+once: a count of overlapping restores, not a timing. The job writes in batches of one, so that no
+survivor's shard is still exactly the checkpoint (such a shard is kept in place, not restored:
+tests/cluster/test_cluster_failover_in_place.py).
 
 Fails on the code before the change: ``recover`` rebound one subtask after the other, so each
 node restored one shard at a time (and had no such metric).
@@ -51,7 +53,9 @@ def test_a_sigkilled_nodes_shards_restore_in_parallel_on_the_takers_and_counts_s
             assert all(restores_peak(port) == 0 for port in metrics_ports.values()), "nothing restored yet"
             cluster.kill(victim)
 
-    with StateClient(cluster.addresses, timeout=20, batch_ops=100) as state:
+    # Batches of one: every shard has writes on its node past the checkpoint when the node dies, so
+    # no survivor's shard is still exactly the checkpoint (those are kept in place, not restored).
+    with StateClient(cluster.addresses, timeout=20, batch_ops=1) as state:
         state.create_namespace(NAMESPACE, max_key_groups=128)
         counts = example.run_job(state, NAMESPACE, events, parallelism=PARALLELISM,
                                  checkpoint_every=CHECKPOINT_EVERY, before_event=kill_once,
