@@ -43,7 +43,7 @@ class StateClient(ClientCore):
 
     def __init__(self, addresses: Sequence[str] | str, *, settings: ClientSettings | None = None,
                  timeout: float | None = None, max_message_bytes: int | None = None,
-                 batch_ops: int = 1000, batch_bytes: int = 4 << 20, max_in_flight: int = 4,
+                 batch_ops: int = 4000, batch_bytes: int = 4 << 20, max_in_flight: int = 4,
                  busy_batch_ops: int | None = None) -> None:
         super().__init__(addresses, settings=settings, timeout=timeout, max_message_bytes=max_message_bytes)
         # While the node is still applying every batch in flight, the next batch grows up to

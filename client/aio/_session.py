@@ -44,7 +44,7 @@ Sink = Callable[[list[Any], BaseException | None], None]
 class CoalescingLimits:
     """How the asyncio client batches and bounds the requests to one shard."""
 
-    max_ops: int = 1000           # operations in one write batch, reads in one read batch (see below)
+    max_ops: int = 4000           # operations in one write batch, reads in one read batch (see below)
     max_bytes: int = 4 << 20      # bytes of keys and values in one write batch
     max_in_flight: int = 4        # write batches sent and not yet applied
     max_outstanding: int = 8192   # operations accepted and not yet answered; callers wait beyond it
