@@ -66,10 +66,12 @@ class _Layouts:
         head, size = self._head, self._head_bytes
         rest = "s" if self._keep_rest else "x"
         parts = []
-        for length in lengths:
+        # By runs of equal lengths (fixed-size keys and values: one run), not a string per item:
+        # a batch of a count not seen before compiles in a fraction of a millisecond.
+        for length, run in itertools.groupby(lengths):
             if type(length) is not int or length < size:
                 raise ValueError(f"an item of {length} bytes is shorter than its {size}-byte stored-form head")
-            parts.append(f"{head}{length - size}{rest}")
+            parts.append(f"{head}{length - size}{rest}" * sum(1 for _ in run))
         return struct.Struct(self._byte_order + "".join(parts))
 
 
