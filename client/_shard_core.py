@@ -134,6 +134,12 @@ class ShardCore:
         # in stored form if the node takes it.
         self.max_key_groups: int | None = None
 
+    # Reads go in stored form, writes in the plain form: measured end to end (benchmarks/
+    # bench_acceptance.py's plain-form rows, fresh 2-worker nodes with the order alternating),
+    # stored-form write batches cost both the client (the prefixes and headers joined in) and the
+    # node more CPU per key than plain ones, though the node's handler alone is cheaper in process.
+    stored_form_writes = False
+
     def use_stored_form(self, max_key_groups: int) -> None:
         self.max_key_groups = max_key_groups
 
@@ -156,7 +162,8 @@ class ShardCore:
         if len(buffer) and buffer.byte_size + len(key) + len(value) + len(map_key) + OVERHEAD_PER_OP > limits.max_bytes:
             self.seal()  # a batch stays within the message size the node accepts
             buffer = self.buffer
-        max_key_groups = self._stored_form  # the key group is hashed here only when a batch will carry it
+        # the key group is hashed here only when a batch will carry it
+        max_key_groups = self._stored_form if self.stored_form_writes else None
         buffer.add(op, state, key, value, map_key, stable_hash(key) % max_key_groups if max_key_groups else None)
         if len(buffer) >= limits.max_ops or buffer.byte_size >= limits.max_bytes:
             self._seal_unless_growing()  # the next batch fills while the node applies this one
@@ -217,7 +224,7 @@ class ShardCore:
     def next_write(self) -> WriteInFlight:
         """The oldest sealed batch, numbered; the face sends it and appends it to ``in_flight``."""
         buffer = self.sealed.popleft()
-        request = buffer.to_request(self.ref, self._stored_form)
+        request = buffer.to_request(self.ref, self._stored_form if self.stored_form_writes else None)
         self.sequence += 1
         request.sequence = self.sequence
         return WriteInFlight(request, len(buffer), buffer)

@@ -48,9 +48,14 @@ def test_split_refuses_a_key_of_a_shard_the_writer_does_not_own() -> None:
             router.split(keys)
 
 
+@pytest.mark.parametrize("write_form", ["plain", "stored"])
 def test_batched_calls_over_eight_shards_read_their_own_writes_before_and_after_the_flush(
-        client: StateClient, namespace: str) -> None:
+        client: StateClient, namespace: str, write_form: str) -> None:
+    """Write batches go in the plain form by default; the stored form (ShardCore.stored_form_writes)
+    is still whole and exact end to end."""
     writer = client.open_writer(namespace, key_groups=EIGHT_SHARDS, epoch=1)
+    for session in writer.sessions:
+        session.core.stored_form_writes = write_form == "stored"
     state = writer.value_state("v", key_serializer=BYTES, value_serializer=BYTES)
     chosen = random.Random(5)
     keys = [chosen.randbytes(16) for _ in range(3000)]
