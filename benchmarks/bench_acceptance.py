@@ -6,8 +6,8 @@
 
 Same data as bench_state.py (16-byte random keys, 100-byte values, 1000-key batches). Each round
 runs every system once, in turn: node `--workers 1` and `--workers 2` with the sync and the
-asyncio client (and, for the 1-worker node, the sync client in the plain wire form, as before
-stored-form batches; which form goes first alternates by round), embedded rocksdict (a single
+asyncio client (and, for the 1-worker node, the sync client sending its write batches in stored
+form instead of the default plain form; which goes first alternates by round), embedded rocksdict (a single
 database, and the node's layout of 8 shard databases as the baseline for the node's own work), Redis MSET/MGET plain and 16 pipelined. CPU time per
 key is read from /proc for each process (the benchmark process is the client; each worker, the
 supervisor, redis-server), so load from other processes on the machine does not count, and the
@@ -124,11 +124,11 @@ class NodeSystem:
         self.client.create_namespace(name, MAX_KEY_GROUPS)
         return name
 
-    def run_sync(self, puts: list[Run], gets: list[Run], *, plain_form: bool = False) -> None:
+    def run_sync(self, puts: list[Run], gets: list[Run], *, stored_writes: bool = False) -> None:
         writer = self.client.open_writer(self._namespace(), key_groups=SHARDS, epoch=1)
-        if plain_form:  # the wire form before stored-form batches: the node hashes and prefixes each key
+        if stored_writes:  # keys with their key-group prefix, values with their header (reads always are)
             for session in writer.sessions:
-                session.core.max_key_groups = None
+                session.core.stored_form_writes = True
         state = writer.value_state("v", key_serializer=BYTES, value_serializer=BYTES)
         self.spread = len({s.connection.address for s in writer.sessions})
         with measured(len(self.data.keys), self.processes, puts):
@@ -246,7 +246,7 @@ def embedded_runs(embedded: EmbeddedBench, results: dict[str, list[Run]], pool: 
     from bench_state import Measured
 
     # The node's layout first: what RocksDB itself does for the node's load (8 shards, a column
-    # family each, 1000-key writes as the client sends them, 4000 as it sends them when busy).
+    # family each, 4000-key writes as the client sends them by default, 1000 as it used to).
     for name, keys_per_write in (("embedded put node layout 1000", BATCH), ("embedded put node layout 4000", 4 * BATCH)):
         out: list[Measured] = []
         embedded.put_node_layout(out, len(SHARDS), keys_per_write)
@@ -304,18 +304,19 @@ def main(argv: list[str] | None = None) -> int:
             for round_number in range(1, options.rounds + 1):
                 last = round_number == options.rounds
                 for workers, node in nodes.items():
-                    # The 1-worker node runs both wire forms; which goes first alternates by round,
+                    # The 1-worker node runs both write forms; which goes first alternates by round,
                     # so neither always meets the other's leftovers (memtables, compactions).
                     forms = [False, True] if workers == 1 else [False]
                     if round_number % 2 == 0:
                         forms.reverse()
-                    for plain_form in forms:
-                        label = "plain " if plain_form else ""
-                        log(f"round {round_number}: node, {workers} worker(s), sync client{', plain wire form' * plain_form}")
+                    for stored_writes in forms:
+                        label = "stored-writes " if stored_writes else ""
+                        log(f"round {round_number}: node, {workers} worker(s), sync client"
+                            f"{', stored-form writes' * stored_writes}")
                         node.run_sync(results.setdefault(f"node{workers} {label}put", []),
-                                      results.setdefault(f"node{workers} {label}get", []), plain_form=plain_form)
+                                      results.setdefault(f"node{workers} {label}get", []), stored_writes=stored_writes)
                         settle(everything)
-                        if not plain_form:
+                        if not stored_writes:
                             spread[workers] = node.spread
                             if last:
                                 log(f"node, {workers} worker(s): single-key latency")
@@ -423,8 +424,8 @@ def render(results: dict[str, list[Run]], latencies: dict[str, tuple[float, floa
     goal("node 2 workers / 1 worker, gets", ratio("node2 get", "node1 get"), None)
     goal("asyncio / sync client, puts (2 workers)", ratio("node2 aio put", "node2 put"), 0.8)
     goal("asyncio / sync client, gets (2 workers)", ratio("node2 aio get", "node2 get"), 0.8)
-    goal("node 1 worker stored form / plain form, puts", ratio("node1 put", "node1 plain put"), None)
-    goal("node 1 worker stored form / plain form, gets", ratio("node1 get", "node1 plain get"), None)
+    goal("node 1 worker, plain-form writes (default) / stored-form writes, puts",
+         ratio("node1 put", "node1 stored-writes put"), None)
     if results.get("redis MSET"):
         goal("node 2 workers puts / Redis MSET x16 pipelined", ratio("node2 put", f"redis MSET x{PIPELINE} pipelined"), None)
         goal("node 2 workers gets / Redis MGET x16 pipelined", ratio("node2 get", f"redis MGET x{PIPELINE} pipelined"), None)
@@ -435,8 +436,8 @@ def render(results: dict[str, list[Run]], latencies: dict[str, tuple[float, floa
               "Node CPU per key (all its processes) against embedded rocksdict's CPU per key for the same RocksDB "
               "work, with the node's options (`RocksResources(RocksTuning())`, the serve defaults). Puts: the node's "
               f"layout, {len(SHARDS)} databases of contiguous key-group ranges with the state in a column family, "
-              "keys and values in stored form, one `db.write` per 1000 keys of one shard (the client's per-shard "
-              "batches; 4000 only when it finds the node busy). Gets: threaded 1000-key multi-gets. The difference "
+              "keys and values as RocksDB stores them, one `db.write` per 4000 keys of one shard (the client's "
+              "default per-shard write batches). Gets: threaded 1000-key multi-gets. The difference "
               "is what Python, gRPC and protobuf cost on the node; goal at most 10% of node CPU. The last column is "
               "the baseline used before: one database, 4000-key writes into its default column family (one 16 MiB "
               "memtable that fills and flushes inside the measurement, where the node's 8 memtables do not: it "
@@ -444,11 +445,11 @@ def render(results: dict[str, list[Run]], latencies: dict[str, tuple[float, floa
               "| | node µs/key | embedded µs/key | above RocksDB µs/key | share of node CPU | before: one database |",
               "| --- | ---: | ---: | ---: | ---: | ---: |"]
     for label, node_name, embedded_name, old_name in (
-            ("puts, 1 worker, stored form", "node1 put", "embedded put node layout 1000", "embedded put 4000"),
-            ("puts, 1 worker, plain form (before)", "node1 plain put", "embedded put node layout 1000", "embedded put 4000"),
-            ("puts, 2 workers", "node2 put", "embedded put node layout 1000", "embedded put 4000"),
-            ("gets, 1 worker, stored form", "node1 get", "embedded get threaded", ""),
-            ("gets, 1 worker, plain form (before)", "node1 plain get", "embedded get threaded", ""),
+            ("puts, 1 worker", "node1 put", "embedded put node layout 4000", "embedded put 4000"),
+            ("puts, 1 worker, stored-form writes", "node1 stored-writes put", "embedded put node layout 4000",
+             "embedded put 4000"),
+            ("puts, 2 workers", "node2 put", "embedded put node layout 4000", "embedded put 4000"),
+            ("gets, 1 worker", "node1 get", "embedded get threaded", ""),
             ("gets, 2 workers", "node2 get", "embedded get threaded", "")):
         n, e = node_cpu(node_name), cpu(embedded_name, "client")
         old = cpu(old_name, "client") if old_name else math.nan
