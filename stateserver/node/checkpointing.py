@@ -218,10 +218,19 @@ def shard_key_groups(handle: cpb.ShardSnapshotHandle) -> KeyGroupRange:
 def restore_source(checkpointing: Checkpointing, source_checkpoint: int | str) -> OpenSource:
     """An open from ``source_checkpoint`` (an id or "latest"): restored beside the shard's
     directory, or, for a shard open here that is still exactly that checkpoint, kept in place."""
-    restore = restore_target(checkpointing, source_checkpoint)
+    resolved: dict[str, cpb.CheckpointMetadata] = {}
+
+    def metadata_of(namespace: str) -> cpb.CheckpointMetadata:
+        # Read once per open: a shard that is not kept is restored from the same checkpoint
+        # ("latest" could otherwise move in between) without a second read of its metadata.
+        if namespace not in resolved:
+            resolved[namespace] = checkpointing.catalog.resolve(namespace, source_checkpoint)
+        return resolved[namespace]
+
+    restore = restore_target(checkpointing, metadata_of)
 
     def in_place(shard: Shard) -> InPlace | None:
-        metadata = checkpointing.catalog.resolve(shard.id.namespace, source_checkpoint)
+        metadata = metadata_of(shard.id.namespace)
         plan = plan_restore(metadata, shard.key_groups)
         if plan.rescaled:
             return None
@@ -238,13 +247,13 @@ def restore_source(checkpointing: Checkpointing, source_checkpoint: int | str) -
     return OpenSource(restore=restore, in_place=in_place)
 
 
-def restore_target(checkpointing: Checkpointing, source_checkpoint: int | str) -> Restorer:
-    """A restorer for the registry: builds the shard's state from ``source_checkpoint`` (an id or
-    "latest") in a hidden ``.<range>.restoring-*`` directory beside the shard's. The registry
-    swaps it in only once the open cannot fail any more, and removes it otherwise."""
+def restore_target(checkpointing: Checkpointing, metadata_of: Callable[[str], cpb.CheckpointMetadata]) -> Restorer:
+    """A restorer for the registry: builds the shard's state from the checkpoint ``metadata_of``
+    gives for its namespace in a hidden ``.<range>.restoring-*`` directory beside the shard's. The
+    registry swaps it in only once the open cannot fail any more, and removes it otherwise."""
 
     def restore(shard_id: ShardId, path: pathlib.Path) -> PreparedRestore:
-        metadata = checkpointing.catalog.resolve(shard_id.namespace, source_checkpoint)
+        metadata = metadata_of(shard_id.namespace)
         plan = plan_restore(metadata, shard_id.key_groups)
         states = {s.name: s for s in union_of_states(plan)}  # the copy's states, without opening it
         path.parent.mkdir(parents=True, exist_ok=True)
