@@ -42,7 +42,7 @@ for path in (REPO, REPO / "benchmarks"):
 import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
-from bench_common import cpu_model, log  # noqa: E402
+from bench_common import cpu_model, goal_row, log  # noqa: E402
 from bench_state import (  # noqa: E402
     BATCH, KEY_BYTES, VALUE_BYTES, Data, EmbeddedBench, NodeProcess, RedisProcess, check, process_cpu_seconds,
     percentiles, redis_version, settle, versions,
@@ -410,10 +410,9 @@ def render(results: dict[str, list[Run]], latencies: dict[str, tuple[float, floa
     lines += ["", "## Ratios and goals", "", "| ratio | measured | goal | met |", "| --- | ---: | ---: | --- |"]
 
     def goal(label: str, value: float, target: float | None) -> None:
-        if math.isnan(value):
-            return
-        met = "" if target is None else ("yes" if value >= target else "**no**")
-        lines.append(f"| {label} | {value:.2f}x | {'' if target is None else f'≥ {target:.1f}x'} | {met} |")
+        row = goal_row(label, value, target)
+        if row is not None:
+            lines.append(row)
 
     goal("node 2 workers puts / best embedded puts (default worker count here)",
          ratio("node2 put", "embedded put 1000", "embedded put 4000"), 0.7)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import platform
 import time
 from importlib import metadata
@@ -34,3 +35,11 @@ def write_report(report: str, output: Path, *, write: bool = True) -> None:
         output.parent.mkdir(parents=True, exist_ok=True)
         output.write_text(report)
         log(f"wrote {output}")
+
+
+def goal_row(label: str, value: float, target: float | None) -> str | None:
+    """A row of a "ratio | measured | goal | met" table; None when the ratio was not measured."""
+    if math.isnan(value):
+        return None
+    met = "" if target is None else ("yes" if value >= target else "**no**")
+    return f"| {label} | {value:.2f}x | {'' if target is None else f'≥ {target:.1f}x'} | {met} |"

@@ -48,7 +48,7 @@ from stateserver.protocol.stored_form import PLAIN_HEADER  # noqa: E402
 from stateserver.node.server import NodeConfig  # noqa: E402
 from stateserver.protocol.v1 import state_pb2 as pb  # noqa: E402
 from stateserver.protocol.v1 import state_pb2_grpc  # noqa: E402
-from bench_common import cpu_model, log, version  # noqa: E402  (benchmarks/ is the script's directory)
+from bench_common import cpu_model, goal_row, log, version  # noqa: E402  (benchmarks/ is the script's directory)
 
 KEY_BYTES = 16
 VALUE_BYTES = 100
@@ -664,22 +664,21 @@ def render(*, results: dict[str, list[Measured]], sweep: list[tuple[int, Measure
                          f"| {cpu(name, 'server_cpu')} |")
     lines += ["", "## Ratios and goals", "", "| ratio | measured | goal | met |", "| --- | ---: | ---: | --- |"]
 
-    def goal_row(label: str, value: float, goal: float | None) -> None:
-        if math.isnan(value):
-            return
-        met = "" if goal is None else ("yes" if value >= goal else "**no**")
-        lines.append(f"| {label} | {value:.2f}x | {'' if goal is None else f'≥ {goal:.1f}x'} | {met} |")
+    def goal(label: str, value: float, target: float | None) -> None:
+        row = goal_row(label, value, target)
+        if row is not None:
+            lines.append(row)
 
-    goal_row("node puts / embedded puts (1000 a write)", ratio("node put", "embedded put"), None)
-    goal_row("node puts / embedded puts (4000 a write)", ratio("node put", "embedded put 4000"), None)
-    goal_row("node puts / best embedded puts", best_embedded_put_ratio(), 0.7)
-    goal_row("node gets / embedded gets (one thread)", ratio("node get", "embedded get"), 0.5)
-    goal_row("node gets / embedded gets (worker threads)", ratio("node get", "embedded get threaded"), None)
-    goal_row("node gets / best embedded gets", best_embedded_get_ratio(), 0.5)
+    goal("node puts / embedded puts (1000 a write)", ratio("node put", "embedded put"), None)
+    goal("node puts / embedded puts (4000 a write)", ratio("node put", "embedded put 4000"), None)
+    goal("node puts / best embedded puts", best_embedded_put_ratio(), 0.7)
+    goal("node gets / embedded gets (one thread)", ratio("node get", "embedded get"), 0.5)
+    goal("node gets / embedded gets (worker threads)", ratio("node get", "embedded get threaded"), None)
+    goal("node gets / best embedded gets", best_embedded_get_ratio(), 0.5)
     if results.get("redis put"):
-        goal_row("node puts / Redis MSET", ratio("node put", "redis put"), 1.0)
-        goal_row("node gets / Redis MGET", ratio("node get", "redis get"), 1.0)
-        goal_row("node gets / Redis pipelined MGET", ratio("node get", "redis get pipelined"), None)
+        goal("node puts / Redis MSET", ratio("node put", "redis put"), 1.0)
+        goal("node gets / Redis MGET", ratio("node get", "redis get"), 1.0)
+        goal("node gets / Redis pipelined MGET", ratio("node get", "redis get pipelined"), None)
     if redis_note:
         lines += ["", f"Redis: {redis_note}."]
     if sweep:

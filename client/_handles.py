@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Generic, Protocol, TypeVar
 
 from stateserver.client._errors import InvalidArgumentError
+from stateserver.client._positions import picked
 from stateserver.client._serializers import INT64, BytesSerializer, Serializer
 from stateserver.protocol import wire
 from stateserver.protocol.operations import ReadOp, WriteOp
@@ -92,8 +93,7 @@ class ValueState(_WithValues[K, V], Generic[K, V]):
             return self._writer.join([])
         raws = self._raw_keys(keys)
         values = objects if isinstance(self._values, BytesSerializer) else list(map(self._values.dumps, objects))
-        groups = [(session, raws, values, key_groups) if chosen is None else
-                  (session, list(map(raws.__getitem__, chosen)), list(map(values.__getitem__, chosen)), key_groups)
+        groups = [(session, picked(raws, chosen), picked(values, chosen), key_groups)
                   for session, chosen, key_groups in self._writer.split(raws)]
         for session, group_keys, group_values, _ in groups:  # every item checked before any is buffered
             session.node_limits.check_writes(group_keys, group_values)

@@ -13,7 +13,8 @@ from stateserver.client._handles import Values
 from stateserver.client._plans import Plan
 from stateserver.client._shard_session import ShardSession
 from stateserver.client._states import AggregatingState, ListState, MapState, ValueState
-from stateserver.client._writer_core import WriterCore, picked, scatter
+from stateserver.client._positions import picked, scatter
+from stateserver.client._writer_core import WriterCore
 from stateserver.protocol.operations import ReadOp
 
 

@@ -113,19 +113,6 @@ class ShardRouter(Generic[Session]):
         )
 
 
-def picked(items: Sequence[Any], chosen: list[int] | None) -> Sequence[Any]:
-    """``items`` at the positions ``chosen`` (a shard's part of a call, from ``split``; None: all).
-    An empty ``items`` (no map keys, say) stays empty."""
-    if chosen is None or not items:
-        return items
-    return list(map(items.__getitem__, chosen))
-
-
-def scatter(results: list[Any], chosen: list[int], values: Sequence[Any]) -> None:
-    """Put a shard's part of a call's answers in their places: ``results[chosen[i]] = values[i]``."""
-    collections.deque(map(results.__setitem__, chosen, values), maxlen=0)
-
-
 class WriterCore(ShardRouter[Session]):
     """Once a write batch fails, the writer is failed as a whole: every later call raises
     ``SessionFailedError`` (chained to the failure) until the writer is reopened with a restore.

@@ -12,7 +12,8 @@ from typing import Any
 
 from stateserver.client._handles import Values
 from stateserver.client._plans import Plan
-from stateserver.client._writer_core import WriterCore, picked, scatter
+from stateserver.client._positions import picked, scatter
+from stateserver.client._writer_core import WriterCore
 from stateserver.client.aio._connection import drive
 from stateserver.client.aio._session import AsyncShardSession
 from stateserver.client.aio._states import AsyncAggregatingState, AsyncListState, AsyncMapState, AsyncValueState

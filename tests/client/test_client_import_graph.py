@@ -74,7 +74,7 @@ def test_the_client_modules_import_each_other_without_a_cycle() -> None:
 def test_the_core_does_no_io() -> None:
     """The sans-IO core imports neither gRPC nor asyncio nor a face; only the faces do I/O."""
     core = ["_buffer", "_overlays", "_shard_core", "_handles", "_plans", "_writer_core", "_client_core", "_routing",
-            "_failure", "_node_limits"]
+            "_failure", "_node_limits", "_positions"]
     for name in core:
         tree = ast.parse((CLIENT / f"{name}.py").read_text())
         imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
