@@ -124,12 +124,21 @@ def test_requests_while_the_shard_closes_and_reopens_hear_shard_closed(node: Nod
     """Requests arriving while the shard is closed and restored for a newer writer are told it is
     closing (UNAVAILABLE, retriable, naming the shard); once it is back they are answered.
 
+    The test failed once in the 2-worker CI pass after shards unchanged since the checkpoint
+    began to be kept in place on a reopen: its reopens then never closed the shard. Each reopen
+    now follows a write, so it restores, which is what this test is about.
+
     Fails on the code before the shard leases: they got FAILED_PRECONDITION "shard-not-open",
     which the client does not retry, with no word of the close.
     """
     commit_checkpoint(node, ref, 1)
 
     def reopen_under_reads(epoch: int) -> list[tuple[grpc.StatusCode, str, str]]:
+        # A write by the current owner first: the shard is then no longer exactly the checkpoint,
+        # so the newer open closes it and restores (a shard unchanged since the checkpoint would
+        # be kept open in place, never closed).
+        owner = shard_ref(ref.namespace, (0, 127), epoch - 1)
+        stub.WriteBatch(write_request(owner, "v", [WriteOp.PUT], KEYS[:1], [b"since the checkpoint"]), timeout=10)
         newer = shard_ref(ref.namespace, (0, 127), epoch)
         stop = threading.Event()
         outcomes: list[tuple[grpc.StatusCode, str, str]] = []
