@@ -18,9 +18,11 @@ import threading
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from stateserver.node.fence_records import FenceRecords
 from stateserver.node.namespace_records import NamespaceRecords
 from stateserver.node.open_phases import OpenPhases, PhaseObserver
-from stateserver.node.shard_open import NO_CLAIMS, RESUME, OpenSource, OwnerClaims, ShardOpening, shard_directory
+from stateserver.node.shard_open import (NO_CLAIMS, RESUME, OpenSource, OwnerClaims, ShardOpening, discard_directory,
+                                        shard_directory)
 from stateserver.node.shelved_shards import ShardShelf
 from stateserver.protocol.epochs import epoch_problem
 from stateserver.protocol.errors import AlreadyExists, Fenced, InvalidInput, NotFound, ShardClosed, ShardNotOpen
@@ -59,6 +61,8 @@ class ShardRegistry(ShardOpening):
         self.on_open_phases: PhaseObserver | None = None
         # The snapshot store's namespace definitions (the node's namespace.json files cache them).
         self.namespace_records: NamespaceRecords | None = None
+        # Key groups newer writers opened on sibling workers (``fence_older``).
+        self.fences = FenceRecords()
         for swept in sweep_leftovers(data_dir):
             log.info("removed what a crash left", extra={"path": str(swept)})
         for path in sorted((data_dir / "namespaces").glob("*/namespace.json")):
@@ -189,6 +193,7 @@ class ShardRegistry(ShardOpening):
             if newer:  # a newer writer split or merged the range: this writer is fenced, not unopened
                 raise Fenced(f"key groups {start}-{end} of {namespace!r} are owned by epoch {newer[0].epoch} "
                              f"(shard {newer[0].key_groups}); epoch {epoch} is fenced")
+            self.fences.check(namespace, start, end, epoch)  # or did so on another worker of this node
             raise ShardNotOpen(f"shard {namespace}/{start}-{end} is not open on this node; open it first")
         check_epoch(epoch)
         shard.check_writer(epoch)
@@ -218,6 +223,37 @@ class ShardRegistry(ShardOpening):
         if self.on_discarded is not None:
             self.on_discarded(shard.id)
         log.info("shard closed", extra={"namespace": namespace, "shard": str(shard.id)})
+
+    def fence_older(self, namespace: str, key_groups: KeyGroupRange, epoch: int) -> list[ShardId]:
+        """A writer at ``epoch`` opened ``key_groups`` on another worker of this node: close the shards
+        here overlapping them at older epochs, discard their directories, and refuse their writers
+        from now on (Fenced). Opens of overlapping key groups under way are waited for, so that none
+        of an older epoch slips in after this returns."""
+        self.fences.record(namespace, key_groups, epoch)  # first: an open under way checks it
+        with self._lock:
+            while any(key_groups.overlaps(other.key_groups) for other in self._building if other.namespace == namespace):
+                self._built.wait()
+            older = [s for k, s in self._shards.items()
+                     if k[0] == namespace and key_groups.overlaps(s.key_groups) and s.epoch < epoch]
+            for shard in older:
+                del self._shards[(namespace, shard.key_groups.start, shard.key_groups.end)]
+                self._building.add(shard.id)
+        try:
+            for shard in older:
+                shard.close()  # no clean-close record: only a restore may serve these key groups again
+                discard_directory(shard.path)
+                log.info("shard closed for a newer writer on another worker",
+                         extra={"namespace": namespace, "shard": str(shard.id), "epoch": shard.epoch,
+                                "newer_epoch": epoch})
+        finally:
+            with self._lock:
+                for shard in older:
+                    self._building.discard(shard.id)
+                self._built.notify_all()
+        for shard in older:
+            if self.on_discarded is not None:
+                self.on_discarded(shard.id)
+        return [shard.id for shard in older]
 
     def open_shards(self) -> list[Shard]:
         with self._lock:

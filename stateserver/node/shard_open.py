@@ -23,6 +23,7 @@ import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from stateserver.node.fence_records import FenceRecords
 from stateserver.node.open_phases import OpenPhases
 from stateserver.protocol.errors import Fenced, RestoreRequired, ShardClosed
 from stateserver.protocol.keygroups import KeyGroupRange
@@ -125,6 +126,18 @@ def shard_directory(data_dir: pathlib.Path, shard_id: ShardId) -> pathlib.Path:
     return data_dir / "namespaces" / shard_id.namespace / "shards" / str(shard_id.key_groups)
 
 
+def discard_directory(path: pathlib.Path) -> bool:
+    """Move an older owner's shard directory aside and remove it in the background (tens of ms a
+    shard: an open need not wait); False if it was gone already."""
+    discarded = path.parent / f".{path.name}.replaced-{uuid.uuid4().hex[:8]}"
+    try:
+        path.rename(discarded)
+    except FileNotFoundError:
+        return False
+    remove_later(discarded)
+    return True
+
+
 class ShardOpening:
     """The open path of ``ShardRegistry``: resume, empty or restore, then serve the shard."""
 
@@ -136,6 +149,7 @@ class ShardOpening:
     _shards: dict[tuple[str, int, int], Shard]
     on_restored: Callable[[Shard, Any], None] | None
     on_discarded: Callable[[ShardId], None] | None  # a shard's key groups left this node
+    fences: FenceRecords
 
     def _open(self, shard_id: ShardId, max_key_groups: int, epoch: int, owner_id: str,
               descriptors: list[StateDescriptor], source: OpenSource, claims: OwnerClaims,
@@ -146,6 +160,7 @@ class ShardOpening:
             existing = self._shards.get(key)
             overlapping = [s for k, s in self._shards.items()
                            if k[0] == shard_id.namespace and shard_id.key_groups.overlaps(s.key_groups)]
+        self.fences.check(shard_id.namespace, shard_id.key_groups.start, shard_id.key_groups.end, epoch)
         for other in overlapping:
             if other.epoch > epoch:
                 raise Fenced(f"shard {other.id} is owned by epoch {other.epoch}; epoch {epoch} is stale")
@@ -311,12 +326,8 @@ class ShardOpening:
             log.info("shard closed for a newer writer", extra={"namespace": shard_id.namespace, "shard": str(other.id)})
         for key_groups, path in self._directories(shard_id.namespace):
             if key_groups.overlaps(shard_id.key_groups):
-                discarded = path.parent / f".{path.name}.replaced-{uuid.uuid4().hex[:8]}"
-                try:
-                    path.rename(discarded)
-                except FileNotFoundError:
+                if not discard_directory(path):
                     continue  # an open of other key groups the directory overlapped took it meanwhile
-                remove_later(discarded)  # the open need not wait (tens of ms a shard)
                 if key_groups != shard_id.key_groups and self.on_discarded is not None:
                     self.on_discarded(ShardId(shard_id.namespace, key_groups))  # rescaled away
         shards_dir = self.data_dir / "namespaces" / shard_id.namespace / "shards"

@@ -32,6 +32,7 @@ from stateserver.ownership.claims import StoreClaims
 from stateserver.node.checkpointing import Checkpointing, restore_source
 from stateserver.node.registry import ShardRegistry, check_epoch
 from stateserver.node.shard_open import EMPTY, RESUME, OpenSource
+from stateserver.node.sibling_fencing import SiblingFencing
 from stateserver.shard.shard import Shard, ShardId
 from stateserver.protocol.states import StateDescriptor
 from stateserver.shard.storage_errors import resource_cause
@@ -109,8 +110,10 @@ def decode_batch(request: pb.WriteBatchRequest | pb.ReadBatchRequest, values: Se
 class StateService(state_pb2_grpc.StateServiceServicer):
     def __init__(self, registry: ShardRegistry, *, node_id: str, version: str,
                  checkpointing: Checkpointing | None = None, cluster: ClusterView | Membership | None = None,
-                 metrics: NodeMetrics | None = None, max_message_bytes: int = 64 << 20) -> None:
+                 metrics: NodeMetrics | None = None, max_message_bytes: int = 64 << 20,
+                 siblings: SiblingFencing | None = None) -> None:
         self.registry = registry
+        self.siblings = siblings  # the node's other workers, if it has several
         self.max_message_bytes = max_message_bytes
         self.checkpointing = checkpointing
         self.cluster = cluster or ClusterView(node_id, ())
@@ -148,6 +151,8 @@ class StateService(state_pb2_grpc.StateServiceServicer):
                               request.owner_id) if self.checkpointing is not None else None)
         shard = self.registry.open_shard(ref.namespace, ref.key_group_start, ref.key_group_end, ref.epoch, descriptors,
                                          source, owner_id=request.owner_id, claims=claims)
+        if self.siblings is not None:  # before the writer hears it owns the key groups, as one process does
+            self.siblings.fence_older(ref.namespace, key_groups, shard.epoch)
         states = [s.descriptor.to_proto() for s in shard.states.values()]
         return pb.OpenShardResponse(epoch=shard.epoch, states=states)
 
@@ -232,6 +237,17 @@ class StateService(state_pb2_grpc.StateServiceServicer):
         self.metrics.record_read(len(page.values), len(entry_keys) + len(values))
         return pb.IterateResponse(entry_keys=entry_keys, entry_key_lengths=entry_key_lengths,
                                   values=values, value_lengths=value_lengths, has_more=page.has_more)
+
+    @translate_errors
+    def FenceOlderWriters(self, request: pb.FenceOlderWritersRequest,
+                          context: grpc.ServicerContext) -> pb.FenceOlderWritersResponse:
+        check_epoch(request.epoch)
+        try:
+            key_groups = KeyGroupRange(request.key_group_start, request.key_group_end)
+        except ValueError as exc:
+            raise errors.InvalidInput(str(exc)) from None
+        fenced = self.registry.fence_older(request.namespace, key_groups, request.epoch)
+        return pb.FenceOlderWritersResponse(fenced_shards=[str(shard_id) for shard_id in fenced])
 
     @translate_errors
     def NodeInfo(self, request: pb.NodeInfoRequest, context: grpc.ServicerContext) -> pb.NodeInfoResponse:

@@ -10,6 +10,7 @@ import pytest
 
 from restore.state_builder import small_resources
 from stateserver.protocol.errors import Fenced
+from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.protocol.limits import Limits
 from stateserver.node.registry import ShardRegistry
 from stateserver.node.shard_open import OpenSource, PreparedRestore
@@ -99,3 +100,27 @@ def test_a_failed_restore_leaves_no_shard_and_releases_its_key_groups(registry: 
     assert registry.open_shards() == []
     assert registry.open_shard("ns", 0, 7, 1, []).epoch == 1  # not waiting for the failed one
     assert registry.close_all() == 0
+
+
+def test_a_sibling_fence_during_an_older_open_fences_that_open_too(registry: ShardRegistry) -> None:
+    """Another worker's newer writer (``fence_older``) arrives while epoch 1 is still restoring
+    0-15 here: the fence waits for that open, then closes the shard it built, and epoch 1 hears
+    Fenced from then on. (New with sibling fencing: before it a worker had no such call.)"""
+    registry.open_shard("ns", 8, 15, 3, [], OpenSource(empty=True))  # not older: left alone
+    restorer = GatedRestorer()
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        opening = pool.submit(registry.open_shard, "ns", 0, 7, 1, [], restorer.source)
+        assert restorer.inside.acquire(timeout=WAIT_S)
+        fencing = pool.submit(registry.fence_older, "ns", KeyGroupRange(0, 15), 2)
+        with pytest.raises(concurrent.futures.TimeoutError):
+            fencing.result(timeout=0.3)  # it waits for the open under way
+        restorer.gate.set()
+        opened = opening.result(WAIT_S)
+        assert fencing.result(WAIT_S) == [ShardId("ns", KeyGroupRange(0, 7))]
+    assert opened.closed
+    assert [str(s.key_groups) for s in registry.open_shards()] == ["8-15"]
+    with pytest.raises(Fenced):
+        registry.shard("ns", 0, 7, 1)
+    with pytest.raises(Fenced):
+        registry.open_shard("ns", 0, 7, 1, [], OpenSource(empty=True))
+    assert not (registry.data_dir / "namespaces" / "ns" / "shards" / "0-7").exists(), "its directory was discarded"

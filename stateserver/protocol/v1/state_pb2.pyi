@@ -654,6 +654,57 @@ class IterateResponse(_message.Message):
 Global___IterateResponse: _TypeAlias = IterateResponse  # noqa: Y015
 
 @_typing.final
+class FenceOlderWritersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    NAMESPACE_FIELD_NUMBER: _builtins.int
+    KEY_GROUP_START_FIELD_NUMBER: _builtins.int
+    KEY_GROUP_END_FIELD_NUMBER: _builtins.int
+    EPOCH_FIELD_NUMBER: _builtins.int
+    namespace: _builtins.str
+    key_group_start: _builtins.int
+    key_group_end: _builtins.int
+    epoch: _builtins.int
+    """the new writer's; shards of older epochs overlapping the key groups are fenced"""
+    def __init__(
+        self,
+        *,
+        namespace: _builtins.str = ...,
+        key_group_start: _builtins.int = ...,
+        key_group_end: _builtins.int = ...,
+        epoch: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "key_group_end", b"key_group_end", "key_group_start", b"key_group_start", "namespace", b"namespace"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FenceOlderWritersRequest: _TypeAlias = FenceOlderWritersRequest  # noqa: Y015
+
+@_typing.final
+class FenceOlderWritersResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FENCED_SHARDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fenced_shards(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """the shards this worker closed"""
+
+    def __init__(
+        self,
+        *,
+        fenced_shards: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fenced_shards", b"fenced_shards"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___FenceOlderWritersResponse: _TypeAlias = FenceOlderWritersResponse  # noqa: Y015
+
+@_typing.final
 class NodeInfoRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -74,6 +74,11 @@ class StateServiceStub:
                 request_serializer=stateserver_dot_protocol_dot_v1_dot_state__pb2.NodeInfoRequest.SerializeToString,
                 response_deserializer=stateserver_dot_protocol_dot_v1_dot_state__pb2.NodeInfoResponse.FromString,
                 _registered_method=True)
+        self.FenceOlderWriters = channel.unary_unary(
+                '/stateserver.v1.StateService/FenceOlderWriters',
+                request_serializer=stateserver_dot_protocol_dot_v1_dot_state__pb2.FenceOlderWritersRequest.SerializeToString,
+                response_deserializer=stateserver_dot_protocol_dot_v1_dot_state__pb2.FenceOlderWritersResponse.FromString,
+                _registered_method=True)
 
 
 class StateServiceServicer:
@@ -127,6 +132,14 @@ class StateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def FenceOlderWriters(self, request, context):
+        """Between the workers of one node: a writer opened these key groups at `epoch` on another
+        worker, so shards here overlapping them at older epochs are fenced (closed and discarded).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_StateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -169,6 +182,11 @@ def add_StateServiceServicer_to_server(servicer, server):
                     servicer.NodeInfo,
                     request_deserializer=stateserver_dot_protocol_dot_v1_dot_state__pb2.NodeInfoRequest.FromString,
                     response_serializer=stateserver_dot_protocol_dot_v1_dot_state__pb2.NodeInfoResponse.SerializeToString,
+            ),
+            'FenceOlderWriters': grpc.unary_unary_rpc_method_handler(
+                    servicer.FenceOlderWriters,
+                    request_deserializer=stateserver_dot_protocol_dot_v1_dot_state__pb2.FenceOlderWritersRequest.FromString,
+                    response_serializer=stateserver_dot_protocol_dot_v1_dot_state__pb2.FenceOlderWritersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -387,6 +405,33 @@ class StateService:
             '/stateserver.v1.StateService/NodeInfo',
             stateserver_dot_protocol_dot_v1_dot_state__pb2.NodeInfoRequest.SerializeToString,
             stateserver_dot_protocol_dot_v1_dot_state__pb2.NodeInfoResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def FenceOlderWriters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/stateserver.v1.StateService/FenceOlderWriters',
+            stateserver_dot_protocol_dot_v1_dot_state__pb2.FenceOlderWritersRequest.SerializeToString,
+            stateserver_dot_protocol_dot_v1_dot_state__pb2.FenceOlderWritersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -44,6 +44,10 @@ class StateServiceStub:
     ReadBatch: _grpc.UnaryUnaryMultiCallable[_state_pb2.ReadBatchRequest, _state_pb2.ReadBatchResponse]
     Iterate: _grpc.UnaryUnaryMultiCallable[_state_pb2.IterateRequest, _state_pb2.IterateResponse]
     NodeInfo: _grpc.UnaryUnaryMultiCallable[_state_pb2.NodeInfoRequest, _state_pb2.NodeInfoResponse]
+    FenceOlderWriters: _grpc.UnaryUnaryMultiCallable[_state_pb2.FenceOlderWritersRequest, _state_pb2.FenceOlderWritersResponse]
+    """Between the workers of one node: a writer opened these key groups at `epoch` on another
+    worker, so shards here overlapping them at older epochs are fenced (closed and discarded).
+    """
 
 @_typing.type_check_only
 class StateServiceAsyncStub(StateServiceStub):
@@ -56,6 +60,10 @@ class StateServiceAsyncStub(StateServiceStub):
     ReadBatch: _aio.UnaryUnaryMultiCallable[_state_pb2.ReadBatchRequest, _state_pb2.ReadBatchResponse]  # type: ignore[assignment]
     Iterate: _aio.UnaryUnaryMultiCallable[_state_pb2.IterateRequest, _state_pb2.IterateResponse]  # type: ignore[assignment]
     NodeInfo: _aio.UnaryUnaryMultiCallable[_state_pb2.NodeInfoRequest, _state_pb2.NodeInfoResponse]  # type: ignore[assignment]
+    FenceOlderWriters: _aio.UnaryUnaryMultiCallable[_state_pb2.FenceOlderWritersRequest, _state_pb2.FenceOlderWritersResponse]  # type: ignore[assignment]
+    """Between the workers of one node: a writer opened these key groups at `epoch` on another
+    worker, so shards here overlapping them at older epochs are fenced (closed and discarded).
+    """
 
 class StateServiceServicer(metaclass=_abc_1.ABCMeta):
     @_abc_1.abstractmethod
@@ -113,5 +121,15 @@ class StateServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _state_pb2.NodeInfoRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_state_pb2.NodeInfoResponse, _abc.Awaitable[_state_pb2.NodeInfoResponse]]: ...
+
+    @_abc_1.abstractmethod
+    def FenceOlderWriters(
+        self,
+        request: _state_pb2.FenceOlderWritersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_state_pb2.FenceOlderWritersResponse, _abc.Awaitable[_state_pb2.FenceOlderWritersResponse]]:
+        """Between the workers of one node: a writer opened these key groups at `epoch` on another
+        worker, so shards here overlapping them at older epochs are fenced (closed and discarded).
+        """
 
 def add_StateServiceServicer_to_server(servicer: StateServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
