@@ -12,7 +12,7 @@ import json
 import logging
 
 from stateserver.protocol.errors import AlreadyExists, CorruptData, Unavailable
-from stateserver.store import ObjectNotFound, ObjectStore, StoreUnavailable, paths
+from stateserver.store import ObjectNotFound, ObjectStore, StoreError, StoreUnavailable, paths
 
 log = logging.getLogger(__name__)
 
@@ -58,13 +58,19 @@ def _decode(namespace: str, data: bytes) -> int:
 def write_back(records: NamespaceRecords, known: dict[str, int]) -> list[str]:
     """Record in the store the namespaces this node knows (its data directory's ``namespace.json``
     files), for namespaces created before the store held their definitions; returns those the store
-    could not be reached for. A namespace recorded with other key groups is logged, not changed: the
-    store is the durable home, and this node's copy is the one that is wrong."""
+    could not record yet, for the caller to try again. That includes a store that answers but
+    refuses (access denied, a bucket not made yet): nothing else records these namespaces, and an
+    operator may fix the store without restarting the node. A namespace recorded with other key
+    groups is logged, not changed: the store is the durable home, and this node's copy is wrong."""
     pending = []
     for namespace, max_key_groups in sorted(known.items()):
         try:
             records.record(namespace, max_key_groups)
         except Unavailable:
+            pending.append(namespace)
+        except StoreError as exc:  # not transient by itself: worth an operator's look
+            log.error("the snapshot store refused this node's definition of a namespace; will try again",
+                      extra={"namespace": namespace, "error": str(exc)})
             pending.append(namespace)
         except (AlreadyExists, CorruptData) as exc:
             log.error("this node's definition of a namespace disagrees with the snapshot store's",

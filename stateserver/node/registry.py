@@ -164,10 +164,12 @@ class ShardRegistry(ShardOpening):
                 self._built.wait()
             self._building.add(shard_id)
         try:
-            if self.shelf is not None and source.resume and not shard_directory(self.data_dir, shard_id).exists():
+            if self.shelf is not None and source.resume:
                 self.shelf.take(shard_id, shard_directory(self.data_dir, shard_id))
             shard = self._open(shard_id, max_key_groups, epoch, owner_id, descriptors, source, claims or NO_CLAIMS,
                                phases)
+            if self.shelf is not None and not source.resume:
+                self.shelf.discard(shard_id)  # older owners' copies now, as _take_over's here
         finally:
             with self._lock:
                 self._building.discard(shard_id)

@@ -6,7 +6,11 @@ what the node kept while it ran as one process. Which worker serves a shard foll
 known only once clients route to it, so the shard stays on this shelf until a writer opens it
 on a worker: then that worker takes it by renaming the directory into its own (atomic: two workers
 cannot both take it). Until then it is never silently ignored: a writer resuming key groups that
-a shelved shard overlaps without matching hears RestoreRequired, never an empty shard.
+a shelved shard overlaps without matching hears RestoreRequired, never an empty shard; so does one
+whose worker holds a copy of its own (from an earlier run with workers) while the shelf holds
+another (from a run as one process): which one is newer cannot be told from the directories. A
+writer that opens the key groups from a checkpoint or empty on a worker makes the shelved copies
+older owners' copies, which are discarded, as the worker discards its own.
 """
 from __future__ import annotations
 
@@ -14,9 +18,11 @@ import json
 import logging
 import os
 import pathlib
+import uuid
 
 from stateserver.protocol.errors import RestoreRequired
 from stateserver.protocol.keygroups import KeyGroupRange
+from stateserver.shard.directory_removal import remove_later
 from stateserver.shard.shard import ShardId
 
 log = logging.getLogger(__name__)
@@ -38,8 +44,14 @@ class ShardShelf:
 
     def take(self, shard_id: ShardId, destination: pathlib.Path) -> bool:
         """Move the shelved shard with exactly these key groups to ``destination``; False if there is
-        none. RestoreRequired if shelved shards overlap the key groups without matching them."""
+        none. RestoreRequired if shelved shards overlap the key groups without matching them, or if
+        the worker holds its own copy at ``destination`` and the shelf holds one too."""
         shelved = self._overlapping(shard_id)
+        if shelved and destination.exists():
+            raise RestoreRequired(
+                f"shard {shard_id} has a copy in this worker's data directory and the node's data directory "
+                f"holds another of overlapping key groups ({', '.join(str(p) for _, p in shelved)}); which is "
+                "newer cannot be told: open these key groups with restore='latest' or a checkpoint id")
         exact = [path for key_groups, path in shelved if key_groups == shard_id.key_groups]
         others = [path for key_groups, path in shelved if key_groups != shard_id.key_groups]
         if others:
@@ -56,6 +68,21 @@ class ShardShelf:
             return False  # another worker took it first
         log.info("took a shard from the node's shelf", extra={"shard": str(shard_id), "from": str(exact[0])})
         return True
+
+    def discard(self, shard_id: ShardId) -> list[pathlib.Path]:
+        """Remove the shelved shards overlapping ``shard_id`` (a writer opened these key groups from
+        a checkpoint or empty: they are older owners' copies); returns what was removed."""
+        removed = []
+        for _, path in self._overlapping(shard_id):
+            discarded = path.parent / f".{path.name}.replaced-{uuid.uuid4().hex[:8]}"
+            try:
+                path.rename(discarded)
+            except FileNotFoundError:
+                continue  # another worker took or discarded it meanwhile
+            remove_later(discarded)
+            removed.append(path)
+            log.info("discarded a shard on the node's shelf", extra={"shard": str(shard_id), "path": str(path)})
+        return removed
 
     def _overlapping(self, shard_id: ShardId) -> list[tuple[KeyGroupRange, pathlib.Path]]:
         shards_dir = self.node_dir / "namespaces" / shard_id.namespace / "shards"

@@ -83,16 +83,27 @@ def _listed(address: str) -> list[str]:
         return sorted(state_pb2_grpc.StateServiceStub(channel).NodeInfo(pb.NodeInfoRequest(), timeout=10).nodes)
 
 
+def _port_that_wins_a_shard(three: list[str], ranges: list[str]) -> int:
+    """A free port whose node, added to ``three``, owns at least one of ``ranges``: otherwise the
+    rebalance would move nothing (about 1 draw in 7000 with 32 shards) and test nothing."""
+    while True:
+        port = free_loopback_port()
+        everyone = [*three, f"127.0.0.1:{port}"]
+        if any(placement.owner(f"{NAMESPACE}/{r}", everyone) == everyone[-1] for r in ranges):
+            return port
+
+
 def test_a_fourth_node_joins_by_dns_re_resolution_and_takes_a_quarter_at_a_checkpoint(fleet: Fleet) -> None:
-    ports = [free_loopback_port() for _ in range(4)]
-    three = sorted(f"127.0.0.1:{port}" for port in ports[:3])
+    ports = [free_loopback_port() for _ in range(3)]
+    three = sorted(f"127.0.0.1:{port}" for port in ports)
+    ranges = ranges_for_parallelism(MAX_KEY_GROUPS, SHARDS)
+    ports.append(_port_that_wins_a_shard(three, ranges))
     fleet.records.ready = list(three)
     for port in ports[:3]:
         fleet.start_on(port)
     assert all(_listed(a) == three for a in three)
     generator = random.Random(9)
     events = [f"key-{generator.randrange(400)}" for _ in range(4_000)]
-    ranges = ranges_for_parallelism(MAX_KEY_GROUPS, SHARDS)
     with StateClient(three[0], timeout=20) as state:
         state.create_namespace(NAMESPACE, MAX_KEY_GROUPS)
         writer = state.open_writer(NAMESPACE, key_groups=ranges, epoch=state.next_epoch(NAMESPACE))
@@ -115,7 +126,9 @@ def test_a_fourth_node_joins_by_dns_re_resolution_and_takes_a_quarter_at_a_check
 
         moved = state.rebalance(writer, checkpoint_id=1, epoch=state.next_epoch(NAMESPACE))
         won = {r for r in ranges if placement.owner(f"{NAMESPACE}/{r}", everyone) == fourth}
-        assert set(moved) == won and 0.10 * SHARDS <= len(moved) <= 0.45 * SHARDS
+        # Exactly the shards the fourth wins; how many it wins depends on the free ports drawn, so
+        # the share is not asserted here (tests/test_membership.py checks it over fixed names).
+        assert set(moved) == won
         assert {s.key_groups: s.connection.address for s in writer.sessions} == {
             r: (fourth if r in won else before[r]) for r in ranges}
         for word in events[2_000:]:
