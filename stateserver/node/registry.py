@@ -21,8 +21,7 @@ from typing import Any
 from stateserver.node.fence_records import FenceRecords
 from stateserver.node.namespace_records import NamespaceRecords
 from stateserver.node.open_phases import OpenPhases, PhaseObserver
-from stateserver.node.shard_open import (NO_CLAIMS, RESUME, OpenSource, OwnerClaims, ShardOpening, discard_directory,
-                                        shard_directory)
+from stateserver.node.shard_open import NO_CLAIMS, RESUME, OpenSource, OwnerClaims, ShardOpening, shard_directory
 from stateserver.node.shelved_shards import ShardShelf
 from stateserver.protocol.epochs import epoch_problem
 from stateserver.protocol.errors import AlreadyExists, Fenced, InvalidInput, NotFound, ShardClosed, ShardNotOpen
@@ -31,6 +30,7 @@ from stateserver.protocol.limits import Limits
 from stateserver.protocol.names import check_name
 from stateserver.protocol.states import StateDescriptor
 from stateserver.shard import clean_close
+from stateserver.shard.directory_removal import discard_later
 from stateserver.shard.rocks import RocksResources
 from stateserver.shard.shard import Clock, Shard, ShardId, wall_clock_ms
 
@@ -243,7 +243,7 @@ class ShardRegistry(ShardOpening):
         try:
             for shard in older:
                 shard.close()  # no clean-close record: only a restore may serve these key groups again
-                discard_directory(shard.path)
+                discard_later(shard.path)
                 log.info("shard closed for a newer writer on another worker",
                          extra={"namespace": namespace, "shard": str(shard.id), "epoch": shard.epoch,
                                 "newer_epoch": epoch})

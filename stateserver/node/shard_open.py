@@ -19,7 +19,6 @@ import logging
 import pathlib
 import shutil
 import threading
-import uuid
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -30,7 +29,7 @@ from stateserver.protocol.keygroups import KeyGroupRange
 from stateserver.protocol.limits import Limits
 from stateserver.protocol.states import StateDescriptor
 from stateserver.shard import clean_close
-from stateserver.shard.directory_removal import remove_later
+from stateserver.shard.directory_removal import discard_later
 from stateserver.shard.rocks import RocksResources
 from stateserver.shard.shard import Clock, Shard, ShardId, check_compatible
 
@@ -124,18 +123,6 @@ NO_CLAIMS: OwnerClaims = _NoClaims()
 
 def shard_directory(data_dir: pathlib.Path, shard_id: ShardId) -> pathlib.Path:
     return data_dir / "namespaces" / shard_id.namespace / "shards" / str(shard_id.key_groups)
-
-
-def discard_directory(path: pathlib.Path) -> bool:
-    """Move an older owner's shard directory aside and remove it in the background (tens of ms a
-    shard: an open need not wait); False if it was gone already."""
-    discarded = path.parent / f".{path.name}.replaced-{uuid.uuid4().hex[:8]}"
-    try:
-        path.rename(discarded)
-    except FileNotFoundError:
-        return False
-    remove_later(discarded)
-    return True
 
 
 class ShardOpening:
@@ -326,7 +313,7 @@ class ShardOpening:
             log.info("shard closed for a newer writer", extra={"namespace": shard_id.namespace, "shard": str(other.id)})
         for key_groups, path in self._directories(shard_id.namespace):
             if key_groups.overlaps(shard_id.key_groups):
-                if not discard_directory(path):
+                if not discard_later(path):  # tens of ms a shard: the open need not wait
                     continue  # an open of other key groups the directory overlapped took it meanwhile
                 if key_groups != shard_id.key_groups and self.on_discarded is not None:
                     self.on_discarded(ShardId(shard_id.namespace, key_groups))  # rescaled away

@@ -18,11 +18,10 @@ import json
 import logging
 import os
 import pathlib
-import uuid
 
 from stateserver.protocol.errors import RestoreRequired
 from stateserver.protocol.keygroups import KeyGroupRange
-from stateserver.shard.directory_removal import remove_later
+from stateserver.shard.directory_removal import discard_later
 from stateserver.shard.shard import ShardId
 
 log = logging.getLogger(__name__)
@@ -74,12 +73,8 @@ class ShardShelf:
         a checkpoint or empty: they are older owners' copies); returns what was removed."""
         removed = []
         for _, path in self._overlapping(shard_id):
-            discarded = path.parent / f".{path.name}.replaced-{uuid.uuid4().hex[:8]}"
-            try:
-                path.rename(discarded)
-            except FileNotFoundError:
+            if not discard_later(path):
                 continue  # another worker took or discarded it meanwhile
-            remove_later(discarded)
             removed.append(path)
             log.info("discarded a shard on the node's shelf", extra={"shard": str(shard_id), "path": str(path)})
         return removed

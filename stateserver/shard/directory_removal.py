@@ -11,6 +11,7 @@ import pathlib
 import queue
 import shutil
 import threading
+import uuid
 
 _pending: queue.SimpleQueue[pathlib.Path] = queue.SimpleQueue()
 _started = threading.Lock()
@@ -24,6 +25,18 @@ def remove_later(path: pathlib.Path) -> None:
         if _worker is None:
             _worker = threading.Thread(target=_remove_forever, name="remove-dirs", daemon=True)
             _worker.start()
+
+
+def discard_later(path: pathlib.Path) -> bool:
+    """Move a shard directory aside (``.<name>.replaced-*``, swept at start) and remove it in the
+    background; False if it was gone already (another open took or discarded it meanwhile)."""
+    discarded = path.parent / f".{path.name}.replaced-{uuid.uuid4().hex[:8]}"
+    try:
+        path.rename(discarded)
+    except FileNotFoundError:
+        return False
+    remove_later(discarded)
+    return True
 
 
 def _remove_forever() -> None:
