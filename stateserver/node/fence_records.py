@@ -1,10 +1,10 @@
 """Key groups this node learned a newer writer owns elsewhere: what fences an older writer here.
 
-A worker of a node fences its shards overlapping key groups that a newer epoch opened on a sibling
-worker (``sibling_fencing``): it closes them and remembers the range and epoch, so that the older
-writer hears Fenced, not "open it first", and cannot open those key groups here again. The table
-is bounded: a range forgotten makes a stale writer hear ShardNotOpen instead, and across nodes the
-ownership records in the snapshot store fence it anyway (invariant 5).
+A node fences its shards overlapping key groups that a newer epoch opened on another member (a
+worker of the same node, or another node: ``peer_fencing``): it closes them and remembers the
+range and epoch, so that the older writer hears Fenced, not "open it first", and cannot open those
+key groups here again. The table is bounded: a range forgotten makes a stale writer hear
+ShardNotOpen instead, and the ownership records in the snapshot store fence it anyway (invariant 5).
 """
 from __future__ import annotations
 
@@ -42,9 +42,9 @@ class FenceRecords:
         return None
 
     def check(self, namespace: str, start: int, end: int, epoch: int) -> None:
-        """Raise Fenced if a newer epoch opened overlapping key groups on another worker."""
+        """Raise Fenced if a newer epoch opened overlapping key groups on another member."""
         found = self.newer(namespace, start, end, epoch)
         if found is not None:
             key_groups, newer = found
-            raise Fenced(f"key groups {key_groups} of {namespace!r} are owned by epoch {newer} on another worker "
-                         f"of this node; epoch {epoch} is fenced")
+            raise Fenced(f"key groups {key_groups} of {namespace!r} are owned by epoch {newer} on another "
+                         f"member of the cluster; epoch {epoch} is fenced")

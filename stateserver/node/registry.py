@@ -229,12 +229,10 @@ class ShardRegistry(ShardOpening):
     def fence_older(self, namespace: str, key_groups: KeyGroupRange, epoch: int) -> list[ShardId]:
         """A writer at ``epoch`` opened ``key_groups`` on another worker of this node: close the shards
         here overlapping them at older epochs, discard their directories, and refuse their writers
-        from now on (Fenced). Opens of overlapping key groups under way are waited for, so that none
-        of an older epoch slips in after this returns."""
+        from now on (Fenced). An older open under way is not waited for (a restore may take long,
+        and this holds an RPC thread): it finds the record before it serves, and gives up."""
         self.fences.record(namespace, key_groups, epoch)  # first: an open under way checks it
         with self._lock:
-            while any(key_groups.overlaps(other.key_groups) for other in self._building if other.namespace == namespace):
-                self._built.wait()
             older = [s for k, s in self._shards.items()
                      if k[0] == namespace and key_groups.overlaps(s.key_groups) and s.epoch < epoch]
             for shard in older:

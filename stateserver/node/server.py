@@ -47,7 +47,7 @@ from stateserver.store import RetryingObjectStore, StoreError, open_store
 from stateserver.node.namespace_records import NamespaceRecords, write_back
 from stateserver.node.registry import ShardRegistry
 from stateserver.node.shelved_shards import ShardShelf
-from stateserver.node.sibling_fencing import SiblingFencing
+from stateserver.node.peer_fencing import PeerFencing
 from stateserver.shard.rocks import RocksResources, RocksTuning
 from stateserver.node.state_service import StateService
 from stateserver.config import Settings
@@ -96,8 +96,8 @@ class NodeConfig:
     supervised: bool = False
     # Peers' advertised addresses known without asking them (a worker's sibling workers).
     known_advertised: Mapping[str, str] = dataclasses.field(default_factory=dict)
-    # Where a worker dials its node's other workers (told of every open: ``sibling_fencing``).
-    sibling_addresses: tuple[str, ...] = ()
+    # A worker's node's other workers: cluster name -> where to dial it here (``peer_fencing``).
+    siblings: Mapping[str, str] = dataclasses.field(default_factory=dict)
 
     @property
     def address(self) -> str:
@@ -169,7 +169,7 @@ class Node:
             self.metrics.add_collector(ShardCollector(self.registry.open_shards))
             self.health = health.HealthServicer()
             self._in_flight = InFlightRequests()
-            self.sibling_fencing = SiblingFencing(config.sibling_addresses) if config.sibling_addresses else None
+            self.peer_fencing = PeerFencing(self.node_id, config.siblings, lambda: self.membership.nodes)
             self.server = grpc.server(
                 concurrent.futures.ThreadPoolExecutor(max_workers=config.worker_threads, thread_name_prefix="rpc"),
                 options=[
@@ -183,7 +183,7 @@ class Node:
                 StateService(self.registry, node_id=self.node_id, version=version(),
                              checkpointing=self.checkpointing, cluster=self.membership,
                              metrics=self.metrics, max_message_bytes=config.max_message_bytes,
-                             siblings=self.sibling_fencing),
+                             peers=self.peer_fencing),
                 self.server,
             )
             checkpoint_pb2_grpc.add_CheckpointServiceServicer_to_server(
@@ -262,8 +262,7 @@ class Node:
                 log.warning("requests still running after the drain deadline; closing shards anyway",
                             extra={"requests_in_flight": still_running})
             failed = self.registry.close_all()
-            if self.sibling_fencing is not None:
-                self.sibling_fencing.close()
+            self.peer_fencing.close()
             try:
                 self.checkpointing.close()
             except Exception:

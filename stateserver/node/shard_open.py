@@ -296,7 +296,15 @@ class ShardOpening:
             shard.close()
             raise
         with self._lock:
-            self._shards[shard_key(shard.id)] = shard
+            # A newer writer that opened overlapping key groups on another member meanwhile
+            # (``fence_older``) fences this open: checked under the lock that fence_older scans
+            # the open shards under, so the shard is either refused here or closed by it.
+            fenced = self.fences.newer(shard.id.namespace, shard.key_groups.start, shard.key_groups.end, epoch)
+            if fenced is None:
+                self._shards[shard_key(shard.id)] = shard
+        if fenced is not None:
+            shard.close()
+            self.fences.check(shard.id.namespace, shard.key_groups.start, shard.key_groups.end, epoch)
         log.info("shard opened", extra={"namespace": shard.id.namespace, "shard": str(shard.id), "epoch": epoch,
                                         "how": how, "phases_ms": phases.rounded()})
         return shard

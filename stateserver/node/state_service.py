@@ -32,7 +32,7 @@ from stateserver.ownership.claims import StoreClaims
 from stateserver.node.checkpointing import Checkpointing, restore_source
 from stateserver.node.registry import ShardRegistry, check_epoch
 from stateserver.node.shard_open import EMPTY, RESUME, OpenSource
-from stateserver.node.sibling_fencing import SiblingFencing
+from stateserver.node.peer_fencing import PeerFencing
 from stateserver.shard.shard import Shard, ShardId
 from stateserver.protocol.states import StateDescriptor
 from stateserver.shard.storage_errors import resource_cause
@@ -111,9 +111,9 @@ class StateService(state_pb2_grpc.StateServiceServicer):
     def __init__(self, registry: ShardRegistry, *, node_id: str, version: str,
                  checkpointing: Checkpointing | None = None, cluster: ClusterView | Membership | None = None,
                  metrics: NodeMetrics | None = None, max_message_bytes: int = 64 << 20,
-                 siblings: SiblingFencing | None = None) -> None:
+                 peers: PeerFencing | None = None) -> None:
         self.registry = registry
-        self.siblings = siblings  # the node's other workers, if it has several
+        self.peers = peers  # the cluster's other members, told of every open
         self.max_message_bytes = max_message_bytes
         self.checkpointing = checkpointing
         self.cluster = cluster or ClusterView(node_id, ())
@@ -151,8 +151,8 @@ class StateService(state_pb2_grpc.StateServiceServicer):
                               request.owner_id) if self.checkpointing is not None else None)
         shard = self.registry.open_shard(ref.namespace, ref.key_group_start, ref.key_group_end, ref.epoch, descriptors,
                                          source, owner_id=request.owner_id, claims=claims)
-        if self.siblings is not None:  # before the writer hears it owns the key groups, as one process does
-            self.siblings.fence_older(ref.namespace, key_groups, shard.epoch)
+        if self.peers is not None:  # a node's other workers before the writer hears it owns the key groups
+            self.peers.fence_older(ref.namespace, key_groups, shard.epoch)
         states = [s.descriptor.to_proto() for s in shard.states.values()]
         return pb.OpenShardResponse(epoch=shard.epoch, states=states)
 

@@ -36,14 +36,15 @@ def worker_config(settings: Settings, index: int, workers: int, *, metrics_port:
     siblings = {worker_address(settings.node_id, other): worker_address(node.advertised_address, other)
                 for other in range(workers) if other != index} if node.advertised_address else {}
     # Siblings are dialled where they listen, on this machine (a wildcard host: on loopback).
-    siblings_at = tuple(worker_address(_local_host(node.host) + f":{node.port}", other)
-                        for other in range(workers) if other != index)
+    local = f"{_local_host(node.host)}:{node.port}"
+    siblings_at = {worker_address(settings.node_id, other): worker_address(local, other)
+                   for other in range(workers) if other != index}
     return dataclasses.replace(
         node, port=node.port + index, data_dir=worker_data_dir(node.data_dir, index),
         node_id=worker_address(settings.node_id, index),
         advertised_address=worker_address(node.advertised_address, index) if node.advertised_address else "",
         nodes=nodes, tuning=tuning, metrics_host="127.0.0.1", metrics_port=metrics_port,
-        workers_per_node=workers, supervised=True, known_advertised=siblings, sibling_addresses=siblings_at)
+        workers_per_node=workers, supervised=True, known_advertised=siblings, siblings=siblings_at)
 
 
 def _local_host(host: str) -> str:
