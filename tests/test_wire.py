@@ -63,3 +63,14 @@ def test_unpack_reuses_a_layout_only_for_the_same_lengths() -> None:
     blob, lengths = wire.pack([b"a" * 16, b"b" * 100])
     with pytest.raises(ValueError, match="add up"):  # a cached layout still checks the blob's size
         wire.unpack(blob + b"!", lengths)
+
+
+@pytest.mark.parametrize("count", [wire.UNIFORM_CHUNK + 1, 2 * wire.UNIFORM_CHUNK, 1000])
+@pytest.mark.parametrize("size", [1, 16, 4096, 4097])  # 4097: past the sizes cut by a per-size layout
+def test_unpack_of_many_items_of_one_size(count: int, size: int) -> None:
+    items = [bytes([i % 256]) * size for i in range(count)]
+    blob, lengths = wire.pack(items)
+    assert wire.unpack(blob, lengths) == items
+    for wrong in (blob + b"!", blob[:-1]):
+        with pytest.raises(ValueError, match="add up"):
+            wire.unpack(wrong, lengths)

@@ -15,6 +15,7 @@ import operator
 import struct
 from collections.abc import Sequence
 
+from stateserver.protocol import wire
 from stateserver.protocol.keygroups import KEY_GROUP_PREFIX_BYTES, KEY_GROUP_PREFIXES, stable_hash
 
 PLAIN_HEADER = b"\x00"
@@ -74,14 +75,28 @@ class _Layouts:
             parts.append(f"{head}{length - size}{rest}" * sum(1 for _ in run))
         return struct.Struct(self._byte_order + "".join(parts))
 
+    def unpack_uniform(self, blob: bytes, count: int, length: int) -> list[object]:
+        """As ``get(lengths).unpack(blob)`` for ``count`` items of ``length`` bytes each, by a
+        layout compiled once whatever the count."""
+        if length < self._head_bytes:
+            raise ValueError(f"an item of {length} bytes is shorter than its {self._head_bytes}-byte stored-form head")
+        rest = "s" if self._keep_rest else "x"
+        item = f"{self._head}{length - self._head_bytes}{rest}"
+        return wire.unpack_uniform(blob, count, length, self._byte_order, item)
+
 
 _KEY_GROUPS = _Layouts(">", "H", KEY_GROUP_PREFIX_BYTES, keep_rest=False)
 _HEADERS = _Layouts("<", "B", HEADER_BYTES, keep_rest=False)
 _WITHOUT_KEY_GROUP = _Layouts("<", f"{KEY_GROUP_PREFIX_BYTES}x", KEY_GROUP_PREFIX_BYTES, keep_rest=True)
+_KEY_GROUPS_AND_KEYS = _Layouts(">", "H", KEY_GROUP_PREFIX_BYTES, keep_rest=True)
 _WITHOUT_HEADER = _Layouts("<", f"{HEADER_BYTES}x", HEADER_BYTES, keep_rest=True)
 
 
 def _unpack(layouts: _Layouts, blob: bytes, lengths: Sequence[int]) -> tuple[object, ...]:
+    count = len(lengths)
+    if (count > wire.UNIFORM_CHUNK and type(lengths[0]) is int
+            and list(lengths).count(lengths[0]) == count):  # fixed-size keys or values: the common case
+        return tuple(layouts.unpack_uniform(blob, count, lengths[0]))
     layout = layouts.get(lengths)
     if layout.size != len(blob):
         raise ValueError(f"lengths add up to {layout.size} bytes but the blob has {len(blob)}")
@@ -92,6 +107,12 @@ def key_groups(blob: bytes, lengths: Sequence[int]) -> tuple[int, ...]:
     """The key group of every stored key of a packed blob; ValueError if a key is shorter than
     its prefix or the lengths do not add up."""
     return _unpack(_KEY_GROUPS, blob, lengths)  # type: ignore[return-value]
+
+
+def key_groups_and_raw_keys(blob: bytes, lengths: Sequence[int]) -> tuple[tuple[int, ...], tuple[bytes, ...]]:
+    """``key_groups`` and ``raw_keys`` of a blob in one pass over it (a write needs both)."""
+    both = _unpack(_KEY_GROUPS_AND_KEYS, blob, lengths)
+    return both[0::2], both[1::2]  # type: ignore[return-value]
 
 
 def headers(blob: bytes, lengths: Sequence[int]) -> tuple[int, ...]:

@@ -5,11 +5,17 @@ lengths: a 1000-item batch then costs two protobuf fields instead of a thousand 
 """
 from __future__ import annotations
 
+import functools
 import itertools
 import struct
 from collections.abc import Sequence
 
 _U32 = struct.Struct("<I")
+# Items of one size are cut by a layout of this many items, compiled once per item format,
+# whatever the batch's count (counts vary from batch to batch: a layout per count missed the
+# cache for most batches, and compiling it cost 3 times the slicing: 100 -> 30 ns an item).
+UNIFORM_CHUNK = 256
+_MAX_UNIFORM_LENGTH = 1 << 12
 
 
 def pack(items: Sequence[bytes]) -> tuple[bytes, list[int]]:
@@ -42,6 +48,9 @@ def unpack(blob: bytes, lengths: Sequence[int]) -> list[bytes]:
     is reused: 90 -> 40 us for 1000 items.
     """
     lengths = list(lengths)  # a protobuf repeated field is iterated once, here
+    count = len(lengths)
+    if count > UNIFORM_CHUNK and lengths.count(lengths[0]) == count and 0 < lengths[0] <= _MAX_UNIFORM_LENGTH:
+        return unpack_uniform(blob, count, lengths[0], "<", f"{lengths[0]}s")
     try:
         signature = bytes(lengths)
     except (ValueError, TypeError):  # a length of 256 or more, or not an int: not cached
@@ -59,6 +68,25 @@ def unpack(blob: bytes, lengths: Sequence[int]) -> list[bytes]:
     if layout.size != len(blob):
         raise ValueError(f"lengths add up to {layout.size} bytes but the blob has {len(blob)}")
     return list(layout.unpack(blob))
+
+
+@functools.lru_cache(maxsize=1024)
+def _uniform_layout(byte_order: str, item: str, count: int) -> struct.Struct:
+    return struct.Struct(byte_order + item * count)
+
+
+def unpack_uniform(blob: bytes, count: int, item_bytes: int, byte_order: str, item: str) -> list[object]:
+    """What the ``struct`` format ``item`` (of ``item_bytes`` bytes) unpacks from each of
+    ``count`` items of ``blob``, in order; raises ``ValueError`` if the sizes do not add up."""
+    if count * item_bytes != len(blob):
+        raise ValueError(f"lengths add up to {count * item_bytes} bytes but the blob has {len(blob)}")
+    whole = count - count % UNIFORM_CHUNK
+    view = memoryview(blob)  # cut without copying
+    chunks = _uniform_layout(byte_order, item, UNIFORM_CHUNK).iter_unpack(view[:whole * item_bytes])
+    found = list(itertools.chain.from_iterable(chunks))
+    if whole < count:
+        found += _uniform_layout(byte_order, item, count - whole).unpack(view[whole * item_bytes:])
+    return found
 
 
 def _unpack_by_slicing(blob: bytes, lengths: Sequence[int]) -> list[bytes]:

@@ -14,6 +14,7 @@ fast path checks only the range: a forged prefix there finds nothing and changes
 from __future__ import annotations
 
 import collections
+import itertools
 import operator
 from collections.abc import Sequence
 
@@ -21,7 +22,7 @@ import rocksdict
 
 from stateserver.protocol import stored_form
 from stateserver.protocol.errors import InvalidInput, KeyGroupOutOfRange
-from stateserver.protocol.keygroups import KEY_GROUP_PREFIX_BYTES
+from stateserver.protocol.keygroups import KEY_GROUP_PREFIX_BYTES, stable_hash
 from stateserver.protocol.operations import Batch, ReadOp, WriteOp
 from stateserver.protocol.states import StateKind
 from stateserver.shard import layout
@@ -33,9 +34,17 @@ from stateserver.shard.shard import Shard
 
 def check_key_groups(shard: Shard, blob: bytes, lengths: Sequence[int]) -> tuple[int, ...]:
     """The key groups of a blob of stored keys, each checked to be non-empty, within the size
-    limit and inside the shard's range."""
+    limit and inside the shard's range. ``lengths``: a list (a protobuf repeated field is slow to
+    iterate, and is iterated several times here)."""
     if not lengths:
         return ()
+    _check_key_lengths(shard, lengths)
+    groups = stored_form.key_groups(blob, lengths)
+    _check_range(shard, groups)
+    return groups
+
+
+def _check_key_lengths(shard: Shard, lengths: Sequence[int]) -> None:
     shortest, longest = min(lengths), max(lengths)
     if shortest <= KEY_GROUP_PREFIX_BYTES:
         index = list(lengths).index(shortest)
@@ -45,17 +54,21 @@ def check_key_groups(shard: Shard, blob: bytes, lengths: Sequence[int]) -> tuple
         index = list(lengths).index(longest)
         raise InvalidInput(f"key {index} of the batch has {longest - KEY_GROUP_PREFIX_BYTES} bytes; the limit is "
                            f"{shard.limits.max_key_bytes}")
-    groups = stored_form.key_groups(blob, lengths)
+
+
+def _check_range(shard: Shard, groups: Sequence[int]) -> None:
     own = shard.key_groups
     if min(groups) < own.start or max(groups) > own.end:
         index = next(i for i, g in enumerate(groups) if g not in own)
         raise KeyGroupOutOfRange(f"key {index} of the batch is in key group {groups[index]}, outside shard {shard.id}")
-    return groups
 
 
 def _check_hashes(shard: Shard, raw_keys: Sequence[bytes], groups: Sequence[int]) -> list[int]:
-    computed = shard.key_groups_of(raw_keys)
+    """The key groups the keys hash to, checked to be their prefixes' (``groups``, checked to be
+    the shard's already): the hashes alone, not ``key_groups_of``'s checks again."""
+    computed = list(map(operator.mod, map(stable_hash, raw_keys), itertools.repeat(shard.max_key_groups)))
     if computed != list(groups):
+        computed = shard.key_groups_of(raw_keys)  # a key hashing outside the shard is refused as such
         index = next(i for i, (a, b) in enumerate(zip(computed, groups)) if a != b)
         raise InvalidInput(f"key {index} of the batch has the prefix of key group {groups[index]} but hashes to "
                            f"key group {computed[index]}")
@@ -68,14 +81,16 @@ def _check_hashes(shard: Shard, raw_keys: Sequence[bytes], groups: Sequence[int]
 def apply_stored_write_batch(shard: Shard, batch: Batch, key_blob: bytes, key_lengths: Sequence[int],
                              value_blob: bytes, value_lengths: Sequence[int], *, epoch: int, sequence: int = 0,
                              arrival: Arrival | None = None) -> int:
-    """``batch`` holds the stored keys and values as sliced from the blobs."""
+    """``batch`` holds the stored keys and values as sliced from the blobs; ``key_lengths`` and
+    ``value_lengths`` are lists."""
     with shard.turn(sequence, epoch, arrival):
         writes.check_batch_shape(batch, shard.limits.max_batch_ops)
-        groups = check_key_groups(shard, key_blob, key_lengths)
+        _check_key_lengths(shard, key_lengths)
+        groups, raw_keys = stored_form.key_groups_and_raw_keys(key_blob, key_lengths)
+        _check_range(shard, groups)
         _check_headers(shard, batch, value_blob, value_lengths)
         states = [shard.state(name) for name in batch.states]
         state = states[0]
-        raw_keys = stored_form.raw_keys(key_blob, key_lengths)
         hashed_groups = _check_hashes(shard, raw_keys, groups)
         if (not batch.state_indexes and state.descriptor.kind is StateKind.VALUE and not state.descriptor.ttl_ms
                 and batch.ops.count(WriteOp.PUT) == len(batch.ops)):

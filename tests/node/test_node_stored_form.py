@@ -142,6 +142,13 @@ def test_a_stored_key_outside_the_shard_is_refused(stub: state_pb2_grpc.StateSer
               grpc.StatusCode.OUT_OF_RANGE, "key group")
         fails(lambda: stub.ReadBatch(stored_read(ref, "v", ReadOp.GET, [stored(INSIDE[0]), bad], raw=True),
                                      timeout=10), grpc.StatusCode.OUT_OF_RANGE, "key group")
+    # A write of a key that hashes outside the shard under a prefix inside it: refused as outside too.
+    smuggled = key_group_prefix(LOW[0]) + OUTSIDE
+    for state, op, value in (("v", WriteOp.PUT, b"\x00new"), ("s", WriteOp.MERGE, b"\x00" + merge_operators.encode_int64(1))):
+        error = fails(lambda: stub.WriteBatch(stored_write(ref, state, [op] * 2, [stored(INSIDE[0]), smuggled],
+                                                           [value] * 2, raw=True), timeout=10),
+                      grpc.StatusCode.OUT_OF_RANGE, "key group")
+        assert rpc_error_reason(error) == "key-group-out-of-range"
     assert plain_contents(stub, ref) == before
 
 
