@@ -17,8 +17,11 @@ discarded, refused from then on), which also frees the memory the old shards hel
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import logging
+import queue
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 
 import grpc
@@ -31,7 +34,10 @@ log = logging.getLogger(__name__)
 
 SIBLING_TIMEOUT_SECONDS = 5.0
 PEER_TIMEOUT_SECONDS = 2.0
-MAX_PEER_NOTICES_PENDING = 1024  # beyond this, notices to other nodes are dropped (logged)
+# Notices to other nodes wait this long for more to go with them: a failover's or a rescale's
+# opens come in bursts, and one call per node per burst costs far less CPU than one per open.
+PEER_LINGER_SECONDS = 0.05
+MAX_PEER_NOTICES_PENDING = 4096  # beyond this, notices to other nodes are dropped (logged)
 
 
 class PeerFencing:
@@ -47,44 +53,60 @@ class PeerFencing:
         self._sibling_pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(self.siblings)),
                                                                    thread_name_prefix="fence-siblings")
         self._peer_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="fence-peers")
-        self._peer_pending = 0
+        self._pending: queue.Queue[pb.WriterFence | None] = queue.Queue(maxsize=MAX_PEER_NOTICES_PENDING)
+        self._sender: threading.Thread | None = None
 
     def fence_older(self, namespace: str, key_groups: KeyGroupRange, epoch: int) -> None:
         """Have every other member fence its shards overlapping ``key_groups`` at epochs before
         ``epoch``: the siblings before this returns, the other nodes in the background."""
-        request = pb.FenceOlderWritersRequest(namespace=namespace, key_group_start=key_groups.start,
-                                              key_group_end=key_groups.end, epoch=epoch)
-        peers = [m for m in self._current_peers() if m not in self.siblings]
-        for peer in peers:
-            self._notify_peer_later(peer, request)
-        calls = {name: self._sibling_pool.submit(self._notify, address, request, SIBLING_TIMEOUT_SECONDS)
-                 for name, address in self.siblings.items()}
-        for name, call in calls.items():
+        fence = pb.WriterFence(namespace=namespace, key_group_start=key_groups.start, key_group_end=key_groups.end,
+                               epoch=epoch)
+        self._notify_peers_later(fence)
+        request = pb.FenceOlderWritersRequest(fences=[fence])
+        calls = [self._sibling_pool.submit(self._notify, address, request, SIBLING_TIMEOUT_SECONDS)
+                 for address in self.siblings.values()]
+        for call in calls:
             call.result()
 
+    def _notify_peers_later(self, fence: pb.WriterFence) -> None:
+        with self._lock:
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_to_peers, name="fence-peers", daemon=True)
+                self._sender.start()
+        try:
+            self._pending.put_nowait(fence)
+        except queue.Full:
+            log.warning("too many fence notices pending; one to other nodes is dropped",
+                        extra={"namespace": fence.namespace, "epoch": fence.epoch})
+
+    def _send_to_peers(self) -> None:
+        while True:
+            first = self._pending.get()
+            if first is None:
+                return
+            time.sleep(PEER_LINGER_SECONDS)
+            fences = [first]
+            while True:
+                try:
+                    more = self._pending.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    return
+                fences.append(more)
+            request = pb.FenceOlderWritersRequest(fences=fences)
+            calls = [self._peer_pool.submit(self._notify, peer, request, PEER_TIMEOUT_SECONDS)
+                     for peer in self._current_peers()]
+            concurrent.futures.wait(calls)
+
     def _current_peers(self) -> list[str]:
-        members = {m for m in self.members() if m != self.node_id}
-        with self._lock:  # channels of members that left the cluster are closed
+        """The members that are not this node's workers; channels of members gone are closed."""
+        members = {m for m in self.members() if m != self.node_id and m not in self.siblings}
+        with self._lock:
             for gone in [address for address in self._channels
                          if address not in members and address not in self.siblings.values()]:
                 self._channels.pop(gone).close()
         return sorted(members)
-
-    def _notify_peer_later(self, peer: str, request: pb.FenceOlderWritersRequest) -> None:
-        with self._lock:
-            if self._peer_pending >= MAX_PEER_NOTICES_PENDING:
-                log.warning("too many fence notices pending; one to another node is dropped",
-                            extra={"peer": peer, "namespace": request.namespace, "epoch": request.epoch})
-                return
-            self._peer_pending += 1
-        self._peer_pool.submit(self._notify_peer, peer, request)
-
-    def _notify_peer(self, peer: str, request: pb.FenceOlderWritersRequest) -> None:
-        try:
-            self._notify(peer, request, PEER_TIMEOUT_SECONDS)
-        finally:
-            with self._lock:
-                self._peer_pending -= 1
 
     def _notify(self, address: str, request: pb.FenceOlderWritersRequest, timeout: float) -> None:
         stub = state_pb2_grpc.StateServiceStub(self._channel(address))
@@ -92,14 +114,10 @@ class PeerFencing:
             reply = stub.FenceOlderWriters(request, timeout=timeout)
         except grpc.RpcError as exc:
             log.warning("a member did not fence older writers", extra={
-                "member": address, "namespace": request.namespace, "epoch": request.epoch,
-                "key_groups": f"{request.key_group_start}-{request.key_group_end}",
-                "error": f"{exc.code()}: {exc.details()}"})
+                "member": address, "fences": len(request.fences), "error": f"{exc.code()}: {exc.details()}"})
             return
         if reply.fenced_shards:
-            log.info("a member fenced older writers", extra={"member": address, "namespace": request.namespace,
-                                                            "shards": list(reply.fenced_shards),
-                                                            "epoch": request.epoch})
+            log.info("a member fenced older writers", extra={"member": address, "shards": list(reply.fenced_shards)})
 
     def _channel(self, address: str) -> grpc.Channel:
         with self._lock:
@@ -109,6 +127,16 @@ class PeerFencing:
             return channel
 
     def close(self) -> None:
+        with self._lock:
+            sender, self._sender = self._sender, None
+        if sender is not None:
+            while True:  # what is still pending is dropped: the store's records fence it anyway
+                try:
+                    self._pending.get_nowait()
+                except queue.Empty:
+                    break
+            with contextlib.suppress(queue.Full):
+                self._pending.put_nowait(None)
         self._sibling_pool.shutdown(wait=False, cancel_futures=True)
         self._peer_pool.shutdown(wait=False, cancel_futures=True)
         with self._lock:

@@ -246,12 +246,15 @@ class StateService(state_pb2_grpc.StateServiceServicer):
     @translate_errors
     def FenceOlderWriters(self, request: pb.FenceOlderWritersRequest,
                           context: grpc.ServicerContext) -> pb.FenceOlderWritersResponse:
-        check_epoch(request.epoch)
-        try:
-            key_groups = KeyGroupRange(request.key_group_start, request.key_group_end)
-        except ValueError as exc:
-            raise errors.InvalidInput(str(exc)) from None
-        fenced = self.registry.fence_older(request.namespace, key_groups, request.epoch)
+        fences = []
+        for fence in request.fences:  # all checked before any is applied
+            check_epoch(fence.epoch)
+            try:
+                fences.append((fence.namespace, KeyGroupRange(fence.key_group_start, fence.key_group_end), fence.epoch))
+            except ValueError as exc:
+                raise errors.InvalidInput(str(exc)) from None
+        fenced = [shard_id for namespace, key_groups, epoch in fences
+                  for shard_id in self.registry.fence_older(namespace, key_groups, epoch)]
         return pb.FenceOlderWritersResponse(fenced_shards=[str(shard_id) for shard_id in fenced])
 
     @translate_errors

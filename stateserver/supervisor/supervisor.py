@@ -34,7 +34,7 @@ import grpc
 import prometheus_client
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from stateserver.supervisor.worker_config import worker_config
+from stateserver.supervisor.worker_config import dial_host, worker_config
 from stateserver.supervisor.metrics import WorkerStatus, node_registry
 from stateserver.supervisor.worker import NODE_NOT_SERVING, NODE_SERVING, WorkerStart
 from stateserver.node.server import HANDLER_EXIT_SECONDS, SERVICE_NAME, NodeStartError, lock_data_dir
@@ -171,7 +171,7 @@ class Supervisor:
         with contextlib.suppress(OSError):
             worker.process.stdin.write(start.encode())
             worker.process.stdin.flush()
-        host = _dial_host(self.settings.host)
+        host = dial_host(self.settings.host)
         worker.channel = grpc.insecure_channel(f"{host}:{config.port}")
         log.info("worker started", extra={"worker": worker.index, "pid": worker.process.pid, "port": config.port,
                                           "data_dir": str(config.data_dir), "restarts": worker.restarts})
@@ -268,15 +268,6 @@ def _serving(channel: grpc.Channel | None) -> bool:
     except grpc.RpcError:
         return False
     return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
-
-
-def _dial_host(host: str) -> str:
-    """Where the supervisor reaches a worker bound to ``host`` (a wildcard: loopback)."""
-    if host in ("0.0.0.0", ""):
-        return "127.0.0.1"
-    if host == "::":
-        return "[::1]"
-    return f"[{host}]" if ":" in host else host
 
 
 def _free_loopback_port() -> int:

@@ -36,7 +36,7 @@ def worker_config(settings: Settings, index: int, workers: int, *, metrics_port:
     siblings = {worker_address(settings.node_id, other): worker_address(node.advertised_address, other)
                 for other in range(workers) if other != index} if node.advertised_address else {}
     # Siblings are dialled where they listen, on this machine (a wildcard host: on loopback).
-    local = f"{_local_host(node.host)}:{node.port}"
+    local = f"{dial_host(node.host)}:{node.port}"
     siblings_at = {worker_address(settings.node_id, other): worker_address(local, other)
                    for other in range(workers) if other != index}
     return dataclasses.replace(
@@ -47,8 +47,9 @@ def worker_config(settings: Settings, index: int, workers: int, *, metrics_port:
         workers_per_node=workers, supervised=True, known_advertised=siblings, siblings=siblings_at)
 
 
-def _local_host(host: str) -> str:
-    """``host`` as a worker dials it on its own machine (IPv6 in brackets)."""
+def dial_host(host: str) -> str:
+    """Where a process on this machine reaches a worker bound to ``host`` (a wildcard: loopback;
+    IPv6 in brackets)."""
     if host in ("", "0.0.0.0"):
         return "127.0.0.1"
     if host == "::":

@@ -11,6 +11,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Iterator, Sequence
 
+import grpc
 import pytest
 
 from stateserver.client import INT64, FencedError, StateClient
@@ -74,3 +75,27 @@ def test_a_rescaled_writer_fences_the_old_one_on_the_other_worker(
 def _open_shards(node: NodeProcess, worker: int) -> list[str]:
     stub = state_pb2_grpc.StateServiceStub(node.worker_channel(worker))
     return list(stub.NodeInfo(pb.NodeInfoRequest(), timeout=10).open_shards)
+
+
+@pytest.mark.parametrize("fence, problem", [
+    (pb.WriterFence(namespace="any", key_group_start=9, key_group_end=3, epoch=5), "invalid key-group range"),
+    (pb.WriterFence(namespace="any", key_group_start=0, key_group_end=127, epoch=2**40), "epochs run from"),
+])
+def test_a_malformed_fence_is_invalid_and_fences_nothing(node: NodeProcess, fence: pb.WriterFence,
+                                                         problem: str) -> None:
+    """Every fence of a request is checked before any is applied: a valid one that comes first
+    closes nothing either."""
+    namespace = unique_namespace("bad-fence")
+    with StateClient(node.address, timeout=20) as client:
+        client.create_namespace(namespace, max_key_groups=128)
+        writer = client.open_writer(namespace, key_groups="0-127", epoch=1)
+        worker = node.shard_worker(namespace, (0, 127))
+        stub = state_pb2_grpc.StateServiceStub(node.worker_channel(worker))
+        valid = pb.WriterFence(namespace=namespace, key_group_start=0, key_group_end=127, epoch=2)
+        with pytest.raises(grpc.RpcError) as refused:
+            stub.FenceOlderWriters(pb.FenceOlderWritersRequest(fences=[valid, fence]), timeout=10)
+        assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert problem in (refused.value.details() or "")
+        writer.value_state("v", value_serializer=INT64).put("k", 1)
+        writer.flush()  # still the owner
+        assert f"{namespace}/0-127" in _open_shards(node, worker)

@@ -654,7 +654,11 @@ class IterateResponse(_message.Message):
 Global___IterateResponse: _TypeAlias = IterateResponse  # noqa: Y015
 
 @_typing.final
-class FenceOlderWritersRequest(_message.Message):
+class WriterFence(_message.Message):
+    """A writer opened key groups at `epoch` on another member: shards overlapping them at older
+    epochs are fenced (closed, discarded, their writer refused).
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     NAMESPACE_FIELD_NUMBER: _builtins.int
@@ -665,7 +669,6 @@ class FenceOlderWritersRequest(_message.Message):
     key_group_start: _builtins.int
     key_group_end: _builtins.int
     epoch: _builtins.int
-    """the new writer's; shards of older epochs overlapping the key groups are fenced"""
     def __init__(
         self,
         *,
@@ -680,6 +683,28 @@ class FenceOlderWritersRequest(_message.Message):
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+Global___WriterFence: _TypeAlias = WriterFence  # noqa: Y015
+
+@_typing.final
+class FenceOlderWritersRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FENCES_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def fences(self) -> _containers.RepeatedCompositeFieldContainer[Global___WriterFence]:
+        """a node's other workers hear one open's; other nodes, a burst's"""
+
+    def __init__(
+        self,
+        *,
+        fences: _abc.Iterable[Global___WriterFence] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["fences", b"fences"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
 Global___FenceOlderWritersRequest: _TypeAlias = FenceOlderWritersRequest  # noqa: Y015
 
 @_typing.final
@@ -689,7 +714,7 @@ class FenceOlderWritersResponse(_message.Message):
     FENCED_SHARDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def fenced_shards(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """the shards this worker closed"""
+        """the shards this member closed"""
 
     def __init__(
         self,

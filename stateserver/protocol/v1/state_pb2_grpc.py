@@ -133,8 +133,8 @@ class StateServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def FenceOlderWriters(self, request, context):
-        """Between the workers of one node: a writer opened these key groups at `epoch` on another
-        worker, so shards here overlapping them at older epochs are fenced (closed and discarded).
+        """Between the members of a cluster (and the workers of a node): newer writers opened key
+        groups elsewhere, so shards here overlapping them at older epochs are fenced.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

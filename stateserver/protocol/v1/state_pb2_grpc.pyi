@@ -45,8 +45,8 @@ class StateServiceStub:
     Iterate: _grpc.UnaryUnaryMultiCallable[_state_pb2.IterateRequest, _state_pb2.IterateResponse]
     NodeInfo: _grpc.UnaryUnaryMultiCallable[_state_pb2.NodeInfoRequest, _state_pb2.NodeInfoResponse]
     FenceOlderWriters: _grpc.UnaryUnaryMultiCallable[_state_pb2.FenceOlderWritersRequest, _state_pb2.FenceOlderWritersResponse]
-    """Between the workers of one node: a writer opened these key groups at `epoch` on another
-    worker, so shards here overlapping them at older epochs are fenced (closed and discarded).
+    """Between the members of a cluster (and the workers of a node): newer writers opened key
+    groups elsewhere, so shards here overlapping them at older epochs are fenced.
     """
 
 @_typing.type_check_only
@@ -61,8 +61,8 @@ class StateServiceAsyncStub(StateServiceStub):
     Iterate: _aio.UnaryUnaryMultiCallable[_state_pb2.IterateRequest, _state_pb2.IterateResponse]  # type: ignore[assignment]
     NodeInfo: _aio.UnaryUnaryMultiCallable[_state_pb2.NodeInfoRequest, _state_pb2.NodeInfoResponse]  # type: ignore[assignment]
     FenceOlderWriters: _aio.UnaryUnaryMultiCallable[_state_pb2.FenceOlderWritersRequest, _state_pb2.FenceOlderWritersResponse]  # type: ignore[assignment]
-    """Between the workers of one node: a writer opened these key groups at `epoch` on another
-    worker, so shards here overlapping them at older epochs are fenced (closed and discarded).
+    """Between the members of a cluster (and the workers of a node): newer writers opened key
+    groups elsewhere, so shards here overlapping them at older epochs are fenced.
     """
 
 class StateServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -128,8 +128,8 @@ class StateServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _state_pb2.FenceOlderWritersRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_state_pb2.FenceOlderWritersResponse, _abc.Awaitable[_state_pb2.FenceOlderWritersResponse]]:
-        """Between the workers of one node: a writer opened these key groups at `epoch` on another
-        worker, so shards here overlapping them at older epochs are fenced (closed and discarded).
+        """Between the members of a cluster (and the workers of a node): newer writers opened key
+        groups elsewhere, so shards here overlapping them at older epochs are fenced.
         """
 
 def add_StateServiceServicer_to_server(servicer: StateServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
