@@ -35,8 +35,8 @@ if [ "$status" -ne 0 ]; then
 fi
 
 # Nodes of several worker processes (serve --workers N, issue 14): each worker is a placement
-# member with its own data directory, so the node, snapshot and cluster suites exercise routing,
-# placement and ownership across a node's processes (tests/support/node.py reads the variable).
+# member with its own data directory, so the node, snapshot, cluster and client suites exercise
+# routing, placement and ownership across a node's processes (tests/support/node.py reads the variable).
 # Left out, to keep CI short: tests/restore (in-process restores, or nodes pinned to one worker,
 # but for an upload-size acceptance test that does not depend on workers), test_node_workers
 # (sets its own worker count), test_node_bad_input (validation inside one worker, 113 tests) and
@@ -45,6 +45,7 @@ workers=${WORKERS_PASS:-2}
 if [ "$workers" -gt 1 ]; then
   echo "== tests of nodes with $workers workers"
   STATESERVER_TEST_WORKERS=$workers .venv/bin/python -m pytest -q tests/node tests/checkpointing tests/cluster \
+    tests/client tests/aio \
     --ignore=tests/node/test_node_workers.py --ignore=tests/node/test_node_bad_input.py \
     --ignore=tests/cluster/test_cluster_dns_membership.py
 fi

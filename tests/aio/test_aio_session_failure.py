@@ -14,6 +14,7 @@ from stateserver.client import BYTES, InvalidArgumentError, NotFoundError, Sessi
 from stateserver.client.aio import AsyncStateClient
 from stateserver.protocol.operations import ReadOp, WriteOp
 from support.node import NodeProcess, read_request, read_values
+from support.routing_stub import RoutingStub
 
 KIB, MIB = 1 << 10, 1 << 20
 
@@ -51,7 +52,7 @@ def test_after_a_failed_batch_every_call_fails_and_no_checkpoint_holds_later_wri
                     await call()
                 assert isinstance(error.value.__cause__, NotFoundError), name
             # The node holds batch 1 only (read past the client, whose calls are refused).
-            stored = read_values(node.stub(), read_request(failing.ref, "counts", ReadOp.GET, [b"a"]))
+            stored = read_values(RoutingStub(node), read_request(failing.ref, "counts", ReadOp.GET, [b"a"]))
             assert stored == [(1).to_bytes(8, "little")]
             for session in writer.sessions:
                 await session.close()
@@ -96,7 +97,7 @@ def test_an_oversized_value_is_refused_at_the_call_and_changes_nothing(node: Nod
             await writer.flush()  # the writer goes on
             assert await values.get_many(["before", "big"]) == [b"1", None]
             ref = writer.sessions[0].ref
-            assert read_values(node.stub(), read_request(ref, "v", ReadOp.GET, [b"before", b"big"])) == [b"1", None]
+            assert read_values(RoutingStub(node), read_request(ref, "v", ReadOp.GET, [b"before", b"big"])) == [b"1", None]
             await writer.close()
 
     asyncio.run(scenario())

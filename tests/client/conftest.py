@@ -13,6 +13,7 @@ from collections.abc import Iterator
 import pytest
 
 from stateserver.client import StateClient, Writer
+from support.routing_stub import RoutingStub
 from stateserver.protocol.v1 import state_pb2_grpc
 from support.node import NodeProcess, run_node, unique_namespace
 
@@ -45,7 +46,7 @@ def writer(client: StateClient, namespace: str) -> Writer:
 
 @pytest.fixture
 def node_stub(node: NodeProcess) -> state_pb2_grpc.StateServiceStub:
-    return node.stub()
+    return RoutingStub(node)  # type: ignore[return-value]  # the worker each shard belongs on
 
 
 

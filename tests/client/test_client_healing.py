@@ -30,20 +30,26 @@ def test_every_node_marked_unavailable_is_probed_again_instead_of_failing_with_i
     """Before: ``create_namespace`` raised ``ValueError: max() arg is an empty sequence`` and
     ``max_key_groups``/``commit_checkpoint`` ``IndexError`` once every node was marked, for good."""
     namespace = unique_namespace(request.node.name)
+    members = node.worker_addresses  # a node of several workers: every worker is a node to the client
+
+    def mark_every_member() -> None:
+        for member in members:
+            state.mark_unavailable(member)
+
     with StateClient(node.address, timeout=20) as state:
         state.refresh()
-        state.mark_unavailable(node.address)
+        mark_every_member()
         assert state.create_namespace(namespace, max_key_groups=128) == 128
-        assert node.address not in state.unavailable, "the probe found the node and it is used again"
-        state.mark_unavailable(node.address)
+        assert not set(members) & state.unavailable, "the probe found the workers and they are used again"
+        mark_every_member()
         assert state.max_key_groups(namespace) == 128
-        state.mark_unavailable(node.address)
+        mark_every_member()
         writer = state.open_writer(namespace, key_groups="0-127", epoch=state.next_epoch(namespace))
         counts = writer.aggregating_state("counts", merge_operator="sum_int64")
         counts.merge("apple", 2)
         writer.snapshot(1)
         handles = writer.await_snapshot(1)
-        state.mark_unavailable(node.address)
+        mark_every_member()
         state.commit_checkpoint(namespace, 1, handles, writers=[writer], metadata=b"offset=1")
         assert state.checkpoint_metadata(namespace).metadata == b"offset=1"
         writer.close()

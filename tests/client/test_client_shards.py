@@ -8,14 +8,15 @@ from stateserver.client import KeyGroupOutOfRangeError, KeyGroupRange, StateClie
 from stateserver.protocol.operations import ReadOp
 from stateserver.protocol.v1 import state_pb2 as pb
 from stateserver.protocol.v1 import state_pb2_grpc
-from support.node import keys_in_key_groups, read_request, read_values, shard_ref
+from support.node import NodeProcess, keys_in_key_groups, read_request, read_values, shard_ref
 
 
-def test_keys_go_to_the_shard_of_their_key_group(client: StateClient, namespace: str,
+def test_keys_go_to_the_shard_of_their_key_group(client: StateClient, namespace: str, node: NodeProcess,
                                                  node_stub: state_pb2_grpc.StateServiceStub) -> None:
     writer = client.open_writer(namespace, key_groups=["0-63", "64-127"], epoch=1)
     assert [str(r) for r in writer.key_groups] == ["0-63", "64-127"]
-    open_shards = node_stub.NodeInfo(pb.NodeInfoRequest(), timeout=10).open_shards
+    open_shards = [shard for worker in range(node.workers) for shard in state_pb2_grpc.StateServiceStub(
+        node.worker_channel(worker)).NodeInfo(pb.NodeInfoRequest(), timeout=10).open_shards]
     assert {f"{namespace}/0-63", f"{namespace}/64-127"} <= set(open_shards)
 
     values = writer.value_state("v")
