@@ -53,22 +53,22 @@ class PeerFencing:
         self._sibling_pool = concurrent.futures.ThreadPoolExecutor(max_workers=max(1, len(self.siblings)),
                                                                    thread_name_prefix="fence-siblings")
         self._peer_pool = concurrent.futures.ThreadPoolExecutor(max_workers=4, thread_name_prefix="fence-peers")
-        self._pending: queue.Queue[pb.WriterFence | None] = queue.Queue(maxsize=MAX_PEER_NOTICES_PENDING)
+        self._pending: queue.Queue[pb.ShardRef | None] = queue.Queue(maxsize=MAX_PEER_NOTICES_PENDING)
         self._sender: threading.Thread | None = None
 
     def fence_older(self, namespace: str, key_groups: KeyGroupRange, epoch: int) -> None:
         """Have every other member fence its shards overlapping ``key_groups`` at epochs before
         ``epoch``: the siblings before this returns, the other nodes in the background."""
-        fence = pb.WriterFence(namespace=namespace, key_group_start=key_groups.start, key_group_end=key_groups.end,
-                               epoch=epoch)
+        fence = pb.ShardRef(namespace=namespace, key_group_start=key_groups.start, key_group_end=key_groups.end,
+                            epoch=epoch)
         self._notify_peers_later(fence)
-        request = pb.FenceOlderWritersRequest(fences=[fence])
+        request = pb.FenceOlderWritersRequest(opened=[fence])
         calls = [self._sibling_pool.submit(self._notify, address, request, SIBLING_TIMEOUT_SECONDS)
                  for address in self.siblings.values()]
         for call in calls:
             call.result()
 
-    def _notify_peers_later(self, fence: pb.WriterFence) -> None:
+    def _notify_peers_later(self, fence: pb.ShardRef) -> None:
         with self._lock:
             if self._sender is None:
                 self._sender = threading.Thread(target=self._send_to_peers, name="fence-peers", daemon=True)
@@ -94,7 +94,7 @@ class PeerFencing:
                 if more is None:
                     return
                 fences.append(more)
-            request = pb.FenceOlderWritersRequest(fences=fences)
+            request = pb.FenceOlderWritersRequest(opened=fences)
             calls = [self._peer_pool.submit(self._notify, peer, request, PEER_TIMEOUT_SECONDS)
                      for peer in self._current_peers()]
             concurrent.futures.wait(calls)
@@ -114,7 +114,7 @@ class PeerFencing:
             reply = stub.FenceOlderWriters(request, timeout=timeout)
         except grpc.RpcError as exc:
             log.warning("a member did not fence older writers", extra={
-                "member": address, "fences": len(request.fences), "error": f"{exc.code()}: {exc.details()}"})
+                "member": address, "fences": len(request.opened), "error": f"{exc.code()}: {exc.details()}"})
             return
         if reply.fenced_shards:
             log.info("a member fenced older writers", extra={"member": address, "shards": list(reply.fenced_shards)})

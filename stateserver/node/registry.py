@@ -195,7 +195,7 @@ class ShardRegistry(ShardOpening):
             if newer:  # a newer writer split or merged the range: this writer is fenced, not unopened
                 raise Fenced(f"key groups {start}-{end} of {namespace!r} are owned by epoch {newer[0].epoch} "
                              f"(shard {newer[0].key_groups}); epoch {epoch} is fenced")
-            self.fences.check(namespace, start, end, epoch)  # or did so on another worker of this node
+            self.fences.check(namespace, start, end, epoch)  # or did so on another member (fence_older)
             raise ShardNotOpen(f"shard {namespace}/{start}-{end} is not open on this node; open it first")
         check_epoch(epoch)
         shard.check_writer(epoch)

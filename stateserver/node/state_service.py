@@ -247,7 +247,7 @@ class StateService(state_pb2_grpc.StateServiceServicer):
     def FenceOlderWriters(self, request: pb.FenceOlderWritersRequest,
                           context: grpc.ServicerContext) -> pb.FenceOlderWritersResponse:
         fences = []
-        for fence in request.fences:  # all checked before any is applied
+        for fence in request.opened:  # all checked before any is applied
             check_epoch(fence.epoch)
             try:
                 fences.append((fence.namespace, KeyGroupRange(fence.key_group_start, fence.key_group_end), fence.epoch))

@@ -78,10 +78,10 @@ def _open_shards(node: NodeProcess, worker: int) -> list[str]:
 
 
 @pytest.mark.parametrize("fence, problem", [
-    (pb.WriterFence(namespace="any", key_group_start=9, key_group_end=3, epoch=5), "invalid key-group range"),
-    (pb.WriterFence(namespace="any", key_group_start=0, key_group_end=127, epoch=2**40), "epochs run from"),
+    (pb.ShardRef(namespace="any", key_group_start=9, key_group_end=3, epoch=5), "invalid key-group range"),
+    (pb.ShardRef(namespace="any", key_group_start=0, key_group_end=127, epoch=2**40), "epochs run from"),
 ])
-def test_a_malformed_fence_is_invalid_and_fences_nothing(node: NodeProcess, fence: pb.WriterFence,
+def test_a_malformed_fence_is_invalid_and_fences_nothing(node: NodeProcess, fence: pb.ShardRef,
                                                          problem: str) -> None:
     """Every fence of a request is checked before any is applied: a valid one that comes first
     closes nothing either."""
@@ -91,9 +91,9 @@ def test_a_malformed_fence_is_invalid_and_fences_nothing(node: NodeProcess, fenc
         writer = client.open_writer(namespace, key_groups="0-127", epoch=1)
         worker = node.shard_worker(namespace, (0, 127))
         stub = state_pb2_grpc.StateServiceStub(node.worker_channel(worker))
-        valid = pb.WriterFence(namespace=namespace, key_group_start=0, key_group_end=127, epoch=2)
+        valid = pb.ShardRef(namespace=namespace, key_group_start=0, key_group_end=127, epoch=2)
         with pytest.raises(grpc.RpcError) as refused:
-            stub.FenceOlderWriters(pb.FenceOlderWritersRequest(fences=[valid, fence]), timeout=10)
+            stub.FenceOlderWriters(pb.FenceOlderWritersRequest(opened=[valid, fence]), timeout=10)
         assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert problem in (refused.value.details() or "")
         writer.value_state("v", value_serializer=INT64).put("k", 1)

@@ -654,54 +654,25 @@ class IterateResponse(_message.Message):
 Global___IterateResponse: _TypeAlias = IterateResponse  # noqa: Y015
 
 @_typing.final
-class WriterFence(_message.Message):
-    """A writer opened key groups at `epoch` on another member: shards overlapping them at older
-    epochs are fenced (closed, discarded, their writer refused).
-    """
-
-    DESCRIPTOR: _descriptor.Descriptor
-
-    NAMESPACE_FIELD_NUMBER: _builtins.int
-    KEY_GROUP_START_FIELD_NUMBER: _builtins.int
-    KEY_GROUP_END_FIELD_NUMBER: _builtins.int
-    EPOCH_FIELD_NUMBER: _builtins.int
-    namespace: _builtins.str
-    key_group_start: _builtins.int
-    key_group_end: _builtins.int
-    epoch: _builtins.int
-    def __init__(
-        self,
-        *,
-        namespace: _builtins.str = ...,
-        key_group_start: _builtins.int = ...,
-        key_group_end: _builtins.int = ...,
-        epoch: _builtins.int = ...,
-    ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
-    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["epoch", b"epoch", "key_group_end", b"key_group_end", "key_group_start", b"key_group_start", "namespace", b"namespace"]  # noqa: Y015
-    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
-
-Global___WriterFence: _TypeAlias = WriterFence  # noqa: Y015
-
-@_typing.final
 class FenceOlderWritersRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
-    FENCES_FIELD_NUMBER: _builtins.int
+    OPENED_FIELD_NUMBER: _builtins.int
     @_builtins.property
-    def fences(self) -> _containers.RepeatedCompositeFieldContainer[Global___WriterFence]:
-        """a node's other workers hear one open's; other nodes, a burst's"""
+    def opened(self) -> _containers.RepeatedCompositeFieldContainer[Global___ShardRef]:
+        """Shards newer writers opened on another member, each with its writer's epoch: shards here
+        overlapping their key groups at older epochs are fenced (closed, discarded, their writer
+        refused). A node's other workers hear one open's; other nodes, a burst's.
+        """
 
     def __init__(
         self,
         *,
-        fences: _abc.Iterable[Global___WriterFence] | None = ...,
+        opened: _abc.Iterable[Global___ShardRef] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["fences", b"fences"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["opened", b"opened"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
