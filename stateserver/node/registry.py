@@ -61,7 +61,7 @@ class ShardRegistry(ShardOpening):
         self.on_open_phases: PhaseObserver | None = None
         # The snapshot store's namespace definitions (the node's namespace.json files cache them).
         self.namespace_records: NamespaceRecords | None = None
-        # Key groups newer writers opened on sibling workers (``fence_older``).
+        # Key groups newer writers opened on other members of the cluster (``fence_older``).
         self.fences = FenceRecords()
         for swept in sweep_leftovers(data_dir):
             log.info("removed what a crash left", extra={"path": str(swept)})
@@ -227,9 +227,9 @@ class ShardRegistry(ShardOpening):
         log.info("shard closed", extra={"namespace": namespace, "shard": str(shard.id)})
 
     def fence_older(self, namespace: str, key_groups: KeyGroupRange, epoch: int) -> list[ShardId]:
-        """A writer at ``epoch`` opened ``key_groups`` on another worker of this node: close the shards
-        here overlapping them at older epochs, discard their directories, and refuse their writers
-        from now on (Fenced). An older open under way is not waited for (a restore may take long,
+        """A writer at ``epoch`` opened ``key_groups`` on another member (a worker or a node): close
+        the shards here overlapping them at older epochs, discard their directories, and refuse
+        their writers from now on (Fenced). An older open under way is not waited for (a restore may take long,
         and this holds an RPC thread): it finds the record before it serves, and gives up."""
         self.fences.record(namespace, key_groups, epoch)  # first: an open under way checks it
         with self._lock:
@@ -242,7 +242,7 @@ class ShardRegistry(ShardOpening):
             for shard in older:
                 shard.close()  # no clean-close record: only a restore may serve these key groups again
                 discard_later(shard.path)
-                log.info("shard closed for a newer writer on another worker",
+                log.info("shard closed for a newer writer on another member",
                          extra={"namespace": namespace, "shard": str(shard.id), "epoch": shard.epoch,
                                 "newer_epoch": epoch})
         finally:
