@@ -7,7 +7,6 @@ an awaitable) and drive their own sessions (flush, close).
 from __future__ import annotations
 
 import collections
-import itertools
 import operator
 import time
 from collections.abc import Callable, Generator, Sequence
@@ -18,7 +17,7 @@ from stateserver.client._failure import WriterFailure
 from stateserver.client._handles import AggregatingState, ListState, MapState, ValueState, operand_serializer_for
 from stateserver.client._plans import Call, Each, Plan
 from stateserver.client._serializers import JSON, STR, Serializer
-from stateserver.protocol.keygroups import KeyGroupRange, key_group_for, stable_hash
+from stateserver.protocol.keygroups import KeyGroupRange, key_group_for, key_groups_for
 from stateserver.protocol.states import StateDescriptor, StateKind
 from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 from stateserver.protocol.v1 import state_pb2 as pb
@@ -91,7 +90,7 @@ class ShardRouter(Generic[Session]):
         self.failure.check()
         if not raw_keys:
             return []
-        key_groups = list(map(operator.mod, map(stable_hash, raw_keys), itertools.repeat(self.max_key_groups)))
+        key_groups = key_groups_for(raw_keys, self.max_key_groups)
         slots = list(map(self._slot_by_key_group.__getitem__, key_groups))
         first = slots[0]
         if slots.count(first) == len(slots):  # all in one shard (always so for a writer of one shard)

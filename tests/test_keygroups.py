@@ -9,7 +9,7 @@ import pytest
 
 from stateserver import client
 from stateserver.protocol.keygroups import (
-    KeyGroupRange, key_group_for, key_group_of_stored_key, key_group_prefix, operator_for_key_group,
+    KeyGroupRange, key_group_for, key_groups_for, key_group_of_stored_key, key_group_prefix, operator_for_key_group,
     range_for_operator, ranges_for_parallelism, stable_hash,
 )
 
@@ -116,3 +116,10 @@ def test_stored_keys_start_with_the_key_group_in_two_big_endian_bytes() -> None:
     # Byte order of prefixes is numeric order, so a key-group range is a key range.
     prefixes = [key_group_prefix(g) for g in range(0, 65536, 97)]
     assert prefixes == sorted(prefixes)
+
+
+def test_key_groups_for_a_list_agree_with_key_group_for_each_key() -> None:
+    keys = [b"", b"a", *(f"key-{i}".encode() for i in range(1000)), bytes(range(256))]
+    for max_key_groups in (1, 7, 128, 32768):
+        assert key_groups_for(keys, max_key_groups) == [key_group_for(k, max_key_groups) for k in keys]
+    assert key_groups_for([], 128) == []

@@ -8,6 +8,9 @@ which is salted per process). Ranges are inclusive on both ends, as in Flink's
 from __future__ import annotations
 
 import dataclasses
+import itertools
+import operator
+from collections.abc import Sequence
 
 import xxhash
 
@@ -21,6 +24,12 @@ _hash = stable_hash
 
 def key_group_for(key: bytes, max_key_groups: int) -> int:
     return _hash(key) % max_key_groups
+
+
+def key_groups_for(keys: Sequence[bytes], max_key_groups: int) -> list[int]:
+    """``key_group_for`` of every key, as whole-list operations (no Python bytecode per key): every
+    batch on both sides of the wire runs this for every key."""
+    return list(map(operator.mod, map(_hash, keys), itertools.repeat(max_key_groups)))
 
 
 @dataclasses.dataclass(frozen=True, order=True, slots=True)

@@ -16,7 +16,7 @@ import struct
 from collections.abc import Sequence
 
 from stateserver.protocol import wire
-from stateserver.protocol.keygroups import KEY_GROUP_PREFIX_BYTES, KEY_GROUP_PREFIXES, stable_hash
+from stateserver.protocol.keygroups import KEY_GROUP_PREFIX_BYTES, KEY_GROUP_PREFIXES, key_groups_for
 
 PLAIN_HEADER = b"\x00"
 HEADER_BYTES = 1
@@ -24,7 +24,7 @@ HEADER_BYTES = 1
 
 def stored_keys(keys: Sequence[bytes], max_key_groups: int) -> tuple[bytes, list[int]]:
     """``keys`` packed with their key-group prefixes: (blob, lengths). No Python bytecode per key."""
-    groups = map(operator.mod, map(stable_hash, keys), itertools.repeat(max_key_groups))
+    groups = key_groups_for(keys, max_key_groups)
     prefixes = map(KEY_GROUP_PREFIXES.__getitem__, groups)
     blob = b"".join(itertools.chain.from_iterable(zip(prefixes, keys)))
     return blob, list(map(operator.add, map(len, keys), itertools.repeat(KEY_GROUP_PREFIX_BYTES)))

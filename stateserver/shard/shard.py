@@ -31,7 +31,7 @@ from stateserver.protocol.errors import (
     AlreadyExists, Fenced, InvalidInput, KeyGroupOutOfRange, NotFound, ResourceExhausted, RestoreRequired,
     ShardClosed, ShardNotOpen, StateServerError,
 )
-from stateserver.protocol.keygroups import KeyGroupRange, stable_hash
+from stateserver.protocol.keygroups import KeyGroupRange, key_groups_for
 from stateserver.protocol.limits import Limits
 from stateserver.protocol.names import check_name
 from stateserver.shard.resource_guard import GuardClosed, ResourceGuard
@@ -325,7 +325,7 @@ class Shard(WriterTurns):
             index = [len(k) for k in keys].index(longest)
             raise InvalidInput(f"key {index} of the batch has {longest} bytes; the limit is {self.limits.max_key_bytes}")
         max_key_groups = self.max_key_groups
-        key_groups = [h % max_key_groups for h in map(stable_hash, keys)]
+        key_groups = key_groups_for(keys, max_key_groups)
         if self.key_groups.start == 0 and self.key_groups.end >= max_key_groups - 1:
             return key_groups  # the shard has every key group: no key can be outside it
         if min(key_groups) < self.key_groups.start or max(key_groups) > self.key_groups.end:

@@ -14,7 +14,6 @@ fast path checks only the range: a forged prefix there finds nothing and changes
 from __future__ import annotations
 
 import collections
-import itertools
 import operator
 from collections.abc import Sequence
 
@@ -22,7 +21,7 @@ import rocksdict
 
 from stateserver.protocol import stored_form
 from stateserver.protocol.errors import InvalidInput, KeyGroupOutOfRange
-from stateserver.protocol.keygroups import KEY_GROUP_PREFIX_BYTES, stable_hash
+from stateserver.protocol.keygroups import KEY_GROUP_PREFIX_BYTES, key_groups_for
 from stateserver.protocol.operations import Batch, ReadOp, WriteOp
 from stateserver.protocol.states import StateKind
 from stateserver.shard import layout
@@ -66,7 +65,7 @@ def _check_range(shard: Shard, groups: Sequence[int]) -> None:
 def _check_hashes(shard: Shard, raw_keys: Sequence[bytes], groups: Sequence[int]) -> list[int]:
     """The key groups the keys hash to, checked to be their prefixes' (``groups``, checked to be
     the shard's already): the hashes alone, not ``key_groups_of``'s checks again."""
-    computed = list(map(operator.mod, map(stable_hash, raw_keys), itertools.repeat(shard.max_key_groups)))
+    computed = key_groups_for(raw_keys, shard.max_key_groups)
     if computed != list(groups):
         computed = shard.key_groups_of(raw_keys)  # a key hashing outside the shard is refused as such
         index = next(i for i, (a, b) in enumerate(zip(computed, groups)) if a != b)
