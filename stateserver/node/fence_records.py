@@ -45,6 +45,11 @@ class FenceRecords:
         """Raise Fenced if a newer epoch opened overlapping key groups on another member."""
         found = self.newer(namespace, start, end, epoch)
         if found is not None:
-            key_groups, newer = found
-            raise Fenced(f"key groups {key_groups} of {namespace!r} are owned by epoch {newer} on another "
-                         f"member of the cluster; epoch {epoch} is fenced")
+            raise fenced(namespace, found, epoch)
+
+
+def fenced(namespace: str, found: tuple[KeyGroupRange, int], epoch: int) -> Fenced:
+    """The error for a writer at ``epoch`` that ``FenceRecords.newer`` found a newer writer for."""
+    key_groups, newer = found
+    return Fenced(f"key groups {key_groups} of {namespace!r} are owned by epoch {newer} on another member of "
+                  f"the cluster; epoch {epoch} is fenced")

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from stateserver.node.fence_records import FenceRecords
+from stateserver.node.fence_records import FenceRecords, fenced
 from stateserver.node.open_phases import OpenPhases
 from stateserver.protocol.errors import Fenced, RestoreRequired, ShardClosed
 from stateserver.protocol.keygroups import KeyGroupRange
@@ -299,12 +299,12 @@ class ShardOpening:
             # A newer writer that opened overlapping key groups on another member meanwhile
             # (``fence_older``) fences this open: checked under the lock that fence_older scans
             # the open shards under, so the shard is either refused here or closed by it.
-            fenced = self.fences.newer(shard.id.namespace, shard.key_groups.start, shard.key_groups.end, epoch)
-            if fenced is None:
+            newer_writer = self.fences.newer(shard.id.namespace, shard.key_groups.start, shard.key_groups.end, epoch)
+            if newer_writer is None:
                 self._shards[shard_key(shard.id)] = shard
-        if fenced is not None:
+        if newer_writer is not None:
             shard.close()
-            self.fences.check(shard.id.namespace, shard.key_groups.start, shard.key_groups.end, epoch)
+            raise fenced(shard.id.namespace, newer_writer, epoch)
         log.info("shard opened", extra={"namespace": shard.id.namespace, "shard": str(shard.id), "epoch": epoch,
                                         "how": how, "phases_ms": phases.rounded()})
         return shard

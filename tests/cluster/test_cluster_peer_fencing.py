@@ -9,7 +9,6 @@ fails on that code (the old shard is still open there, and the old writer's flus
 """
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from stateserver.protocol import placement
 from support.checkpoints import commit
 from support.cluster import Cluster, run_cluster
 from support.node import unique_namespace
+from support.waiting import wait_until
 
 OLD, NEW = ["0-127"], ["0-63", "64-127"]
 NOTICE_WAIT_S = 20.0
@@ -49,10 +49,8 @@ def test_a_rescale_onto_other_nodes_fences_and_closes_the_old_shards(two_nodes: 
         assert f"{namespace}/0-127" in cluster.open_shards(old_node)
 
         new = client.open_writer(namespace, key_groups=NEW, epoch=2, restore="latest")
-        deadline = time.monotonic() + NOTICE_WAIT_S
-        while f"{namespace}/0-127" in cluster.open_shards(old_node):  # told in the background
-            assert time.monotonic() < deadline, "the old shard stayed open on its node"
-            time.sleep(0.05)
+        wait_until(lambda: f"{namespace}/0-127" not in cluster.open_shards(old_node),  # told in the background
+                   NOTICE_WAIT_S, "the old shard to close on its node")
         values.put("k", 2)
         with pytest.raises(FencedError):
             old.flush()

@@ -9,8 +9,6 @@ test opens (``support.tcp_gate``): closed, every connection is refused, as to a 
 from __future__ import annotations
 
 import json
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +21,7 @@ from stateserver.protocol.v1 import state_pb2_grpc
 from stateserver.node.namespace_records import NamespaceRecords
 from stateserver.node.server import Node, NodeConfig
 from stateserver.store import ObjectStore, StoreAccessDenied, open_store, paths
+from support.waiting import wait_until
 from support.node import NodeProcess, free_loopback_port, run_node
 from support.seaweedfs import SeaweedS3
 from support.tcp_gate import tcp_gate
@@ -68,13 +67,6 @@ def retried_with_backoff(node: NodeProcess) -> bool:
     for event in log_events(node, RETRY_EVENT):
         delays.setdefault(event.get("worker"), []).append(float(event["retry_seconds"]))  # type: ignore[arg-type]
     return any(0 < d[0] < max(d) for d in delays.values())
-
-
-def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.1)
 
 
 def assert_a_fresh_node_learns_the_namespace(tmp_path: Path, url: str, seaweed: SeaweedS3) -> None:

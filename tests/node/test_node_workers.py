@@ -12,9 +12,7 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 import urllib.request
-from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -25,6 +23,7 @@ from stateserver.client import CheckpointCoordinator, KeyedStateBackend, StateCl
 from stateserver.protocol import placement
 from stateserver.protocol.v1 import state_pb2 as pb
 from stateserver.protocol.v1 import state_pb2_grpc
+from support.waiting import wait_until
 from support.node import (
     SERVICE_NAME, NodeProcess, free_loopback_port, free_port_block, run_node, start_node, unique_namespace,
 )
@@ -35,14 +34,6 @@ RANGES = [f"{start}-{start + 15}" for start in range(0, MAX_KEY_GROUPS, 16)]
 KEYS = [f"key-{i}" for i in range(400)]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
-
-
-def wait_until(condition: Callable[[], bool], timeout: float = 20.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
 
 
 def open_shards(address: str) -> list[str]:
