@@ -9,10 +9,12 @@ node a member belongs to."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from stateserver.protocol import placement
 from stateserver.protocol.v1 import state_pb2 as pb
 from stateserver.protocol.v1 import state_pb2_grpc
 from support.node import TEST_WORKERS, NodeProcess, NodeStartError, free_port_block, node_workers, start_node
@@ -45,6 +47,16 @@ class Cluster:
     def node_of(self, member: str) -> str:
         """The node (its entry in ``addresses``) that member ``member`` is a worker of."""
         return next(address for address in self.addresses if member in node_workers(address))
+
+    def shard_node(self, namespace: str, key_groups: object) -> str:
+        """The node whose worker owns the shard of ``namespace`` for ``key_groups``."""
+        return self.node_of(placement.owner(f"{namespace}/{key_groups}", self.members))
+
+    def busiest_node(self, namespace: str, key_group_ranges: Iterable[object]) -> str:
+        """The node that owns the most of these shards: the one whose loss a failover test needs,
+        since placement on random ports may leave any given node with none."""
+        hosted = Counter(self.shard_node(namespace, r) for r in key_group_ranges)
+        return max(self.addresses, key=lambda address: hosted[address])
 
     def stub(self, member: str) -> state_pb2_grpc.StateServiceStub:
         """A raw stub to one member (a worker of one of the nodes)."""
