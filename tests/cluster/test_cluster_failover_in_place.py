@@ -39,8 +39,7 @@ def restores(metrics_port: int) -> dict[str, float]:
 
 def owners(cluster: Cluster, namespace: str) -> list[str]:
     """The node (address) of each subtask's shard."""
-    return [cluster.node_of(placement.owner(f"{namespace}/{r}", cluster.members))
-            for r in ranges_for_parallelism(MAX_KEY_GROUPS, PARALLELISM)]
+    return [cluster.shard_node(namespace, r) for r in ranges_for_parallelism(MAX_KEY_GROUPS, PARALLELISM)]
 
 
 def spread_namespace(cluster: Cluster) -> str:

@@ -97,7 +97,8 @@ def test_a_fourth_node_joins_by_the_nodes_file_without_restarts_and_takes_a_quar
         moved = state.rebalance(backend.writer, checkpoint_id=checkpoint_id, epoch=state.next_epoch(NAMESPACE))
         assert sorted(state.nodes) == sorted(cluster.members), "the client followed the nodes"
         assert set(moved) == won, "exactly the shards the new node wins move"
-        assert 0.10 * SHARDS <= len(moved) <= 0.45 * SHARDS, f"about a quarter should move, {len(moved)} did"
+        # Loose bounds: on random ports the share is binomial(64, 1/4); these fail about 2 runs in 10^5.
+        assert 0.05 * SHARDS <= len(moved) <= 0.5 * SHARDS, f"about a quarter should move, {len(moved)} did"
         after = {s.key_groups: s.connection.address for s in backend.writer.sessions}
         assert after == {r: (owners[r] if r in won else before[r]) for r in ranges}
         on_fourth = cluster.open_shards(fourth)

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from stateserver.client import INT64, FencedError, StateClient
-from stateserver.protocol import placement
 from support.checkpoints import commit
 from support.cluster import Cluster, run_cluster
 from support.node import unique_namespace
@@ -31,15 +30,11 @@ def two_nodes(tmp_path: Path) -> Iterator[Cluster]:
         yield cluster
 
 
-def _node_of(cluster: Cluster, namespace: str, key_groups: str) -> str:
-    return cluster.node_of(placement.owner(f"{namespace}/{key_groups}", cluster.members))
-
-
 def test_a_rescale_onto_other_nodes_fences_and_closes_the_old_shards(two_nodes: Cluster) -> None:
     cluster = two_nodes
     namespace = next(name for name in iter(lambda: unique_namespace("moved"), None)
-                     if _node_of(cluster, name, OLD[0]) not in {_node_of(cluster, name, r) for r in NEW})
-    old_node = _node_of(cluster, namespace, OLD[0])
+                     if cluster.shard_node(name, OLD[0]) not in {cluster.shard_node(name, r) for r in NEW})
+    old_node = cluster.shard_node(namespace, OLD[0])
     with StateClient(cluster.addresses, timeout=20) as client:
         client.create_namespace(namespace, max_key_groups=128)
         old = client.open_writer(namespace, key_groups=OLD, epoch=1)

@@ -34,7 +34,8 @@ def test_adding_a_node_moves_only_the_shards_it_wins_and_keeps_every_value(clust
         owners = {r: placement.owner(f"{NAMESPACE}/{r}", cluster.members) for r in ranges}
         expected = {r for r in ranges if owners[r] in cluster.workers_of(fourth)}
         assert set(moved) == expected, "exactly the shards the new node wins by rendezvous hashing move"
-        assert 0.10 * SHARDS <= len(moved) <= 0.45 * SHARDS, f"about a quarter should move, {len(moved)} did"
+        # Loose bounds: on random ports the share is binomial(64, 1/4); these fail about 2 runs in 10^5.
+        assert 0.05 * SHARDS <= len(moved) <= 0.5 * SHARDS, f"about a quarter should move, {len(moved)} did"
         after = {s.key_groups: s.connection.address for s in writer.sessions}
         for key_groups in ranges:
             assert after[key_groups] == (owners[key_groups] if key_groups in expected else before[key_groups])
