@@ -199,6 +199,7 @@ class Node:
         self.metrics_endpoint: MetricsEndpoint | None = None
         self._stop_lock = threading.Lock()
         self._stopped = False
+        self._stopping = threading.Event()  # wakes loops that wait between attempts
         self._clean = True
 
     @property
@@ -235,13 +236,13 @@ class Node:
         if records is None:
             return
         delay = 1.0
-        while not self._stopped:
+        while not self._stopping.is_set():
             pending = write_back(records, self.registry.known_namespaces())
             if not pending:
                 return
             log.warning("cannot record namespaces in the snapshot store yet; retrying",
                         extra={"namespaces": pending, "retry_seconds": delay})
-            time.sleep(delay)
+            self._stopping.wait(delay)
             delay = min(delay * 2, 60.0)
 
     def stop(self) -> bool:
@@ -250,6 +251,7 @@ class Node:
             if self._stopped:
                 return self._clean
             self._stopped = True
+            self._stopping.set()
             started = time.monotonic()
             log.info("draining", extra={"drain_seconds": self.config.drain_seconds,
                                         "requests_in_flight": self._in_flight.running,

@@ -9,6 +9,7 @@ test opens (``support.tcp_gate``): closed, every connection is refused, as to a 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -146,3 +147,25 @@ def test_a_store_that_refuses_the_write_back_gets_the_namespaces_once_it_accepts
     finally:
         node.stop()
     assert json.loads(store.get(paths.namespace_definition(NAMESPACE))) == {"max_key_groups": MAX_KEY_GROUPS}
+
+
+def test_stop_ends_a_write_back_that_is_waiting_to_retry(tmp_path: Path) -> None:
+    """A stopped node neither keeps its write-back thread nor touches the store again.
+
+    Fails on the code before the change: the thread slept out its backoff (seconds, up to a minute)
+    after ``stop`` returned, so an embedding process kept a thread of a node it had stopped.
+    """
+    make_data_dir_that_knows_the_namespace(tmp_path / "data", tmp_path / "other-store", workers=1)
+    node = Node(NodeConfig(host="127.0.0.1", port=free_loopback_port(), data_dir=tmp_path / "data",
+                           snapshot_url=(tmp_path / "store").as_uri(), drain_seconds=1.0))
+    refusing = RefusingStore(node.checkpointing.store)
+    node.registry.namespace_records = NamespaceRecords(refusing)
+    node.start()
+    try:
+        wait_until(lambda: refusing.refused >= 3, 60, "the write-back to back off to a wait of seconds")
+    finally:
+        node.stop()
+    attempts = refusing.refused
+    wait_until(lambda: not any(t.name == "namespace-write-back" for t in threading.enumerate()), 1.0,
+               "the write-back thread to end with the node")
+    assert refusing.refused == attempts, "no attempt after stop"
