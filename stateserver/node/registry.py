@@ -184,18 +184,20 @@ class ShardRegistry(ShardOpening):
         shard = self._shards.get((namespace, start, end))
         if shard is None:
             self.max_key_groups(namespace)  # NotFound for an unknown namespace
-            # tuple(): a copy taken at once (under the GIL), not an iteration the lock must guard
-            if any(b.namespace == namespace and (b.key_groups.start, b.key_groups.end) == (start, end)
-                   for b in tuple(self._building)):
-                raise ShardClosed(f"shard {namespace}/{start}-{end} is being opened or closed on this node; retry "
-                                  f"shortly, or reopen it (OpenShard) if it was closed")
             check_epoch(epoch)
+            # Fenced before "closing, retry": a writer a newer one fenced must reopen, not retry,
+            # also while the close the fence started still waits for its requests in flight.
             newer = [s for s in self.open_shards() if s.id.namespace == namespace and s.epoch > epoch
                      and s.key_groups.start <= end and start <= s.key_groups.end]
             if newer:  # a newer writer split or merged the range: this writer is fenced, not unopened
                 raise Fenced(f"key groups {start}-{end} of {namespace!r} are owned by epoch {newer[0].epoch} "
                              f"(shard {newer[0].key_groups}); epoch {epoch} is fenced")
             self.fences.check(namespace, start, end, epoch)  # or did so on another member (fence_older)
+            # tuple(): a copy taken at once (under the GIL), not an iteration the lock must guard
+            if any(b.namespace == namespace and (b.key_groups.start, b.key_groups.end) == (start, end)
+                   for b in tuple(self._building)):
+                raise ShardClosed(f"shard {namespace}/{start}-{end} is being opened or closed on this node; retry "
+                                  f"shortly, or reopen it (OpenShard) if it was closed")
             raise ShardNotOpen(f"shard {namespace}/{start}-{end} is not open on this node; open it first")
         check_epoch(epoch)
         shard.check_writer(epoch)

@@ -124,3 +124,32 @@ def test_a_newer_writer_elsewhere_fences_an_older_open_under_way_and_the_open_sh
         with pytest.raises(Fenced):
             registry.open_shard("ns", start, end, 1, [], OpenSource(empty=True))
     assert not (registry.data_dir / "namespaces" / "ns" / "shards" / "8-11").exists(), "its directory was discarded"
+
+
+def test_a_fenced_writer_hears_fenced_while_its_shard_is_still_closing(registry: ShardRegistry) -> None:
+    """Between a fence from another member and the end of the close it starts (the close waits for
+    requests in flight), a request of the fenced writer hears Fenced: the writer must reopen at a
+    newer epoch, not retry.
+
+    Fails on the code before the change: the request heard ShardClosed ("being opened or closed on
+    this node; retry shortly"), a retriable error, as if nothing had fenced it (seen in the cluster
+    test test_a_rescale_onto_other_nodes_fences_and_closes_the_old_shards under load)."""
+    shard = registry.open_shard("ns", 0, 7, 1, [], OpenSource(empty=True))
+    in_flight = shard.lease()
+    in_flight.__enter__()  # a request of the old writer still running: the close waits for it
+    try:
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            fencing = pool.submit(registry.fence_older, "ns", KeyGroupRange(0, 15), 2)
+            while not shard.closed:  # the close has begun and waits for the lease
+                assert not fencing.done(), fencing.result()
+                threading.Event().wait(0.01)
+            with pytest.raises(Fenced):
+                registry.shard("ns", 0, 7, 1)
+            in_flight.__exit__(None, None, None)
+            in_flight = None
+            assert fencing.result(WAIT_S) == [ShardId("ns", KeyGroupRange(0, 7))]
+    finally:
+        if in_flight is not None:
+            in_flight.__exit__(None, None, None)
+    with pytest.raises(Fenced):
+        registry.shard("ns", 0, 7, 1)
