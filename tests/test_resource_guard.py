@@ -7,6 +7,7 @@ import time
 import pytest
 
 from stateserver.shard.resource_guard import GuardClosed, ResourceGuard
+from support.waiting import wait_until
 
 
 def test_close_waits_for_the_lease_in_flight_and_refuses_new_ones() -> None:
@@ -25,8 +26,9 @@ def test_close_waits_for_the_lease_in_flight_and_refuses_new_ones() -> None:
     assert leased.wait(5)
     closer = threading.Thread(target=lambda: ended.append(guard.close(timeout=5)))
     closer.start()
-    time.sleep(0.05)
-    assert guard.closed and closer.is_alive()  # closing, still waiting for the lease
+    # Until the closer has begun (polled: a fixed 50 ms sleep is not enough on a busy machine).
+    wait_until(lambda: guard.closed, 5, "the close to begin")
+    assert closer.is_alive()  # closing, still waiting for the lease
     with pytest.raises(GuardClosed):
         with guard.lease():
             pass

@@ -58,6 +58,24 @@ def start_node(data_dir: Path, drain_seconds: float) -> Node:
     return node
 
 
+def refused_during_the_stop(address: str, stopping: threading.Thread) -> grpc.RpcError:
+    """The error of the first new call refused while the stop runs (it runs until the batch in
+    flight returns, about APPLY_SECONDS). Asked again until then, not once after a fixed sleep:
+    on a busy machine the stop may not have begun 0.1 s after its thread started."""
+    channel = grpc.insecure_channel(address)
+    try:
+        while stopping.is_alive():
+            try:
+                channel.unary_unary("/stateserver.v1.StateService/NodeInfo")(b"", timeout=5)
+            except grpc.RpcError as exc:
+                assert stopping.is_alive(), "no call was refused before the stop ended"
+                return exc
+            time.sleep(0.01)
+    finally:
+        channel.close()
+    raise AssertionError("no new call was refused while the node stopped")
+
+
 @pytest.mark.parametrize("drain_seconds", [3.0, 0.2], ids=["within-grace", "outlives-grace"])
 def test_stop_closes_shards_after_the_batch_in_flight(tmp_path: Path, slow_batches: tuple[threading.Event, list[bool]],
                                                       drain_seconds: float) -> None:
@@ -82,12 +100,8 @@ def test_stop_closes_shards_after_the_batch_in_flight(tmp_path: Path, slow_batch
         assert entered.wait(10)
         stopping = threading.Thread(target=lambda: outcome.setdefault("clean", node.stop()))
         stopping.start()
-        time.sleep(0.1)
-        health = grpc.insecure_channel(node.address)
-        with pytest.raises(grpc.RpcError) as refused:  # a new call during the drain
-            health.unary_unary("/stateserver.v1.StateService/NodeInfo")(b"", timeout=5)
-        health.close()
-        assert refused.value.code() is grpc.StatusCode.UNAVAILABLE
+        refused = refused_during_the_stop(node.address, stopping)  # a new call during the drain
+        assert refused.code() is grpc.StatusCode.UNAVAILABLE
         stopping.join(30)
         flushing.join(30)
 

@@ -18,6 +18,7 @@ from stateserver.protocol.v1 import checkpoint_pb2 as cpb
 from stateserver.protocol.v1 import state_pb2_grpc
 from support.node import NodeProcess, keys_in_key_groups, read_request, rpc_error_reason, shard_ref, write_request
 from support.routing_stub import checkpoint_stub
+from support.waiting import wait_until
 
 STATES = [pb.StateDescriptor(name="v", kind=pb.STATE_KIND_VALUE), pb.StateDescriptor(name="l", kind=pb.STATE_KIND_LIST)]
 LIST_LENGTH = 30_000
@@ -157,7 +158,10 @@ def test_requests_while_the_shard_closes_and_reopens_hear_shard_closed(node: Nod
             time.sleep(0.05)
             stub.OpenShard(pb.OpenShardRequest(shard=newer, states=STATES, restore=pb.RestoreSource(latest=True)),
                            timeout=20)
-            time.sleep(0.05)
+            # A read answered since the open returned (not a fixed sleep: on a busy machine the
+            # reader may get no turn in 50 ms, and the last outcome would be one from before).
+            opened = len(outcomes)
+            wait_until(lambda: (grpc.StatusCode.OK, "", "") in outcomes[opened:], 10, "a read after the open")
         finally:
             stop.set()
             reader.join(20)

@@ -25,12 +25,15 @@ from stateserver.protocol.v1 import state_pb2 as pb
 from stateserver.protocol.v1 import state_pb2_grpc
 from support.waiting import wait_until
 from support.node import (
-    SERVICE_NAME, NodeProcess, free_loopback_port, free_port_block, run_node, start_node, unique_namespace,
+    SERVICE_NAME, NodeProcess, free_loopback_port, free_port_block, namespace_on_every_worker, run_node, start_node,
+    unique_namespace,
 )
 
 MAX_KEY_GROUPS = 128
-# Eight shards: with two workers, rendezvous hashing puts some on each (checked, not assumed).
+# Eight shards, over a namespace chosen so that each worker gets some: placement hashes the
+# workers' random ports, and would leave one of two without any in about 1 run of 128.
 RANGES = [f"{start}-{start + 15}" for start in range(0, MAX_KEY_GROUPS, 16)]
+SHARDS = [(int(start), int(end)) for start, _, end in (r.partition("-") for r in RANGES)]
 KEYS = [f"key-{i}" for i in range(400)]
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -59,9 +62,9 @@ def gone(pid: int) -> bool:
 def test_two_workers_serve_a_client_end_to_end_and_restore_into_a_fresh_node(tmp_path: Path,
                                                                           request: pytest.FixtureRequest) -> None:
     store = (tmp_path / "store").as_uri()
-    namespace = unique_namespace(request.node.name)
     expected = {key: i for i, key in enumerate(KEYS)}
     with run_node(tmp_path / "a", workers=2, extra_args=["--snapshot-url", store]) as node:
+        namespace = namespace_on_every_worker(node, request.node.name, SHARDS)
         with StateClient(node.address, timeout=20) as client:
             assert sorted(client.refresh()) == sorted(node.worker_addresses), "clients learn every worker"
             client.create_namespace(namespace, max_key_groups=MAX_KEY_GROUPS)
@@ -88,8 +91,8 @@ def test_two_workers_serve_a_client_end_to_end_and_restore_into_a_fresh_node(tmp
 
 def test_a_killed_worker_is_restarted_and_its_shards_recover_exactly(tmp_path: Path,
                                                                      request: pytest.FixtureRequest) -> None:
-    namespace = unique_namespace(request.node.name)
     with run_node(tmp_path / "data", workers=2) as node, StateClient(node.address, timeout=20) as client:
+        namespace = namespace_on_every_worker(node, request.node.name, SHARDS)
         client.create_namespace(namespace, max_key_groups=MAX_KEY_GROUPS)
         coordinator = CheckpointCoordinator(client, namespace)
         subtasks = [KeyedStateBackend(client, namespace, key_groups=RANGES)]
@@ -133,9 +136,9 @@ def test_node_health_is_not_serving_while_a_worker_is_down(tmp_path: Path) -> No
 
 
 def test_sigterm_drains_every_worker_and_leaves_no_process(tmp_path: Path, request: pytest.FixtureRequest) -> None:
-    namespace = unique_namespace(request.node.name)
     node = start_node(tmp_path / "data", workers=2)
     try:
+        namespace = namespace_on_every_worker(node, request.node.name, SHARDS)  # every worker has shards to close
         pids = [node.pid, node.worker_pid(0), node.worker_pid(1)]
         with StateClient(node.address, timeout=20) as client:
             client.create_namespace(namespace, max_key_groups=MAX_KEY_GROUPS)

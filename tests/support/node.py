@@ -400,3 +400,14 @@ def namespace_on_one_worker(node: NodeProcess, test_name: str, key_groups: Seque
         name = unique_namespace(test_name)
         if len({node.shard_worker(name, shard) for shard in key_groups}) == 1:
             return name
+
+
+def namespace_on_every_worker(node: NodeProcess, test_name: str, key_groups: Sequence[tuple[int, int]]) -> str:
+    """A ``unique_namespace`` whose shards of ``key_groups`` leave no worker of ``node`` without one:
+    placement among the workers hashes their random ports, so 8 shards miss one of 2 workers in
+    about 1 run of 128 (with one worker: any name)."""
+    for _ in range(1000):
+        name = unique_namespace(test_name)
+        if len({node.shard_worker(name, shard) for shard in key_groups}) == node.workers:
+            return name
+    raise AssertionError(f"no namespace spreads {len(key_groups)} shards over {node.workers} workers")
