@@ -396,18 +396,21 @@ def unique_namespace(test_name: str) -> str:
 def namespace_on_one_worker(node: NodeProcess, test_name: str, key_groups: Sequence[tuple[int, int]]) -> str:
     """A ``unique_namespace`` whose shards of ``key_groups`` all belong on one worker of ``node``:
     for tests of what a node finds in its own data directory (with one worker: any name)."""
-    while True:
-        name = unique_namespace(test_name)
-        if len({node.shard_worker(name, shard) for shard in key_groups}) == 1:
-            return name
+    return _namespace_over_workers(node, test_name, key_groups, 1)
 
 
 def namespace_on_every_worker(node: NodeProcess, test_name: str, key_groups: Sequence[tuple[int, int]]) -> str:
     """A ``unique_namespace`` whose shards of ``key_groups`` leave no worker of ``node`` without one:
     placement among the workers hashes their random ports, so 8 shards miss one of 2 workers in
     about 1 run of 128 (with one worker: any name)."""
+    return _namespace_over_workers(node, test_name, key_groups, node.workers)
+
+
+def _namespace_over_workers(node: NodeProcess, test_name: str, key_groups: Sequence[tuple[int, int]],
+                            workers: int) -> str:
+    """The first ``unique_namespace`` whose shards of ``key_groups`` land on exactly ``workers`` workers."""
     for _ in range(1000):
         name = unique_namespace(test_name)
-        if len({node.shard_worker(name, shard) for shard in key_groups}) == node.workers:
+        if len({node.shard_worker(name, shard) for shard in key_groups}) == workers:
             return name
-    raise AssertionError(f"no namespace spreads {len(key_groups)} shards over {node.workers} workers")
+    raise AssertionError(f"no namespace puts {len(key_groups)} shards on exactly {workers} of {node.workers} workers")
