@@ -59,7 +59,8 @@ class FaultCluster:
         root.mkdir(parents=True, exist_ok=True)
         self.target = target
         self.control_path = root / "faults.json"
-        self.ports = [free_loopback_port() for _ in range(NODES)]
+        # In port order: node i is then the i-th in every list a node or client sorts, in every run.
+        self.ports = sorted(free_loopback_port() for _ in range(NODES))
         self.nodes: dict[str, NodeProcess] = {}
         self.power_log = root / "power.log" if target.root is not None else None
         # Where the power log stood when each node was launched: its events come after.

@@ -10,11 +10,15 @@ and restore to exactly the model's state, with no write of a fenced writer in it
 
 Run:      .venv/bin/python -m pytest tests/fault                        (30 trials, CI)
 Replay:   .venv/bin/python -m pytest tests/fault --fault-seed N         (printed by a failing trial)
+          A replay meets the same operations, faults and placement (shards over the nodes in
+          port order) as the run it replays; the moments of kills and what a power loss takes
+          are timing, and may differ.
 Soak:     scripts/fault_soak.sh 500                                     (writes a markdown summary)
 Trace:    add ``-s --fault-trace`` to print every trial's steps, passing ones too
 
 How the suite finds each defect of issue 11 when it is put back (a local patch, never committed;
-seeds of the default 30-trial run; with the patch reverted every one of them passes):
+seeds of the default 30-trial run, recorded before placement followed the seed, so a seed may now
+meet other nodes; with the patch reverted every one of them passes):
 
 1. ``file://`` never fsynced. Patch (either): in ``stateserver/store/_open.py``,
    ``_open_file`` returns ``reader`` (obstore's plain ``LocalStore``) instead of the
