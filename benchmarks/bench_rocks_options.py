@@ -35,12 +35,12 @@ import rocksdict  # noqa: E402
 
 from bench_common import cpu_model, log, version, write_report  # noqa: E402
 from stateserver.protocol.keygroups import KEY_GROUP_PREFIXES, key_groups_for  # noqa: E402
+from stateserver.protocol.stored_form import PLAIN_HEADER  # noqa: E402
 from stateserver.shard.rocks import RocksResources, RocksTuning  # noqa: E402
 
 MAX_KEY_GROUPS = 128
 SHARDS = 8
 KEYS_PER_WRITE = 4000
-PLAIN_HEADER = b"\x00"
 DEFAULT_OUTPUT = REPO / "benchmarks" / "results" / "rocks_options.md"
 
 
