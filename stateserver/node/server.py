@@ -198,8 +198,7 @@ class Node:
             raise
         self.metrics_endpoint: MetricsEndpoint | None = None
         self._stop_lock = threading.Lock()
-        self._stopped = False
-        self._stopping = threading.Event()  # wakes loops that wait between attempts
+        self._stopping = threading.Event()  # set once by stop(); wakes loops that wait between attempts
         self._clean = True
 
     @property
@@ -248,9 +247,8 @@ class Node:
     def stop(self) -> bool:
         """Drain and close (see the module docstring); True if every shard closed cleanly."""
         with self._stop_lock:
-            if self._stopped:
+            if self._stopping.is_set():
                 return self._clean
-            self._stopped = True
             self._stopping.set()
             started = time.monotonic()
             log.info("draining", extra={"drain_seconds": self.config.drain_seconds,
