@@ -34,6 +34,7 @@ from stateserver.node.registry import ShardRegistry, check_epoch
 from stateserver.node.shard_open import EMPTY, RESUME, OpenSource
 from stateserver.node.peer_fencing import PeerFencing
 from stateserver.shard.shard import Shard, ShardId
+from stateserver.protocol.names import check_name
 from stateserver.protocol.states import StateDescriptor
 from stateserver.shard.storage_errors import resource_cause
 from stateserver.protocol.v1 import state_pb2 as pb
@@ -249,8 +250,9 @@ class StateService(state_pb2_grpc.StateServiceServicer):
         fences = []
         for fence in request.opened:  # all checked before any is applied
             check_epoch(fence.epoch)
-            try:
-                fences.append((fence.namespace, KeyGroupRange(fence.key_group_start, fence.key_group_end), fence.epoch))
+            try:  # the namespace need not be known here (then nothing is fenced), but well formed
+                fences.append((check_name("namespace", fence.namespace),
+                               KeyGroupRange(fence.key_group_start, fence.key_group_end), fence.epoch))
             except ValueError as exc:
                 raise errors.InvalidInput(str(exc)) from None
         fenced = [shard_id for namespace, key_groups, epoch in fences

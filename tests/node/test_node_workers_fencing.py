@@ -80,6 +80,8 @@ def _open_shards(node: NodeProcess, worker: int) -> list[str]:
 @pytest.mark.parametrize("fence, problem", [
     (pb.ShardRef(namespace="any", key_group_start=9, key_group_end=3, epoch=5), "invalid key-group range"),
     (pb.ShardRef(namespace="any", key_group_start=0, key_group_end=127, epoch=2**40), "epochs run from"),
+    # Added with the name check; the old code took it and applied the valid fence before it.
+    (pb.ShardRef(namespace="../etc", key_group_start=0, key_group_end=127, epoch=5), "namespace name"),
 ])
 def test_a_malformed_fence_is_invalid_and_fences_nothing(node: NodeProcess, fence: pb.ShardRef,
                                                          problem: str) -> None:
